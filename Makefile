@@ -1,0 +1,38 @@
+# The two commands: `make dev` runs taskq on this machine, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+WORKERS ?= 2
+PLUGINS := -e plugins/taskq_fibonacci -e plugins/taskq_email
+SOURCES := pyproject.toml plugins/taskq_fibonacci/pyproject.toml plugins/taskq_email/pyproject.toml
+
+.PHONY: dev test lint clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "taskq needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.dev: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet -e '.[embedded]' $(PLUGINS)
+	@touch $@
+
+$(VENV)/.test: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install --quiet -e '.[embedded,test]' $(PLUGINS)
+	@touch $@
+
+dev: $(VENV)/.dev
+	$(BIN)/taskq dev --port $(PORT) --workers $(WORKERS)
+
+test: $(VENV)/.test lint
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

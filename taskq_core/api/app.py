@@ -1,0 +1,57 @@
+"""The FastAPI application factory: settings, backends and plugins are bound in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import taskq_core
+from taskq_core import broker, db, devstate
+from taskq_core.api import errors
+from taskq_core.api.deps import Backends
+from taskq_core.api.limits import BodySizeLimit
+from taskq_core.api.routes import health, task_types, tasks
+from taskq_core.plugins import Registry, load_registry
+from taskq_core.settings import MAX_BODY_BYTES, Settings
+from taskq_core.storage import Storage
+
+log = logging.getLogger("taskq.api")
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    """Build the API; settings and plugins default to the environment's, read at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        config = settings or Settings()
+        database_url, redis_url = devstate.resolve_urls(config)
+        types = registry if registry is not None else load_registry()
+        engine = db.async_engine(database_url, pool_size=config.db_pool_size)
+        redis = broker.connect(redis_url)
+        app.state.backends = Backends(
+            storage=Storage(engine, config.queue),
+            broker=broker.Broker(redis, config.queue),
+            registry=types,
+        )
+        log.info("task types: %s", types.known_names())
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="taskq",
+        version=getattr(taskq_core, "__version__", "0.1.0"),
+        description="Submit tasks, follow them, list the task types the installed plugins provide.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    errors.install(app)
+    app.include_router(tasks.router)
+    app.include_router(task_types.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,29 @@
+"""FastAPI dependencies: the shared storage, broker and registry of the running app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from taskq_core.broker import Broker
+from taskq_core.plugins import Registry
+from taskq_core.storage import Storage
+
+
+@dataclass
+class Backends:
+    """What a request handler talks to; built once in the app's lifespan."""
+
+    storage: Storage
+    broker: Broker
+    registry: Registry
+
+
+def get_backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+BackendsDep = Annotated[Backends, Depends(get_backends)]

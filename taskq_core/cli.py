@@ -1,0 +1,249 @@
+"""Command-line entry points: parse arguments, build settings, delegate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from taskq_core.errors import TaskqError
+from taskq_core.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    # Their INFO lines narrate every request; ours say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from taskq_core import devstate
+    from taskq_core.api import create_app
+
+    devstate.resolve_urls(settings)  # fail here, with the message, not inside uvicorn's start-up
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core import devstate
+    from taskq_core.plugins import load_registry
+    from taskq_core.worker import Worker
+
+    database_url, redis_url = devstate.resolve_urls(settings)
+    worker = Worker(
+        database_url=database_url,
+        redis_url=redis_url,
+        registry=load_registry(),
+        concurrency=args.concurrency,
+        queue=settings.queue,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stops = 0
+
+        def on_signal() -> None:
+            nonlocal stops
+            stops += 1
+            if stops > 1:
+                # A second signal: stop at once; what was running is recovered from PostgreSQL.
+                os._exit(1)
+            worker.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core import db, devstate
+
+    database_url, _ = devstate.resolve_urls(settings)
+    db.upgrade(database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
+    from taskq_core import db, devstate
+    from taskq_core.storage import Storage
+
+    database_url, _ = devstate.resolve_urls(settings)
+
+    async def main() -> Any:
+        engine = db.async_engine(database_url, pool_size=1)
+        try:
+            return await action(Storage(engine, settings.queue))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.render import task_table
+
+    rows = _with_storage(settings, lambda storage: storage.recent(args.count))
+    task_table(rows)
+    return 0
+
+
+def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
+    deleted = _with_storage(settings, lambda storage: storage.delete_oldest(args.count))
+    print(f"deleted {deleted} task(s)")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.plugins import load_registry
+    from taskq_core.render import plugin_table
+
+    registry = load_registry()
+    plugin_table(registry)
+    return 1 if registry.failures and args.strict else 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.demo import run_demo
+
+    return run_demo(settings, tasks=args.tasks, workers=args.workers)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.dev import run_dev
+
+    return run_dev(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+# ---- parsers --------------------------------------------------------------------------------
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=10,
+        help="tasks run at once by this process (async ones in the event loop, sync ones in "
+        "threads; default 10)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq", description="taskq: a plugin-based distributed task queue."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    api = commands.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    api.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=False, help="log requests"
+    )
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser("worker", help="run a worker (the same as taskq-worker)")
+    _add_worker_options(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    database = commands.add_parser("db", help="database schema")
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    tasks = commands.add_parser("tasks", help="look at or delete tasks")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    show = task_commands.add_parser("show", help="print the last N tasks")
+    show.add_argument("count", type=_positive, metavar="N")
+    show.set_defaults(func=cmd_tasks_show)
+    clear = task_commands.add_parser("clear", help="delete the first (oldest) N tasks")
+    clear.add_argument("count", type=_positive, metavar="N")
+    clear.set_defaults(func=cmd_tasks_clear)
+
+    plugins = commands.add_parser(
+        "plugins", help="list plugins, their task types, and plugins that failed to load"
+    )
+    plugins.add_argument(
+        "--strict", action="store_true", help="exit 1 when a plugin failed to load"
+    )
+    plugins.set_defaults(func=cmd_plugins)
+
+    demo = commands.add_parser(
+        "demo", help="create random tasks, spawn workers and watch them drain"
+    )
+    demo.add_argument("--tasks", type=_positive, default=500, help="how many (default 500)")
+    demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
+    demo.set_defaults(func=cmd_demo)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run everything on this machine: PostgreSQL and Redis (embedded unless configured), "
+        "migrations, the API and workers, until Ctrl-C",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    dev.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    settings = Settings()
+    _setup_logging(settings)
+    try:
+        code: int = args.func(args, settings)
+    except TaskqError as exc:
+        print(f"taskq: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(build_parser(), argv)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskq-worker",
+        description="Run a taskq worker: pop task ids by priority, claim, run, record.",
+    )
+    _add_worker_options(parser)
+    parser.set_defaults(func=cmd_worker)
+    return _run(parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

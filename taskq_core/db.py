@@ -1,0 +1,69 @@
+"""PostgreSQL connections: URL normalisation, engines and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from taskq_core.errors import ConfigurationError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# taskq speaks to PostgreSQL through psycopg 3 only: it is the one driver with both a blocking and
+# an asyncio side under SQLAlchemy, so the API, the workers and Alembic share one driver. A URL
+# naming another driver (psycopg2, asyncpg) or none at all is mapped onto it.
+_POSTGRES_SCHEMES = {"postgres", "postgresql"}
+
+
+def normalize_url(url: str) -> str:
+    """Return `url` with the psycopg (3) driver, whatever driver it named."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigurationError(f"TASKQ_DATABASE_URL is not a valid URL: {exc}") from None
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in _POSTGRES_SCHEMES:
+        raise ConfigurationError(
+            f"TASKQ_DATABASE_URL must be a PostgreSQL URL (postgresql://...), got {backend!r}"
+        )
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An asyncio engine with a connection pool, for the API and the workers."""
+    return create_async_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def sync_engine(url: str) -> Engine:
+    """A blocking engine, for the command line and migrations."""
+    return create_engine(normalize_url(url), pool_pre_ping=True)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Create or migrate the schema to `revision` with Alembic."""
+    import logging
+
+    from alembic import command
+    from alembic.config import Config
+
+    # Alembic narrates every plugin and step at INFO; taskq's commands say what matters themselves.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()

@@ -1,0 +1,195 @@
+"""Plugin discovery: `taskq.tasks` entry points, a pluggy PluginManager, the task-type registry."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from taskq_core import hookspecs
+from taskq_core.errors import DuplicateTaskTypeError, UnknownTaskTypeError
+from taskq_core.task import Task
+
+ENTRY_POINT_GROUP = "taskq.tasks"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a task type comes from: the plugin's distribution (or module) and version."""
+
+    name: str
+    version: str | None
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load, and why."""
+
+    plugin: str
+    entry_point: str
+    error: str
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A registered task type: the plugin's class plus the models the host validates with."""
+
+    cls: type[Task]
+    plugin: PluginInfo
+    input_model: type[BaseModel]  # the plugin's Input, refusing unknown fields
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.cls.run)
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "priority": self.cls.priority,
+            "max_attempts": self.cls.max_attempts,
+            "timeout_seconds": self.cls.timeout_seconds,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The public description served by `GET /task-types`."""
+        return {
+            "name": self.name,
+            "description": self.cls.description,
+            "plugin": {"name": self.plugin.name, "version": self.plugin.version},
+            "is_async": self.is_async,
+            "input_schema": self.cls.Input.model_json_schema(),
+            "output_schema": self.cls.Output.model_json_schema(),
+            "defaults": self.defaults(),
+        }
+
+
+@dataclass
+class Registry:
+    """Every task type the host knows, by name, and the plugins that failed to load."""
+
+    types: dict[str, TaskType] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[TaskType]:
+        return iter(sorted(self.types.values(), key=lambda t: t.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.types
+
+    def get(self, name: str) -> TaskType:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise UnknownTaskTypeError(
+                f"unknown task type {name!r}; known task types: {self.known_names()}"
+            ) from None
+
+    def known_names(self) -> str:
+        return ", ".join(sorted(self.types)) or "none (install a plugin such as taskq-fibonacci)"
+
+
+def _forbid_extra(model: type[BaseModel]) -> type[BaseModel]:
+    """A subclass of `model` that rejects unknown fields, whatever the plugin configured."""
+    if model.model_config.get("extra") == "forbid":
+        return model
+    return type(model.__name__, (model,), {"model_config": ConfigDict(extra="forbid")})
+
+
+def _check_task_class(cls: Any) -> type[Task]:
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"{cls!r} is not a subclass of taskq_core.Task")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} has no `name`")
+    for attr in ("Input", "Output"):
+        model = getattr(cls, attr, None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"{cls.__qualname__}.{attr} must be a pydantic BaseModel subclass")
+    if cls.run is Task.run:
+        raise TypeError(f"{cls.__qualname__} does not define run()")
+    if not 1 <= cls.priority <= 5:
+        raise TypeError(f"{cls.__qualname__}.priority must be between 1 and 5")
+    if cls.max_attempts < 1:
+        raise TypeError(f"{cls.__qualname__}.max_attempts must be at least 1")
+    return cls
+
+
+def _plugin_info(entry_point: EntryPoint | None, module: ModuleType) -> PluginInfo:
+    dist = entry_point.dist if entry_point is not None else None
+    if dist is not None:
+        return PluginInfo(dist.metadata["Name"], dist.version)
+    return PluginInfo(module.__name__, getattr(module, "__version__", None))
+
+
+def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool = True) -> Registry:
+    """Load the installed plugins (and `modules`, for tests and embedding) into a registry.
+
+    A plugin that fails to import or to register is recorded and logged, never raised: one broken
+    plugin must not take the API or a worker down. Two plugins claiming one task type name is a
+    configuration error the operator must fix, so that raises DuplicateTaskTypeError.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    registry = Registry()
+    candidates: list[tuple[str, EntryPoint | None, ModuleType]] = []  # (name, entry point, module)
+
+    if use_entry_points:
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist_name = ep.dist.metadata["Name"] if ep.dist is not None else ep.name
+            try:
+                module = ep.load()
+            except Exception as exc:
+                _record_failure(registry, dist_name, ep.value, exc)
+                continue
+            candidates.append((ep.name, ep, module))
+    candidates.extend((module.__name__, None, module) for module in modules)
+
+    owners: dict[str, str] = {}
+    for plugin_name, source, module in candidates:
+        info = _plugin_info(source, module)
+        try:
+            manager.register(module, name=plugin_name)
+            caller = manager.subset_hook_caller(
+                "register_task_types",
+                remove_plugins=[p for p in manager.get_plugins() if p is not module],
+            )
+            found: list[type[Task]] = []
+
+            def register(cls: Any, found: list[type[Task]] = found) -> None:
+                found.append(_check_task_class(cls))
+
+            caller(register=register)
+        except Exception as exc:
+            if manager.is_registered(module):
+                manager.unregister(module)
+            _record_failure(registry, info.name, source.value if source else module.__name__, exc)
+            continue
+        for cls in found:
+            if cls.name in owners:
+                raise DuplicateTaskTypeError(
+                    f"task type {cls.name!r} is registered by both {owners[cls.name]!r} "
+                    f"and {info.name!r}; uninstall or disable one of them"
+                )
+            owners[cls.name] = info.name
+            registry.types[cls.name] = TaskType(cls, info, _forbid_extra(cls.Input))
+        registry.plugins[info.name] = info
+    return registry
+
+
+def _record_failure(registry: Registry, plugin: str, entry_point: str, exc: BaseException) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    log.error("plugin %s (%s) failed to load: %s", plugin, entry_point, reason)
+    registry.failures.append(PluginFailure(plugin, entry_point, reason))

@@ -1,0 +1,84 @@
+"""Child processes that die with their parent: the servers, API and workers a command starts."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send `sig` to this process when its parent exits (no-op elsewhere).
+
+    The kernel ties this to the *thread* that forked us, so spawn from a long-lived thread.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _preexec(sig: int, extra: Callable[[], None] | None) -> Callable[[], None]:
+    def run() -> None:
+        set_parent_death_signal(sig)
+        if extra is not None:
+            extra()
+
+    return run
+
+
+def spawn(
+    args: Sequence[str],
+    *,
+    death_signal: int = signal.SIGTERM,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    new_session: bool = True,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Start `args` as a child that gets `death_signal` if we die, even by SIGKILL.
+
+    In its own session by default, so a terminal's Ctrl-C reaches only us and we stop children in
+    order, instead of every process at once.
+    """
+    return subprocess.Popen(
+        list(args),
+        env=dict(env) if env is not None else None,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=new_session,
+        preexec_fn=_preexec(death_signal, popen.pop("preexec_fn", None)),
+        **popen,
+    )
+
+
+def terminate(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """SIGTERM every process, wait up to `timeout` for all, then SIGKILL the rest."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line running `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def child_env(database_url: str, redis_url: str) -> dict[str, str]:
+    """This process's environment with the given servers configured."""
+    env = dict(os.environ)
+    env["TASKQ_DATABASE_URL"] = database_url
+    env["TASKQ_REDIS_URL"] = redis_url
+    return env

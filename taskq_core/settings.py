@@ -1,0 +1,29 @@
+"""All of taskq's configuration: one pydantic-settings class, from TASKQ_* variables or `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
+
+
+class Settings(BaseSettings):
+    """taskq settings; build once at process start and pass down."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKQ_", env_file=".env", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    queue: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Where `taskq dev` keeps the embedded servers' data; default: a per-user state folder.
+    data_dir: Path | None = None
+    # Other binaries for the embedded default (a system PostgreSQL's bin/, a system redis-server).
+    embedded_postgres_bin: Path | None = None
+    embedded_redis_server: Path | None = None
+
+    db_pool_size: int = Field(default=10, ge=1)
+    log_level: str = "INFO"
