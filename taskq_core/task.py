@@ -10,6 +10,20 @@ from pydantic import BaseModel
 
 DEFAULT_PRIORITY = 3
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF_BASE = 1.0  # seconds: the first retry waits up to this long
+DEFAULT_BACKOFF_MAX = 300.0  # seconds: no retry waits longer than this
+
+
+class Retry(Exception):
+    """Raise from `run` to try again after `after` seconds (counts as an attempt)."""
+
+    def __init__(self, after: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry requested in {after:g}s")
+        self.after = max(0.0, float(after))
+
+
+class PermanentError(Exception):
+    """Raise (or subclass) from `run` for a failure that retrying cannot fix: the task fails now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +50,9 @@ class Task:
     priority: ClassVar[int] = DEFAULT_PRIORITY
     max_attempts: ClassVar[int] = DEFAULT_MAX_ATTEMPTS
     timeout_seconds: ClassVar[float | None] = None
+    # Exponential back-off with full jitter between attempts.
+    retry_backoff_base: ClassVar[float] = DEFAULT_BACKOFF_BASE
+    retry_backoff_max: ClassVar[float] = DEFAULT_BACKOFF_MAX
 
     def run(self, data: Any, ctx: TaskContext) -> BaseModel | dict[str, Any] | Awaitable[Any]:
         """Do the work; return an `Output` (or a dict it validates); may be `async def`."""
