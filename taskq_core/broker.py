@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import redis.asyncio as aioredis
 
@@ -15,10 +15,23 @@ def queue_key(queue: str, priority: int) -> str:
     return f"taskq:{{{queue}}}:{priority}"
 
 
-def connect(url: str) -> aioredis.Redis:
-    """An asyncio Redis client with its own connection pool."""
+def cancel_channel(queue: str) -> str:
+    """Pub/sub channel on which cancellation requests reach the workers at once."""
+    return f"taskq:{{{queue}}}:cancel"
+
+
+def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
+    """An asyncio Redis client with its own connection pool.
+
+    Short timeouts so an unreachable Redis fails a request quickly (the API answers 503) instead
+    of hanging it; `blocking` clients issue BRPOP and wait on their own deadline instead.
+    """
     return aioredis.Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+        url,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=None if blocking else 5,
+        health_check_interval=30,
     )
 
 
@@ -35,10 +48,20 @@ class Broker:
 
     async def push_many(self, items: Iterable[tuple[int, int]]) -> None:
         """Push (task_id, priority) pairs in one round trip, keeping their order per priority."""
+        by_priority: dict[int, list[int]] = {}
+        for task_id, priority in items:
+            by_priority.setdefault(priority, []).append(task_id)
+        if not by_priority:
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, priority in items:
-                pipe.lpush(queue_key(self.queue, priority), task_id)
+            for priority, ids in by_priority.items():
+                pipe.lpush(queue_key(self.queue, priority), *ids)
             await pipe.execute()
+
+    async def push_oldest_first(self, ids: list[int], priority: int) -> None:
+        """Put repaired ids at the popping end, oldest last-in so it is popped first: they are
+        older than everything queued behind them."""
+        await self.redis.rpush(queue_key(self.queue, priority), *reversed(ids))
 
     async def pop(self, wait: float) -> int | None:
         """Block up to `wait` seconds for the next id, strictly by priority then FIFO."""
@@ -47,9 +70,6 @@ class Broker:
             return None
         return int(item[1])
 
-    async def ping(self) -> None:
-        await self.redis.ping()
-
     async def depths(self) -> dict[int, int]:
         """How many ids wait at each priority."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -57,3 +77,21 @@ class Broker:
                 pipe.llen(key)
             counts = await pipe.execute()
         return dict(zip(PRIORITIES, counts, strict=True))
+
+    async def queued_ids(self, priority: int) -> set[int]:
+        """Every id waiting at `priority`; only for repairs, when counts show ids missing."""
+        return {int(v) for v in await self.redis.lrange(queue_key(self.queue, priority), 0, -1)}
+
+    async def request_cancel(self, task_id: int) -> None:
+        await self.redis.publish(cancel_channel(self.queue), task_id)
+
+    async def cancel_requests(self) -> AsyncIterator[int]:
+        """Task ids whose cancellation was requested, as they are published."""
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(cancel_channel(self.queue))
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield int(message["data"])
+
+    async def ping(self) -> None:
+        await self.redis.ping()

@@ -15,6 +15,7 @@ from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("taskq")
 
 
 def _positive(value: str) -> int:
@@ -53,15 +54,23 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
     from taskq_core.plugins import load_registry
-    from taskq_core.worker import Worker
+    from taskq_core.processes import child_env
+    from taskq_core.worker import Worker, WorkerOptions
 
     database_url, redis_url = devstate.resolve_urls(settings)
     worker = Worker(
         database_url=database_url,
         redis_url=redis_url,
         registry=load_registry(),
-        concurrency=args.concurrency,
-        queue=settings.queue,
+        options=WorkerOptions(
+            concurrency=args.concurrency,
+            processes=args.processes,
+            lease_seconds=settings.lease_seconds,
+            sweep_interval=settings.sweep_interval_seconds,
+            grace_seconds=args.grace_seconds,
+            queue=settings.queue,
+        ),
+        runner_env=child_env(database_url, redis_url),
     )
 
     async def main() -> None:
@@ -72,7 +81,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             nonlocal stops
             stops += 1
             if stops > 1:
-                # A second signal: stop at once; what was running is recovered from PostgreSQL.
+                # A second signal: stop at once; the leases bring back what was running.
+                log.warning("second signal: exiting now")
                 os._exit(1)
             worker.stop()
 
@@ -152,8 +162,21 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_positive,
         default=10,
-        help="tasks run at once by this process (async ones in the event loop, sync ones in "
-        "threads; default 10)",
+        help="tasks in flight at once; async ones share the event loop (default 10)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="runner processes for sync task types, each running one task at a time "
+        f"(default: one per core, {os.cpu_count() or 1} here)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM or Ctrl-C, how long running tasks may take to finish before they are "
+        "handed back to the queue (default 20); a second signal stops at once",
     )
 
 

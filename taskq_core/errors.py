@@ -49,3 +49,11 @@ class TaskNotFoundError(TaskqError):
 
 class BackendUnavailableError(TaskqError):
     """PostgreSQL or Redis cannot be reached."""
+
+
+class TaskStateError(TaskqError):
+    """The task is not in a state that allows this."""
+
+
+class IdempotencyConflictError(TaskqError):
+    """This Idempotency-Key was already used for a different request."""

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 
 class TaskStatus(StrEnum):
@@ -39,6 +40,7 @@ metadata = MetaData(
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
         "ck": "ck_%(table_name)s_%(constraint_name)s",
         "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     }
 )
 
@@ -67,6 +69,11 @@ tasks = Table(
     Column("worker_id", Text),
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("idempotency_key", Text, unique=True),
+    # A fingerprint of the request body, so a replayed key with another body is refused.
+    Column("idempotency_hash", Text),
+    # When the id was last pushed to Redis; NULL while the task waits for run_at (delay, retry).
+    Column("enqueued_at", DateTime(timezone=True)),
+    Column("cancel_requested_at", DateTime(timezone=True)),
     CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
     CheckConstraint(f"status IN ({_status_values})", name="status_values"),
     CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
@@ -83,4 +90,63 @@ tasks = Table(
     ),
     Index("ix_tasks_status_id", "status", "id"),
     Index("ix_tasks_task_type_id", "task_type", "id"),
+    Index(
+        "ix_tasks_due",
+        "run_at",
+        postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
+    ),
+)
+
+
+class AttemptOutcome(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # final: permanent error or out of attempts
+    RETRY = "retry"  # failed, another attempt is scheduled
+    TIMEOUT = "timeout"
+    LOST = "lost"  # the worker stopped heart-beating (killed, partitioned)
+    CANCELLED = "cancelled"
+    HANDED_BACK = "handed_back"  # the worker shut down first; does not count as an attempt
+
+
+_outcome_values = ", ".join(f"'{o.value}'" for o in AttemptOutcome)
+
+# One row per execution of a task: what ran where, and how it ended.
+task_attempts = Table(
+    "task_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("task_id", BigInteger, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker_id", Text),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("outcome", Text, nullable=False),
+    Column("error", JSONB),
+    CheckConstraint(f"outcome IN ({_outcome_values})", name="outcome_values"),
+    Index("ix_task_attempts_task_id", "task_id", "id"),
+)
+
+# Live workers, kept fresh by their heartbeat; `GET /workers` reads it.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("queue", Text, nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_beat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("running", ARRAY(BigInteger), nullable=False, server_default="{}"),
+    Column("stopped_at", DateTime(timezone=True)),
+)
+
+# Which worker runs the sweeper for a queue: a lease row rather than an advisory lock, so it
+# works through PgBouncer in transaction mode and survives no session.
+sweeper_leases = Table(
+    "sweeper_leases",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

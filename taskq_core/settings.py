@@ -25,5 +25,10 @@ class Settings(BaseSettings):
     embedded_postgres_bin: Path | None = None
     embedded_redis_server: Path | None = None
 
+    # A running task's claim lasts this long unless its worker's heartbeat renews it; after that
+    # the sweeper hands it to another worker. Heartbeats come every third of it.
+    lease_seconds: float = Field(default=30.0, gt=0)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

@@ -1,4 +1,4 @@
-"""The worker: pops ids by priority, claims them in PostgreSQL, runs them, records the outcome."""
+"""The worker: pops ids by priority, claims them with a lease, runs them, records each attempt."""
 
 from __future__ import annotations
 
@@ -8,21 +8,23 @@ import logging
 import os
 import socket
 import time
-import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from taskq_core import broker as broker_module
-from taskq_core import db
+from taskq_core import db, outcomes
 from taskq_core.broker import Broker
-from taskq_core.plugins import Registry, TaskType
-from taskq_core.storage import ClaimedTask, Storage
-from taskq_core.task import Task, TaskContext
+from taskq_core.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.models import AttemptOutcome, TaskStatus
+from taskq_core.plugins import Registry
+from taskq_core.runner import RunnerPool
+from taskq_core.storage import ClaimedTask, Finish, Storage
+from taskq_core.sweeper import Sweeper
 
 log = logging.getLogger("taskq.worker")
 
@@ -30,31 +32,37 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
 OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError)
 
+StopReason = Literal["cancelled", "shutdown", "lost"]
+T = TypeVar("T")
+
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def describe_error(exc: BaseException) -> dict[str, str]:
-    """The JSON stored in `tasks.error`: type, message and traceback."""
-    return {
-        "type": type(exc).__qualname__,
-        "message": str(exc) or type(exc).__qualname__,
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+@dataclass
+class Running:
+    """A task this worker holds, and why it is being stopped, if it is."""
+
+    task: ClaimedTask
+    job: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+    started: float = field(default_factory=time.perf_counter)
 
 
-def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
-    """Validate what `run` returned against the task type's Output and make it JSON."""
-    output_model = task_type.cls.Output
-    if isinstance(value, BaseModel) and not isinstance(value, output_model):
-        value = value.model_dump()
-    return output_model.model_validate(value).model_dump(mode="json")
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 10  # tasks in flight at once in this process
+    processes: int = 1  # runner processes for sync task types
+    lease_seconds: float = 30.0
+    sweep_interval: float = 5.0
+    grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
+    queue: str = "default"
 
 
 class Worker:
-    """One worker process: up to `concurrency` tasks at once, async ones in the event loop and
-    sync ones in a thread pool so they never block it."""
+    """One worker process. Async task types run in its event loop; sync ones in runner processes
+    (so a timeout or a cancellation can stop even CPU-bound code, by killing the runner)."""
 
     def __init__(
         self,
@@ -62,71 +70,202 @@ class Worker:
         database_url: str,
         redis_url: str,
         registry: Registry,
-        concurrency: int = 10,
-        queue: str = "default",
+        options: WorkerOptions | None = None,
         worker_id: str | None = None,
+        runner_env: Mapping[str, str] | None = None,
     ) -> None:
         self.database_url = database_url
         self.redis_url = redis_url
         self.registry = registry
-        self.concurrency = concurrency
-        self.queue = queue
+        self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
-        self._instances: dict[str, Task] = {}
+        self.runner_env = runner_env
+        self.instances = Instances()
+        self.running: dict[int, Running] = {}
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
-        """Take nothing new; tasks already running finish."""
+        """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
         self._stopping.set()
 
+    # ---- lifecycle ---------------------------------------------------------------------------
+
     async def run(self) -> None:
-        engine = db.async_engine(self.database_url, pool_size=self.concurrency + 2)
+        opts = self.options
+        engine = db.async_engine(self.database_url, pool_size=opts.concurrency + 4)
         redis = broker_module.connect(self.redis_url)
-        storage = Storage(engine, self.queue)
-        broker = Broker(redis, self.queue)
-        executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskq-task")
-        slots = asyncio.Semaphore(self.concurrency)
-        running: set[asyncio.Task[None]] = set()
-        log.info(
-            "worker %s started: concurrency %d, task types: %s",
-            self.worker_id,
-            self.concurrency,
-            self.registry.known_names(),
-        )
-        backoff = BACKOFF_START
+        popper = broker_module.connect(self.redis_url, blocking=True)
+        self.storage = Storage(engine, opts.queue)
+        self.broker = Broker(redis, opts.queue)
+        self.popper = Broker(popper, opts.queue)
+        self.pool = RunnerPool(opts.processes, env=self.runner_env)
+        has_sync = any(not t.is_async for t in self.registry)
+        background: list[asyncio.Task[None]] = []
         try:
-            while not self._stopping.is_set():
-                await slots.acquire()
-                try:
-                    task_id = await broker.pop(POP_TIMEOUT)
-                except OUTAGE_ERRORS as exc:
-                    slots.release()
-                    log.warning("Redis unavailable (%s); retrying in %.1fs", exc, backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-                    continue
-                backoff = BACKOFF_START
-                if task_id is None:
-                    slots.release()
-                    continue
-                job = asyncio.create_task(self._handle(storage, executor, task_id))
-                running.add(job)
-                job.add_done_callback(running.discard)
-                job.add_done_callback(lambda _: slots.release())
-            if running:
-                log.info("worker %s stopping: waiting for %d task(s)", self.worker_id, len(running))
-                await asyncio.gather(*running, return_exceptions=True)
+            if has_sync:
+                await self.pool.start()
+            sweeper = Sweeper(
+                self.storage, self.broker, self.worker_id, interval=opts.sweep_interval
+            )
+            background = [
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
+                asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
+            ]
+            log.info(
+                "worker %s started: concurrency %d, %d runner process(es), task types: %s",
+                self.worker_id,
+                opts.concurrency,
+                opts.processes if has_sync else 0,
+                self.registry.known_names(),
+            )
+            await self._fetch_loop()
+            await self._drain()
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.storage.worker_stopped(self.worker_id)
+            await self.pool.close()
+            await popper.aclose()
             await redis.aclose()
             await engine.dispose()
             log.info("worker %s stopped", self.worker_id)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _drain(self) -> None:
+        """Let running tasks finish within the grace period, then hand back the rest."""
+        jobs = [r.job for r in self.running.values() if r.job is not None]
+        if not jobs:
+            return
+        log.info(
+            "worker %s stopping: %d task(s) running, %.0fs to finish",
+            self.worker_id,
+            len(jobs),
+            self.options.grace_seconds,
+        )
+        _, late = await asyncio.wait(jobs, timeout=self.options.grace_seconds)
+        for running in list(self.running.values()):
+            if running.job in late:
+                self._interrupt(running, "shutdown")
+        if late:
+            await asyncio.wait(late)
 
-    async def _retry(self, what: str, call: Any) -> Any:
+    # ---- fetching ----------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        slots = asyncio.Semaphore(self.options.concurrency)
+        backoff = BACKOFF_START
+        while not self._stopping.is_set():
+            await slots.acquire()
+            if self._stopping.is_set():
+                slots.release()
+                return
+            try:
+                task_id = await self.popper.pop(POP_TIMEOUT)
+                # Between the pop and the claim the id exists only here: a crash now loses the
+                # push, and the sweeper's lost-dispatch repair pushes it again.
+                claimed = await self._claim(task_id) if task_id is not None else None
+            except OUTAGE_ERRORS as exc:
+                slots.release()
+                log.warning("broker or database unavailable (%s); retrying in %.1fs", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            if claimed is None:
+                slots.release()
+                continue
+            running = self.running[claimed.id] = Running(claimed)
+            running.job = asyncio.create_task(self._execute(running), name=f"task-{claimed.id}")
+            running.job.add_done_callback(lambda _: slots.release())
+
+    async def _claim(self, task_id: int) -> ClaimedTask | None:
+        claimed = await self.storage.claim([task_id], self.worker_id, self.options.lease_seconds)
+        if not claimed:
+            log.debug("task %d is not pending or not due; skipped", task_id)
+            return None
+        return claimed[0]
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def _execute(self, running: Running) -> None:
+        task = running.task
+        try:
+            outcome = await self._run(task)
+            finish = outcomes.decide(outcome, task, self._task_class(task.task_type))
+        except asyncio.CancelledError:
+            reason = running.stop_reason
+            if reason == "lost":
+                log.warning("task %d was taken over after its lease expired; stopped", task.id)
+                self.running.pop(task.id, None)
+                return
+            finish = (
+                outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
+            )
+        try:
+            await self._record(running, finish)
+        finally:
+            self.running.pop(task.id, None)
+
+    async def _run(self, task: ClaimedTask) -> Outcome:
+        task_type = self.registry.types.get(task.task_type)
+        if task_type is None:
+            return Outcome(
+                error={**unknown_type_error(self.registry, task.task_type), "permanent": True}
+            )
+        job = Job(
+            task_id=task.id,
+            task_type=task.task_type,
+            input_data=task.input_data,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+            priority=task.priority,
+            worker_id=self.worker_id,
+        )
+        if not task_type.is_async:
+            return await self.pool.run(job, task.timeout_seconds)
+        try:
+            async with asyncio.timeout(task.timeout_seconds):
+                return await self.instances.run_async(task_type, job)
+        except TimeoutError:
+            return Outcome(error=timeout_error(task.timeout_seconds))
+
+    def _task_class(self, name: str) -> type | None:
+        task_type = self.registry.types.get(name)
+        return task_type.cls if task_type is not None else None
+
+    async def _record(self, running: Running, finish: Finish) -> None:
+        task = running.task
+        recorded = await self._retry(
+            f"recording task {task.id}",
+            lambda: self.storage.finish(task, self.worker_id, finish),
+        )
+        handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
+        if recorded and handed_back:
+            with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
+                await self.broker.push(task.id, task.priority)
+        elapsed_ms = (time.perf_counter() - running.started) * 1000
+        detail = ""
+        if finish.error is not None:
+            detail = f": {finish.error['type']}: {finish.error['message']}"
+        if finish.status == TaskStatus.PENDING and not handed_back:
+            detail += f" (retry in {finish.retry_in:.1f}s)"
+        if not recorded:
+            detail += " (not recorded: the task was no longer this worker's)"
+        log.info(
+            "task %d %s %s in %.1f ms (attempt %d/%d)%s",
+            task.id,
+            task.task_type,
+            finish.outcome,
+            elapsed_ms,
+            task.attempt,
+            task.max_attempts,
+            detail,
+        )
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run `call()` until it gets through: an outcome must not be dropped in an outage."""
         backoff = BACKOFF_START
         while True:
@@ -137,69 +276,56 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _handle(self, storage: Storage, executor: ThreadPoolExecutor, task_id: int) -> None:
-        claimed: ClaimedTask | None = await self._retry(
-            f"claiming task {task_id}", lambda: storage.claim(task_id, self.worker_id)
-        )
-        if claimed is None:
-            log.debug("task %d is not pending any more; skipped", task_id)
-            return
-        started = time.perf_counter()
-        result, error = await self._execute(claimed, executor)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        recorded = await self._retry(
-            f"recording task {task_id}",
-            lambda: storage.finish(claimed, self.worker_id, result=result, error=error),
-        )
-        outcome = "failed" if error else "completed"
-        detail = f": {error['type']}: {error['message']}" if error else ""
-        if not recorded:
-            detail += " (not recorded: the task was taken over)"
-        log.info(
-            "task %d %s %s in %.1f ms (attempt %d/%d)%s",
-            claimed.id,
-            claimed.task_type,
-            outcome,
-            elapsed_ms,
-            claimed.attempt,
-            claimed.max_attempts,
-            detail,
-        )
+    def _interrupt(self, running: Running, reason: StopReason) -> None:
+        if running.job is not None and not running.job.done() and running.stop_reason is None:
+            running.stop_reason = reason
+            running.job.cancel()
 
-    async def _execute(
-        self, claimed: ClaimedTask, executor: ThreadPoolExecutor
-    ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
-        task_type = self.registry.types.get(claimed.task_type)
-        if task_type is None:
-            message = (
-                f"this worker has no plugin providing task type {claimed.task_type!r} "
-                f"(it knows: {self.registry.known_names()}); install the plugin on every worker"
-            )
-            return None, {"type": "UnknownTaskTypeError", "message": message, "traceback": ""}
-        ctx = TaskContext(
-            task_id=claimed.id,
-            task_type=claimed.task_type,
-            attempt=claimed.attempt,
-            max_attempts=claimed.max_attempts,
-            priority=claimed.priority,
-            worker_id=self.worker_id,
-        )
-        try:
-            data = task_type.input_model.model_validate(claimed.input_data)
-            instance = self._instance(task_type)
-            if task_type.is_async:
-                value = await instance.run(data, ctx)  # type: ignore[misc]
-            else:
-                value = await asyncio.get_running_loop().run_in_executor(
-                    executor, instance.run, data, ctx
+    # ---- background loops ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep the worker listed and its leases fresh; stop tasks cancelled or taken over."""
+        interval = self.options.lease_seconds / 3
+        hostname, pid = socket.gethostname(), os.getpid()
+        while True:
+            held = list(self.running)
+            try:
+                await self.storage.beat(
+                    self.worker_id, hostname, pid, self.options.concurrency, held
                 )
-            return to_output(task_type, value), None
-        except Exception as exc:
-            return None, describe_error(exc)
+                leases = await self.storage.renew(held, self.worker_id, self.options.lease_seconds)
+            except OUTAGE_ERRORS as exc:
+                log.warning("heartbeat failed (%s); leases may lapse", exc)
+            else:
+                for task_id in held:
+                    running = self.running.get(task_id)
+                    if running is None:
+                        continue
+                    if task_id not in leases:
+                        self._interrupt(running, "lost")
+                    elif leases[task_id]:
+                        self._interrupt(running, "cancelled")
+            await asyncio.sleep(interval)
 
-    def _instance(self, task_type: TaskType) -> Task:
-        """One instance per task type, made on first use, so a plugin may keep clients."""
-        instance = self._instances.get(task_type.name)
-        if instance is None:
-            instance = self._instances[task_type.name] = task_type.cls()
-        return instance
+    async def _cancel_listener(self) -> None:
+        """Cancellation requests arrive here at once; the heartbeat is the slower fallback."""
+        backoff = BACKOFF_START
+        while True:
+            try:
+                async for task_id in self.broker.cancel_requests():
+                    backoff = BACKOFF_START
+                    running = self.running.get(task_id)
+                    if running is not None:
+                        self._interrupt(running, "cancelled")
+            except OUTAGE_ERRORS as exc:
+                log.debug("cancel listener lost Redis (%s)", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def timeout_error(seconds: float | None) -> dict[str, str]:
+    return {
+        "type": outcomes.TIMEOUT_ERROR,
+        "message": f"task exceeded its timeout of {seconds:g}s and was stopped",
+        "traceback": "",
+    }

@@ -13,7 +13,7 @@ from taskq_core import broker, db, devstate
 from taskq_core.api import errors
 from taskq_core.api.deps import Backends
 from taskq_core.api.limits import BodySizeLimit
-from taskq_core.api.routes import health, task_types, tasks
+from taskq_core.api.routes import health, task_types, tasks, workers
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.settings import MAX_BODY_BYTES, Settings
 from taskq_core.storage import Storage
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         types = registry if registry is not None else load_registry()
         engine = db.async_engine(database_url, pool_size=config.db_pool_size)
         redis = broker.connect(redis_url)
+        app.state.settings = config
         app.state.backends = Backends(
             storage=Storage(engine, config.queue),
             broker=broker.Broker(redis, config.queue),
@@ -53,5 +54,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     errors.install(app)
     app.include_router(tasks.router)
     app.include_router(task_types.router)
+    app.include_router(workers.router)
     app.include_router(health.router)
     return app

@@ -9,7 +9,12 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from taskq_core.errors import BackendUnavailableError, TaskNotFoundError
+from taskq_core.errors import (
+    BackendUnavailableError,
+    IdempotencyConflictError,
+    TaskNotFoundError,
+    TaskStateError,
+)
 
 log = logging.getLogger("taskq.api")
 
@@ -46,9 +51,15 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=409)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(RedisError, _redis_down)
     app.add_exception_handler(BackendUnavailableError, _unavailable)
     app.add_exception_handler(TaskNotFoundError, _not_found)
+    app.add_exception_handler(TaskStateError, _conflict)
+    app.add_exception_handler(IdempotencyConflictError, _conflict)

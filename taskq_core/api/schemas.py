@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from taskq_core.models import TaskStatus
 
@@ -22,6 +22,24 @@ class TaskCreate(BaseModel):
     priority: int | None = Field(
         default=None, ge=1, le=5, description="1 (lowest) .. 5 (highest); default: the type's."
     )
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="Attempts before failing; default: the type's."
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 24 * 3600, description="Stop an attempt after this long."
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None, description="Not before this instant (ISO 8601 with a time zone)."
+    )
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=365 * 24 * 3600, description="Not before this many seconds."
+    )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> TaskCreate:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
 
 
 class TaskSummary(BaseModel):
@@ -38,22 +56,53 @@ class TaskError(BaseModel):
     traceback: str = ""
 
 
+class Attempt(BaseModel):
+    attempt: int
+    outcome: str = Field(
+        description="completed, failed, retry, timeout, lost, cancelled or handed_back"
+    )
+    worker_id: str | None
+    started_at: datetime | None
+    finished_at: datetime
+    error: TaskError | None
+
+
 class TaskDetail(TaskSummary):
     input_data: dict[str, Any]
     result: dict[str, Any] | None
-    error: TaskError | None
-    attempts: int
+    error: TaskError | None = Field(description="The last attempt's error, if it failed.")
+    attempts: int = Field(description="Attempts started so far.")
     max_attempts: int
     timeout_seconds: float | None
-    run_at: datetime
+    run_at: datetime = Field(description="Not before this instant (delays, retry back-off).")
     started_at: datetime | None
     finished_at: datetime | None
     worker_id: str | None
+    cancel_requested_at: datetime | None
+
+
+class TaskWithHistory(TaskDetail):
+    history: list[Attempt] = Field(description="Every attempt, oldest first.")
 
 
 class TaskPage(BaseModel):
     tasks: list[TaskDetail]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    queue: str
+    hostname: str
+    pid: int
+    concurrency: int
+    started_at: datetime
+    last_beat_at: datetime
+    running: list[int] = Field(description="Ids of the tasks it runs now.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerInfo]
 
 
 class PluginRef(BaseModel):

@@ -86,3 +86,116 @@ class BadOutputTask(Task):
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (AsyncSleepTask, BlockingSleepTask, FailTask, BadOutputTask):
         register(task_type)
+
+
+# ---- sync task types for the runner processes (tests/test_runner.py) -------------------------
+
+
+class SpinInput(BaseModel):
+    seconds: float = 0.0
+
+
+class PidOutput(BaseModel):
+    pid: int
+
+
+class SpinTask(Task):
+    name = "SpinTask"
+    description = "Keep a CPU busy in pure Python (never releasing control) for `seconds`."
+    Input = SpinInput
+    Output = PidOutput
+
+    def run(self, data: SpinInput, ctx: TaskContext) -> PidOutput:
+        deadline = time.monotonic() + data.seconds
+        while time.monotonic() < deadline:
+            pass
+        return PidOutput(pid=os.getpid())
+
+
+class CrashInput(BaseModel):
+    code: int = 3
+
+
+class CrashTask(Task):
+    name = "CrashTask"
+    description = "End its process abruptly, as a segfault or the OOM killer would."
+    Input = CrashInput
+    Output = Empty
+
+    def run(self, data: CrashInput, ctx: TaskContext) -> Empty:
+        os._exit(data.code)
+
+
+class PrintOutput(BaseModel):
+    pid: int
+    stdin: str
+
+
+class PrintTask(Task):
+    name = "PrintTask"
+    description = "Print to stdout and read a line from stdin, which a runner must survive."
+    Input = Empty
+    Output = PrintOutput
+
+    def run(self, data: Empty, ctx: TaskContext) -> PrintOutput:
+        import sys
+
+        print("a line a task printed", flush=True)
+        print('{"result": null, "error": null}')  # looks like a reply; must not be taken for one
+        # In a runner stdin is /dev/null, not the pipe the jobs come through.
+        return PrintOutput(pid=os.getpid(), stdin=sys.stdin.readline())
+
+
+class RetryTask(Task):
+    name = "RetryTask"
+    description = "Ask to be retried in 5 seconds."
+    Input = Empty
+    Output = Empty
+
+    def run(self, data: Empty, ctx: TaskContext) -> Empty:
+        from taskq_core import Retry
+
+        raise Retry(after=5, reason="the upstream is busy")
+
+
+class PermanentTask(Task):
+    name = "PermanentTask"
+    description = "Fail in a way no retry can fix."
+    Input = Empty
+    Output = Empty
+
+    def run(self, data: Empty, ctx: TaskContext) -> Empty:
+        from taskq_core import PermanentError
+
+        raise PermanentError("the account does not exist")
+
+
+class SpawnInput(BaseModel):
+    pid_file: str
+
+
+class SpawnTask(Task):
+    name = "SpawnTask"
+    description = "Start a long `sleep` subprocess, write its pid to `pid_file`, wait for it."
+    Input = SpawnInput
+    Output = Empty
+
+    def run(self, data: SpawnInput, ctx: TaskContext) -> Empty:
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "60"])
+        with open(data.pid_file, "w") as out:
+            out.write(str(child.pid))
+        child.wait()
+        return Empty()
+
+
+RUNNER_TASK_TYPES = (SpinTask, CrashTask, PrintTask, RetryTask, PermanentTask, SpawnTask)
+_register_before_runner_types = register_task_types
+
+
+@hookimpl
+def register_task_types(register: Callable[[type[Task]], None]) -> None:  # type: ignore[no-redef]
+    _register_before_runner_types(register)
+    for task_type in RUNNER_TASK_TYPES:
+        register(task_type)

@@ -1,21 +1,39 @@
-"""`/tasks`: submit a task, read one, list them."""
+"""`/tasks`: submit a task, read one, list them, cancel one."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
 from taskq_core.api.deps import BackendsDep
-from taskq_core.api.schemas import TaskCreate, TaskDetail, TaskPage, TaskSummary
+from taskq_core.api.schemas import TaskCreate, TaskPage, TaskSummary, TaskWithHistory
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.models import TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 MAX_PAGE = 1000
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Replaying a request with the same key returns the original task.",
+    ),
+]
+
+
+def fingerprint(body: TaskCreate) -> str:
+    """The same request, however its JSON was spelled, gives the same fingerprint."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @router.post(
@@ -23,20 +41,43 @@ MAX_PAGE = 1000
     status_code=status.HTTP_201_CREATED,
     response_model=TaskSummary,
     responses={
+        200: {"description": "A replay of an earlier request with the same Idempotency-Key"},
+        409: {"description": "The Idempotency-Key was used for a different request"},
         413: {"description": "Body over 1 MiB"},
         422: {"description": "Unknown task type or invalid input"},
         503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
     },
 )
-async def create_task(body: TaskCreate, backends: BackendsDep) -> dict[str, Any]:
+async def create_task(
+    body: TaskCreate,
+    backends: BackendsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
     """Validate, record the task as pending, then hand its id to the workers."""
     try:
-        new = enqueue.prepare(backends.registry, body.task_type, body.input_data, body.priority)
+        new = enqueue.prepare(
+            backends.registry,
+            body.task_type,
+            body.input_data,
+            body.priority,
+            max_attempts=body.max_attempts,
+            timeout_seconds=body.timeout_seconds,
+            run_at=body.run_at,
+            delay_seconds=body.delay_seconds,
+            idempotency_key=idempotency_key,
+            idempotency_hash=fingerprint(body) if idempotency_key else None,
+        )
     except InvalidTaskError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors]  # type: ignore[misc]
         ) from None
-    (row,) = await enqueue.submit(backends.storage, backends.broker, [new])
+    if idempotency_key is None:
+        (row,) = await enqueue.submit(backends.storage, backends.broker, [new])
+        return row
+    row, created = await enqueue.submit_idempotent(backends.storage, backends.broker, new)
+    if not created:
+        response.status_code = status.HTTP_200_OK
     return row
 
 
@@ -62,12 +103,30 @@ async def list_tasks(
 
 
 @router.get(
-    "/{task_id}", response_model=TaskDetail, responses={404: {"description": "No such task"}}
+    "/{task_id}", response_model=TaskWithHistory, responses={404: {"description": "No such task"}}
 )
-async def get_task(
-    task_id: Annotated[int, Path(ge=1, le=2**63 - 1)], backends: BackendsDep
-) -> dict[str, Any]:
+async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
     row = await backends.storage.get(task_id)
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
     return row
+
+
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskWithHistory,
+    responses={
+        200: {"description": "Cancelled: it was pending and will never run"},
+        202: {"description": "It is running: its worker was asked to stop it"},
+        404: {"description": "No such task"},
+        409: {"description": "It has already finished"},
+    },
+)
+async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response) -> dict[str, Any]:
+    """Cancel a pending task, or ask the worker running it to stop it (it ends `cancelled`)."""
+    task = await backends.storage.cancel(task_id)
+    if task["status"] == TaskStatus.RUNNING:
+        # The worker's heartbeat would see the flag too; this makes it immediate.
+        await backends.broker.request_cancel(task_id)
+        response.status_code = status.HTTP_202_ACCEPTED
+    return task

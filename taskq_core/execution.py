@@ -1,0 +1,137 @@
+"""Running one task: validate its input, call `run`, validate its output, describe any error."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from pydantic import BaseModel, ValidationError
+
+from taskq_core.plugins import Registry, TaskType
+from taskq_core.task import PermanentError, Retry, Task, TaskContext
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One attempt of a task, as the worker hands it to what runs it (JSON-able via `asdict`)."""
+
+    task_id: int
+    task_type: str
+    input_data: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    priority: int
+    worker_id: str
+
+    def context(self) -> TaskContext:
+        return TaskContext(
+            task_id=self.task_id,
+            task_type=self.task_type,
+            attempt=self.attempt,
+            max_attempts=self.max_attempts,
+            priority=self.priority,
+            worker_id=self.worker_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended: the JSON result, or an error (type, message, traceback, and the
+    plugin's wishes: `retry_after` seconds or `permanent`)."""
+
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for."""
+    error: dict[str, Any] = {
+        "type": type(exc).__qualname__,
+        "message": str(exc) or type(exc).__qualname__,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    if isinstance(exc, Retry):
+        error["retry_after"] = exc.after
+    elif isinstance(exc, PermanentError):
+        error["permanent"] = True
+    return error
+
+
+def input_error(exc: ValidationError) -> dict[str, Any]:
+    """An input its task type's model rejects: the same input fails every attempt, so permanent."""
+    return {**describe_error(exc), "permanent": True}
+
+
+def unknown_type_error(registry: Registry, name: str) -> dict[str, Any]:
+    """The error of a task whose type no loaded plugin provides (another worker may have it)."""
+    message = (
+        f"this worker has no plugin providing task type {name!r} "
+        f"(it knows: {registry.known_names()}); install the plugin on every worker"
+    )
+    return {"type": "UnknownTaskTypeError", "message": message, "traceback": ""}
+
+
+def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
+    """Validate what `run` returned against the task type's Output and make it JSON."""
+    output_model = task_type.cls.Output
+    if isinstance(value, BaseModel) and not isinstance(value, output_model):
+        value = value.model_dump()
+    return output_model.model_validate(value).model_dump(mode="json")
+
+
+def run_sync(task_type: TaskType, instance: Task, job: Job) -> Outcome:
+    """Run a sync task type's `run` in this thread; every exception becomes the outcome's error."""
+    try:
+        data = task_type.input_model.model_validate(job.input_data)
+    except ValidationError as exc:
+        return Outcome(error=input_error(exc))
+    try:
+        return Outcome(result=to_output(task_type, instance.run(data, job.context())))
+    except Exception as exc:
+        return Outcome(error=describe_error(exc))
+
+
+async def run_async(task_type: TaskType, instance: Task, job: Job) -> Outcome:
+    """Await an async task type's `run`; exceptions become the error, cancellation propagates."""
+    try:
+        data = task_type.input_model.model_validate(job.input_data)
+    except ValidationError as exc:
+        return Outcome(error=input_error(exc))
+    try:
+        value = await cast(Awaitable[Any], instance.run(data, job.context()))
+        return Outcome(result=to_output(task_type, value))
+    except Exception as exc:  # CancelledError is a BaseException: it goes on up, as it must
+        return Outcome(error=describe_error(exc))
+
+
+class Instances:
+    """One instance per task type, made on first use, so a plugin may keep clients between runs."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Task] = {}
+
+    def get(self, task_type: TaskType) -> Task:
+        """The task type's instance; whatever its constructor raises goes to the caller."""
+        instance = self._made.get(task_type.name)
+        if instance is None:
+            # A failed constructor is not remembered: the next task tries again.
+            instance = self._made[task_type.name] = task_type.cls()
+        return instance
+
+    def run_sync(self, task_type: TaskType, job: Job) -> Outcome:
+        """`run_sync` with this type's instance; a constructor's exception is the task's error."""
+        try:
+            instance = self.get(task_type)
+        except Exception as exc:
+            return Outcome(error=describe_error(exc))
+        return run_sync(task_type, instance, job)
+
+    async def run_async(self, task_type: TaskType, job: Job) -> Outcome:
+        """`run_async` with this type's instance; a constructor's exception is the task's error."""
+        try:
+            instance = self.get(task_type)
+        except Exception as exc:
+            return Outcome(error=describe_error(exc))
+        return await run_async(task_type, instance, job)

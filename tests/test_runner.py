@@ -1,0 +1,339 @@
+"""Runner processes: sync tasks in real child processes, stopped by timeouts and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from taskq_core.execution import Job, Outcome
+from taskq_core.runner import RunnerError, RunnerPool
+
+T = TypeVar("T")
+
+
+def env_with(*sites: Path) -> dict[str, str]:
+    """This process's environment with `sites` (plugin folders) on the runners' path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(str(s) for s in sites)}
+
+
+@pytest.fixture
+def testkit(sites: dict[str, Path]) -> dict[str, str]:
+    return env_with(sites["taskq-testkit"])
+
+
+def job(task_type: str, input_data: dict[str, Any] | None = None, task_id: int = 1) -> Job:
+    return Job(task_id, task_type, input_data or {}, 1, 3, 3, "test-worker")
+
+
+def with_pool(
+    env: dict[str, str], body: Callable[[RunnerPool], Awaitable[T]], size: int = 1
+) -> T:
+    """Start a pool, run `body` with it, close it: the whole test in one event loop."""
+
+    async def main() -> T:
+        pool = RunnerPool(size, env=env)
+        await pool.start()
+        try:
+            return await body(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def gone(*pids: int, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while any(running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            pytest.fail(f"still running after {within}s: {[p for p in pids if running(p)]}")
+        await asyncio.sleep(0.02)
+
+
+def test_sync_task_results(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> list[Outcome]:
+        return await asyncio.gather(
+            *(pool.run(job("FibonacciTask", {"n": n}, task_id=n), None) for n in range(30))
+        )
+
+    outcomes = with_pool(testkit, body, size=2)
+    assert [o.result for o in outcomes[:8]] == [{"result": v} for v in (0, 1, 1, 2, 3, 5, 8, 13)]
+    assert outcomes[29] == Outcome(result={"result": 514229}, error=None)
+    assert all(o.error is None for o in outcomes)
+
+
+def test_jobs_are_served_first_come_first_served(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> list[int]:
+        served: list[int] = []
+
+        async def one(n: int) -> None:
+            await pool.run(job("SpinTask", {"seconds": 0.01}), None)
+            served.append(n)
+
+        tasks = []
+        for n in range(8):
+            tasks.append(asyncio.create_task(one(n)))
+            await asyncio.sleep(0)  # each queues before the next is created
+        await asyncio.gather(*tasks)
+        return served
+
+    assert with_pool(testkit, body) == list(range(8))
+
+
+def test_errors_carry_traceback_and_the_plugins_wishes(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> dict[str, Outcome]:
+        return {
+            "fail": await pool.run(job("FailTask", {"message": "no luck"}), None),
+            "retry": await pool.run(job("RetryTask"), None),
+            "permanent": await pool.run(job("PermanentTask"), None),
+            "bad input": await pool.run(job("FibonacciTask", {"n": -1}), None),
+            "bad output": await pool.run(job("BadOutputTask"), None),
+        }
+
+    outcomes = with_pool(testkit, body)
+    fail = outcomes["fail"].error
+    assert outcomes["fail"].result is None
+    assert fail is not None
+    assert fail["type"] == "ValueError"
+    assert fail["message"] == "no luck"
+    assert "taskq_testkit.py" in fail["traceback"]
+    assert fail["traceback"].rstrip().endswith("ValueError: no luck")
+    assert "retry_after" not in fail
+    assert "permanent" not in fail
+
+    retry = outcomes["retry"].error
+    assert retry is not None
+    assert (retry["type"], retry["retry_after"]) == ("Retry", 5.0)
+    assert retry["message"] == "the upstream is busy"
+    assert "permanent" not in retry
+
+    permanent = outcomes["permanent"].error
+    assert permanent is not None
+    assert (permanent["type"], permanent["permanent"]) == ("PermanentError", True)
+
+    bad_input = outcomes["bad input"].error
+    assert bad_input is not None
+    assert (bad_input["type"], bad_input["permanent"]) == ("ValidationError", True)
+
+    bad_output = outcomes["bad output"].error  # the task's bug, not its input's: may retry
+    assert bad_output is not None
+    assert bad_output["type"] == "ValidationError"
+    assert "permanent" not in bad_output
+
+
+def test_timeout_stops_cpu_bound_code_and_the_pool_keeps_serving(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        started = time.monotonic()
+        outcome = await pool.run(job("SpinTask", {"seconds": 30}), timeout=0.5)
+        assert time.monotonic() - started < 1.5
+        assert outcome == Outcome(
+            error={
+                "type": "TaskTimeoutError",
+                "message": "task exceeded its timeout of 0.5s and was stopped",
+                "traceback": "",
+            }
+        )
+        await gone(old, within=1.0)
+        after = await pool.run(job("SpinTask", {"seconds": 0}), timeout=5)
+        assert after.result is not None
+        assert after.result["pid"] not in (old, os.getpid())
+        assert pool.pids == [after.result["pid"]]
+
+    with_pool(testkit, body)
+
+
+def test_timeout_also_stops_the_tasks_subprocesses(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+
+    async def body(pool: RunnerPool) -> None:
+        outcome = await pool.run(job("SpawnTask", {"pid_file": str(pid_file)}), timeout=0.5)
+        assert outcome.error is not None
+        assert outcome.error["type"] == "TaskTimeoutError"
+        await gone(int(pid_file.read_text()))
+
+    with_pool(testkit, body)
+
+
+def test_cancellation_kills_and_replaces_the_runner(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        spinning = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 30}), None))
+        queued = asyncio.create_task(pool.run(job("FibonacciTask", {"n": 5}), None))
+        await asyncio.sleep(0.3)
+        queued.cancel()  # waiting for a runner: nothing to kill, nothing lost
+        spinning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spinning
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        await gone(old, within=1.0)
+        after = await pool.run(job("FibonacciTask", {"n": 10}), timeout=5)
+        assert after.result == {"result": 55}
+        assert old not in pool.pids
+
+    with_pool(testkit, body)
+
+
+def test_a_crashed_runner_is_reported_and_replaced(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> None:
+        crashed = await pool.run(job("CrashTask", {"code": 3}), None)
+        assert crashed.error == {
+            "type": "RunnerCrashedError",
+            "message": "the process running the task exited with code 3",
+            "traceback": "",
+        }
+        outcomes = await asyncio.gather(
+            *(pool.run(job("FibonacciTask", {"n": 10}), None) for _ in range(4))
+        )
+        assert all(o.result == {"result": 55} for o in outcomes)
+        assert len(pool.pids) == 2
+
+    with_pool(testkit, body, size=2)
+
+
+def test_a_runner_killed_while_idle_is_replaced(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        os.kill(old, signal.SIGKILL)
+        await gone(old)
+        await asyncio.sleep(0.1)  # let the event loop learn of its death
+        outcome = await pool.run(job("FibonacciTask", {"n": 10}), None)
+        assert outcome.result == {"result": 55}
+        assert old not in pool.pids
+
+    with_pool(testkit, body)
+
+
+def test_print_and_input_in_a_task_leave_the_protocol_alone(
+    testkit: dict[str, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    async def body(pool: RunnerPool) -> list[Outcome]:
+        return [await pool.run(job("PrintTask"), None) for _ in range(3)]
+
+    outcomes = with_pool(testkit, body)
+    assert all(o.error is None for o in outcomes), outcomes
+    assert outcomes[0].result is not None
+    assert outcomes[0].result["stdin"] == ""
+    err = capfd.readouterr().err  # runners share the worker's stderr
+    assert err.count("a line a task printed") == 3
+
+
+def test_a_runner_without_the_plugin_answers_with_a_clear_error() -> None:
+    async def body(pool: RunnerPool) -> Outcome:
+        return await pool.run(job("SpinTask"), None)
+
+    error = with_pool(env_with(), body).error
+    assert error is not None
+    assert error["type"] == "UnknownTaskTypeError"
+    assert "'SpinTask'" in error["message"]
+    assert "FibonacciTask" in error["message"]
+
+
+def test_runners_that_cannot_start_fail_start_clearly(
+    sites: dict[str, Path], tmp_path: Path
+) -> None:
+    async def start(env: dict[str, str]) -> list[int]:
+        pool = RunnerPool(2, env=env)
+        try:
+            await pool.start()
+        finally:
+            assert pool.pids == []  # nothing left behind
+        return []
+
+    with pytest.raises(RunnerError, match="registered by both") as duplicate:
+        asyncio.run(start(env_with(sites["taskq-dupe"])))
+    assert "DuplicateTaskTypeError" in str(duplicate.value)
+
+    dies = tmp_path / "dies"
+    dies.mkdir()
+    (dies / "sitecustomize.py").write_text("import os\nos._exit(7)\n")
+    with pytest.raises(RunnerError, match="exited with code 7 before it was ready"):
+        asyncio.run(start(env_with(dies)))
+
+
+def test_output_at_interpreter_start_does_not_break_the_handshake(
+    sites: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    chatty = tmp_path / "chatty"
+    chatty.mkdir()
+    (chatty / "sitecustomize.py").write_text("print('hello from sitecustomize')\n")
+
+    async def body(pool: RunnerPool) -> Outcome:
+        return await pool.run(job("FibonacciTask", {"n": 3}), None)
+
+    env = env_with(chatty, sites["taskq-broken"])  # a broken plugin is logged, not fatal
+    assert with_pool(env, body).result == {"result": 2}
+    assert "hello from sitecustomize" in capfd.readouterr().err
+
+
+PARENT = """
+import asyncio, json, sys
+from taskq_core.runner import RunnerPool
+
+async def main():
+    pool = RunnerPool(2)
+    await pool.start()
+    print(json.dumps(pool.pids), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_runners_die_with_their_parent(testkit: dict[str, str]) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], env=testkit, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pids = json.loads(parent.stdout.readline())
+        assert len(pids) == 2
+        assert all(running(pid) for pid in pids)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(5)
+        asyncio.run(gone(*pids))
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()  # type: ignore[union-attr]
+
+
+def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
+    async def main() -> None:
+        pool = RunnerPool(2, env=testkit)
+        await pool.start()
+        pids = pool.pids
+        busy = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 30}), None))
+        await asyncio.sleep(0.2)
+        await pool.close(grace=0.5)
+        assert pool.pids == []
+        assert not any(running(pid) for pid in pids)
+        outcome = await busy  # stopped by close(): the worker drains before closing
+        assert outcome.error is not None
+        assert outcome.error["message"] == "the process running the task was killed by SIGKILL"
+        await pool.close()  # idempotent
+        with pytest.raises(RunnerError, match="closed"):
+            await pool.run(job("FibonacciTask", {"n": 1}), None)
+
+    asyncio.run(main())
