@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 
+import redis
 import redis.asyncio as aioredis
 
 PRIORITIES = (5, 4, 3, 2, 1)  # pop order: highest first
@@ -13,6 +14,14 @@ def queue_key(queue: str, priority: int) -> str:
     """The list holding ids of `priority`; the {hash tag} keeps all five in one Redis Cluster slot,
     so a single BRPOP can cover them."""
     return f"taskq:{{{queue}}}:{priority}"
+
+
+def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, int]]) -> None:
+    """Push (task_id, priority) pairs from blocking code, in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for task_id, priority in items:
+            pipe.lpush(queue_key(queue, priority), task_id)
+        pipe.execute()
 
 
 def cancel_channel(queue: str) -> str:

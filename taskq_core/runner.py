@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     jobs = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDONLY)
-    pass  # MUT
+    os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -108,19 +108,9 @@ class _Runner:
         self.stdin = proc.stdin
         self.stdout = proc.stdout
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    async def call(self, line: bytes) -> bytes:
-        """Send one job line, return the reply line (b"" when the runner died)."""
-        self.stdin.write(line)
-        await self.stdin.drain()
-        return await self.stdout.readline()
-
     def kill(self) -> None:
         """SIGKILL the runner's process group: the runner and any subprocess its task started."""
-        if self.alive:
+        if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.stdin.close()
@@ -131,9 +121,12 @@ def _error(kind: str, message: str) -> Outcome:
 
 
 def _exit_description(code: int) -> str:
-    if code < 0:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
         return f"was killed by {signal.Signals(-code).name}"
-    return f"exited with code {code}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 class RunnerPool:
@@ -169,6 +162,8 @@ class RunnerPool:
 
     async def start(self) -> None:
         """Start the runners, wait until each has loaded the plugins; RunnerError if one can't."""
+        if self._runners or self._closed:
+            raise RunnerError("the runner pool was already started")
         started = await asyncio.gather(
             *(self._spawn() for _ in range(self._size)), return_exceptions=True
         )
@@ -184,10 +179,10 @@ class RunnerPool:
     async def run(self, job: Job, timeout: float | None) -> Outcome:  # noqa: ASYNC109
         """Run `job` in the next idle runner; stop it after `timeout` seconds (None: no limit)."""
         line = json.dumps({name: getattr(job, name) for name in _JOB_FIELDS}).encode() + b"\n"
-        runner = await self._acquire()
+        runner = await self._send(line)
         try:
             async with asyncio.timeout(timeout):
-                reply = await runner.call(line)
+                reply = await runner.stdout.readline()
         except TimeoutError:
             self._replace(runner)
             return _error(
@@ -196,20 +191,19 @@ class RunnerPool:
         except asyncio.CancelledError:
             self._replace(runner)
             raise
-        except (BrokenPipeError, ConnectionResetError):
-            reply = b""  # it died before or while we wrote the job
         except ValueError:  # the reply outgrew MAX_REPLY
             self._replace(runner)
-            return _error("RunnerError", f"the task's result is larger than {MAX_REPLY} bytes")
-        if not reply:
+            too_big = f"the task's result is larger than {MAX_REPLY // 2**20} MiB"
+            return _error("RunnerError", too_big)
+        if not reply.endswith(b"\n"):  # EOF, maybe after part of a reply: the runner died
             self._replace(runner)
             code = await runner.proc.wait()
             return _error(
                 "RunnerCrashedError", f"the process running the task {_exit_description(code)}"
             )
         try:
-            message = json.loads(reply)
-            outcome = Outcome(result=message["result"], error=message["error"])
+            data = json.loads(reply)
+            outcome = Outcome(result=data["result"], error=data["error"])
         except (ValueError, TypeError, KeyError) as exc:
             self._replace(runner)
             return _error("RunnerError", f"the process running the task sent a bad reply: {exc}")
@@ -244,6 +238,8 @@ class RunnerPool:
 
     async def _spawn(self) -> _Runner:
         """Start one runner and wait for its ready message."""
+        # Forked by the event loop's thread: the parent-death signal fires when that thread ends,
+        # so the pool must live in a loop that runs for the life of the worker process.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -302,25 +298,36 @@ class RunnerPool:
         await runner.proc.wait()
         self._runners.discard(runner)
 
-    async def _acquire(self) -> _Runner:
+    async def _send(self, line: bytes) -> _Runner:
+        """Write `line` to the next idle runner and return it."""
         while True:
-            if self._closed:
-                raise RunnerError("the runner pool is closed")
-            if self._idle:
-                runner = self._idle.popleft()
-            else:
-                waiter = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
-                try:
-                    runner = await waiter
-                except asyncio.CancelledError:
-                    # Handed a runner just as we were cancelled: pass it on, or it is lost.
-                    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                        self._release(waiter.result())
-                    raise
-            if runner.alive:
-                return runner
-            self._replace(runner)  # it died while idle (OOM killer, an operator's kill)
+            runner = await self._acquire()
+            try:
+                runner.stdin.write(line)
+                await runner.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                # It died while idle (the OOM killer, an operator's kill) and never got the job.
+                self._replace(runner)
+                continue
+            except asyncio.CancelledError:
+                self._replace(runner)
+                raise
+            return runner
+
+    async def _acquire(self) -> _Runner:
+        if self._closed:
+            raise RunnerError("the runner pool is closed")
+        if self._idle:
+            return self._idle.popleft()
+        waiter: asyncio.Future[_Runner] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Handed a runner just as we were cancelled: pass it on, or it is lost.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._release(waiter.result())
+            raise
 
     def _release(self, runner: _Runner) -> None:
         if self._closed:

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import BaseModel
 
-from taskq_core.execution import Job, Outcome
+from taskq_core import PermanentError, Task, TaskContext
+from taskq_core.execution import Instances, Job, Outcome
+from taskq_core.plugins import PluginInfo, TaskType
 from taskq_core.runner import RunnerError, RunnerPool
 
 T = TypeVar("T")
@@ -35,9 +38,7 @@ def job(task_type: str, input_data: dict[str, Any] | None = None, task_id: int =
     return Job(task_id, task_type, input_data or {}, 1, 3, 3, "test-worker")
 
 
-def with_pool(
-    env: dict[str, str], body: Callable[[RunnerPool], Awaitable[T]], size: int = 1
-) -> T:
+def with_pool(env: dict[str, str], body: Callable[[RunnerPool], Awaitable[T]], size: int = 1) -> T:
     """Start a pool, run `body` with it, close it: the whole test in one event loop."""
 
     async def main() -> T:
@@ -161,9 +162,7 @@ def test_timeout_stops_cpu_bound_code_and_the_pool_keeps_serving(testkit: dict[s
     with_pool(testkit, body)
 
 
-def test_timeout_also_stops_the_tasks_subprocesses(
-    testkit: dict[str, str], tmp_path: Path
-) -> None:
+def test_timeout_also_stops_the_tasks_subprocesses(testkit: dict[str, str], tmp_path: Path) -> None:
     pid_file = tmp_path / "sleep.pid"
 
     async def body(pool: RunnerPool) -> None:
@@ -216,8 +215,7 @@ def test_a_runner_killed_while_idle_is_replaced(testkit: dict[str, str]) -> None
     async def body(pool: RunnerPool) -> None:
         [old] = pool.pids
         os.kill(old, signal.SIGKILL)
-        await gone(old)
-        await asyncio.sleep(0.1)  # let the event loop learn of its death
+        await gone(old)  # dead, maybe not yet reaped: found out when the job can't be written
         outcome = await pool.run(job("FibonacciTask", {"n": 10}), None)
         assert outcome.result == {"result": 55}
         assert old not in pool.pids
@@ -229,7 +227,8 @@ def test_print_and_input_in_a_task_leave_the_protocol_alone(
     testkit: dict[str, str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     async def body(pool: RunnerPool) -> list[Outcome]:
-        return [await pool.run(job("PrintTask"), None) for _ in range(3)]
+        # With the job pipe as its stdin, the task's readline() would wait for a job forever.
+        return [await pool.run(job("PrintTask"), timeout=5) for _ in range(3)]
 
     outcomes = with_pool(testkit, body)
     assert all(o.error is None for o in outcomes), outcomes
@@ -253,13 +252,12 @@ def test_a_runner_without_the_plugin_answers_with_a_clear_error() -> None:
 def test_runners_that_cannot_start_fail_start_clearly(
     sites: dict[str, Path], tmp_path: Path
 ) -> None:
-    async def start(env: dict[str, str]) -> list[int]:
+    async def start(env: dict[str, str]) -> None:
         pool = RunnerPool(2, env=env)
         try:
             await pool.start()
         finally:
             assert pool.pids == []  # nothing left behind
-        return []
 
     with pytest.raises(RunnerError, match="registered by both") as duplicate:
         asyncio.run(start(env_with(sites["taskq-dupe"])))
@@ -287,15 +285,21 @@ def test_output_at_interpreter_start_does_not_break_the_handshake(
     assert "hello from sitecustomize" in capfd.readouterr().err
 
 
+# Starts a pool, keeps both runners busy spinning (an idle runner would also go on the EOF its
+# parent's death puts on its stdin; a busy one has only the parent-death signal), prints the pids.
 PARENT = """
-import asyncio, json, sys
+import asyncio, json
+from taskq_core.execution import Job
 from taskq_core.runner import RunnerPool
 
 async def main():
     pool = RunnerPool(2)
     await pool.start()
+    spin = Job(1, "SpinTask", {"seconds": 60}, 1, 1, 3, "parent")
+    busy = [asyncio.create_task(pool.run(spin, None)) for _ in range(2)]
+    await asyncio.sleep(0.3)
     print(json.dumps(pool.pids), flush=True)
-    await asyncio.sleep(60)
+    await asyncio.gather(*busy)
 
 asyncio.run(main())
 """
@@ -337,3 +341,77 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
             await pool.run(job("FibonacciTask", {"n": 1}), None)
 
     asyncio.run(main())
+
+
+# ---- execution in this process: what the worker does for async task types ------------------
+
+
+class Nothing(BaseModel):
+    pass
+
+
+class SlowAsyncTask(Task):
+    name = "SlowAsyncTask"
+    Input = Nothing
+    Output = Nothing
+
+    async def run(self, data: Nothing, ctx: TaskContext) -> Nothing:
+        await asyncio.sleep(30)
+        return Nothing()
+
+
+class FailingAsyncTask(Task):
+    name = "FailingAsyncTask"
+    Input = Nothing
+    Output = Nothing
+
+    async def run(self, data: Nothing, ctx: TaskContext) -> Nothing:
+        raise PermanentError(f"task {ctx.task_id} attempt {ctx.attempt} cannot work")
+
+
+class NoClientTask(Task):
+    name = "NoClientTask"
+    Input = Nothing
+    Output = Nothing
+    made = 0
+
+    def __init__(self) -> None:
+        NoClientTask.made += 1
+        raise RuntimeError("no API key configured")
+
+    def run(self, data: Nothing, ctx: TaskContext) -> Nothing:
+        return Nothing()
+
+
+def task_type(cls: type[Task]) -> TaskType:
+    return TaskType(cls, PluginInfo("tests", None), cls.Input)
+
+
+def test_run_async_reports_errors_and_lets_cancellation_through() -> None:
+    instances = Instances()
+
+    async def main() -> None:
+        failing = await instances.run_async(task_type(FailingAsyncTask), job("FailingAsyncTask"))
+        assert failing.error is not None
+        assert failing.error["message"] == "task 1 attempt 1 cannot work"
+        assert failing.error["permanent"] is True
+        slow = asyncio.create_task(instances.run_async(task_type(SlowAsyncTask), job("Slow")))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+
+    asyncio.run(main())
+
+
+def test_a_failing_constructor_is_the_tasks_error_and_is_tried_again() -> None:
+    instances = Instances()
+    no_client = task_type(NoClientTask)
+    for attempt in (1, 2):
+        outcome = instances.run_sync(no_client, job("NoClientTask"))
+        assert outcome.error is not None
+        assert (outcome.error["type"], outcome.error["message"]) == (
+            "RuntimeError",
+            "no API key configured",
+        )
+        assert NoClientTask.made == attempt

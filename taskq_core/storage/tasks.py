@@ -80,30 +80,38 @@ _INSERT_UNLESS_KEY_EXISTS = (
 _RETURNING = (*SUMMARY_COLUMNS, tasks.c.enqueued_at)
 
 
+def insert_params(task: NewTask, queue: str) -> dict[str, Any]:
+    """The parameters of INSERT_TASKS for one new task."""
+    return {
+        "queue": queue,
+        "task_type": task.task_type,
+        "input_data": task.input_data,
+        "priority": task.priority,
+        "max_attempts": task.max_attempts,
+        "timeout_seconds": task.timeout_seconds,
+        "idempotency_key": task.idempotency_key,
+        "idempotency_hash": task.idempotency_hash,
+        "run_at": task.run_at,
+        "delay": timedelta(seconds=task.delay_seconds),
+    }
+
+
+# Public for the outbox (enqueue inside a caller's own transaction): the same statement.
+INSERT_TASKS = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
+
+
 class TaskQueries:
     engine: AsyncEngine
     queue: str
 
     def _params(self, task: NewTask) -> dict[str, Any]:
-        return {
-            "queue": self.queue,
-            "task_type": task.task_type,
-            "input_data": task.input_data,
-            "priority": task.priority,
-            "max_attempts": task.max_attempts,
-            "timeout_seconds": task.timeout_seconds,
-            "idempotency_key": task.idempotency_key,
-            "idempotency_hash": task.idempotency_hash,
-            "run_at": task.run_at,
-            "delay": timedelta(seconds=task.delay_seconds),
-        }
+        return insert_params(task, self.queue)
 
     async def create(self, new: Sequence[NewTask]) -> list[dict[str, Any]]:
         """Insert tasks as `pending` in one statement; their summaries in order, with
         `enqueued_at` set for those due now (the caller pushes exactly those)."""
-        statement = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
         async with self.engine.begin() as conn:
-            result = await conn.execute(statement, [self._params(t) for t in new])
+            result = await conn.execute(INSERT_TASKS, [self._params(t) for t in new])
             return [dict(row._mapping) for row in result]
 
     async def create_idempotent(self, task: NewTask) -> tuple[dict[str, Any], bool]:

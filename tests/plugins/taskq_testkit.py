@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from taskq_core import Task, TaskContext, hookimpl
 
 RUNS_KEY = "test:runs"  # every execution appends "task_id:attempt:worker_id" here
+# When set, every execution also appends that line to this file when it starts (it survives
+# Redis being flushed or restarted, which the fault-injection tests do).
+RUNS_FILE_ENV = "TASKQ_TEST_RUNS_FILE"
 
 
 class Empty(BaseModel):
@@ -28,9 +31,17 @@ class SleepOutput(BaseModel):
 
 
 def _record(ctx: TaskContext) -> None:
+    line = f"{ctx.task_id}:{ctx.attempt}:{ctx.worker_id}"
     client = redis.Redis.from_url(os.environ["TASKQ_REDIS_URL"])
-    client.rpush(RUNS_KEY, f"{ctx.task_id}:{ctx.attempt}:{ctx.worker_id}")
+    client.rpush(RUNS_KEY, line)
     client.close()
+
+
+def _started(ctx: TaskContext) -> None:
+    path = os.environ.get(RUNS_FILE_ENV)
+    if path:
+        with open(path, "a") as log:  # one short write in append mode: lines never interleave
+            log.write(f"{ctx.task_id}:{ctx.attempt}:{ctx.worker_id}\n")
 
 
 class AsyncSleepTask(Task):
@@ -41,6 +52,7 @@ class AsyncSleepTask(Task):
     priority = 2
 
     async def run(self, data: SleepInput, ctx: TaskContext) -> SleepOutput:
+        _started(ctx)
         await asyncio.sleep(data.seconds)
         await asyncio.to_thread(_record, ctx)
         return SleepOutput(slept=data.seconds)
@@ -53,6 +65,7 @@ class BlockingSleepTask(Task):
     Output = SleepOutput
 
     def run(self, data: SleepInput, ctx: TaskContext) -> SleepOutput:
+        _started(ctx)
         time.sleep(data.seconds)
         _record(ctx)
         return SleepOutput(slept=data.seconds)
@@ -67,8 +80,10 @@ class FailTask(Task):
     description = "Always raises ValueError."
     Input = FailInput
     Output = Empty
+    retry_backoff_base = 0.05  # seconds: retries come quickly in tests
 
     def run(self, data: FailInput, ctx: TaskContext) -> Empty:
+        _started(ctx)
         raise ValueError(data.message)
 
 
@@ -80,15 +95,6 @@ class BadOutputTask(Task):
 
     def run(self, data: Empty, ctx: TaskContext) -> dict[str, object]:
         return {"slept": "not a number"}
-
-
-@hookimpl
-def register_task_types(register: Callable[[type[Task]], None]) -> None:
-    for task_type in (AsyncSleepTask, BlockingSleepTask, FailTask, BadOutputTask):
-        register(task_type)
-
-
-# ---- sync task types for the runner processes (tests/test_runner.py) -------------------------
 
 
 class SpinInput(BaseModel):
@@ -146,16 +152,24 @@ class PrintTask(Task):
         return PrintOutput(pid=os.getpid(), stdin=sys.stdin.readline())
 
 
+class RetryInput(BaseModel):
+    after: float = 5.0
+    succeed_on_attempt: int | None = None  # None: always ask for a retry
+
+
 class RetryTask(Task):
     name = "RetryTask"
-    description = "Ask to be retried in 5 seconds."
-    Input = Empty
+    description = "Ask to be retried after `after` seconds, until `succeed_on_attempt`."
+    Input = RetryInput
     Output = Empty
 
-    def run(self, data: Empty, ctx: TaskContext) -> Empty:
+    def run(self, data: RetryInput, ctx: TaskContext) -> Empty:
         from taskq_core import Retry
 
-        raise Retry(after=5, reason="the upstream is busy")
+        _started(ctx)
+        if data.succeed_on_attempt is not None and ctx.attempt >= data.succeed_on_attempt:
+            return Empty()
+        raise Retry(after=data.after, reason="the upstream is busy")
 
 
 class PermanentTask(Task):
@@ -190,12 +204,18 @@ class SpawnTask(Task):
         return Empty()
 
 
-RUNNER_TASK_TYPES = (SpinTask, CrashTask, PrintTask, RetryTask, PermanentTask, SpawnTask)
-_register_before_runner_types = register_task_types
-
-
 @hookimpl
-def register_task_types(register: Callable[[type[Task]], None]) -> None:  # type: ignore[no-redef]
-    _register_before_runner_types(register)
-    for task_type in RUNNER_TASK_TYPES:
+def register_task_types(register: Callable[[type[Task]], None]) -> None:
+    for task_type in (
+        AsyncSleepTask,
+        BlockingSleepTask,
+        FailTask,
+        BadOutputTask,
+        SpinTask,
+        CrashTask,
+        PrintTask,
+        RetryTask,
+        PermanentTask,
+        SpawnTask,
+    ):
         register(task_type)
