@@ -16,6 +16,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # an asyncio side under SQLAlchemy, so the API, the workers and Alembic share one driver. A URL
 # naming another driver (psycopg2, asyncpg) or none at all is mapped onto it.
 _POSTGRES_SCHEMES = {"postgres", "postgresql"}
+# An unreachable server must fail a request in seconds (the API answers 503), not hang it.
+CONNECT_TIMEOUT = 3  # seconds
+POOL_TIMEOUT = 5  # seconds to wait for a free pooled connection
 
 
 def normalize_url(url: str) -> str:
@@ -40,12 +43,16 @@ def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
     )
 
 
 def sync_engine(url: str) -> Engine:
     """A blocking engine, for the command line and migrations."""
-    return create_engine(normalize_url(url), pool_pre_ping=True)
+    return create_engine(
+        normalize_url(url), pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
+    )
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -227,11 +227,11 @@ class Workers:
     sites: list[Path]
 
     def start(
-        self, count: int = 1, concurrency: int = 4, **env: str
+        self, count: int = 1, concurrency: int = 4, args: tuple[str, ...] = (), **env: str
     ) -> list[subprocess.Popen[bytes]]:
         return [
             self.processes.spawn(
-                taskq("worker", "--concurrency", str(concurrency)),
+                taskq("worker", "--concurrency", str(concurrency), *args),
                 self.servers.env(*self.sites, **env),
                 "worker",
             )
