@@ -20,7 +20,6 @@ from taskq_core.storage.tasks import INSERT_TASKS, insert_params
 log = logging.getLogger("taskq.client")
 
 
-
 class Client:
     """Validates task requests against the installed task types and enqueues them.
 
