@@ -36,3 +36,11 @@ lint: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# `make bench`: taskq against Celery, RQ, Dramatiq and procrastinate (bench/README.md), in a venv
+# of its own; e.g. make bench BENCH_ARGS="--quick" or BENCH_ARGS="--peers taskq,rq --runs 1".
+BENCH_ARGS ?=
+.PHONY: bench
+bench:
+	$(PYTHON) -m bench.venv
+	.venv-bench/bin/python -m bench $(BENCH_ARGS)

@@ -79,6 +79,16 @@ class Broker:
             return None
         return int(item[1])
 
+    async def pop_many(self, count: int, wait: float) -> list[int]:
+        """Block up to `wait` seconds, then take up to `count` ids, oldest first, all from the
+        highest non-empty priority: BLMPOP never mixes lists, so priority stays strict."""
+        item = await self.redis.blmpop(
+            wait, len(self.keys), *self.keys, direction="RIGHT", count=count
+        )
+        if item is None:
+            return []
+        return [int(v) for v in item[1]]
+
     async def depths(self) -> dict[int, int]:
         """How many ids wait at each priority."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -51,8 +51,9 @@ class Sweeper:
                         await self.repair()
                         last_repair = now
             except OUTAGE_ERRORS as exc:
+                # Leadership is only ever decided by the lease row: an outage does not end it,
+                # the next renewal (or its failure to renew) does.
                 log.warning("sweep failed (%s); will retry", exc)
-                self.leader = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), min(DUE_POLL, self.interval))
 

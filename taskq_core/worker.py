@@ -9,9 +9,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -22,6 +22,7 @@ from taskq_core.broker import Broker
 from taskq_core.execution import Instances, Job, Outcome, unknown_type_error
 from taskq_core.models import AttemptOutcome, TaskStatus
 from taskq_core.plugins import Registry
+from taskq_core.recorder import Recorder
 from taskq_core.runner import RunnerPool
 from taskq_core.storage import ClaimedTask, Finish, Storage
 from taskq_core.sweeper import Sweeper
@@ -33,7 +34,6 @@ BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is u
 OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError)
 
 StopReason = Literal["cancelled", "shutdown", "lost"]
-T = TypeVar("T")
 
 
 def new_worker_id() -> str:
@@ -83,6 +83,12 @@ class Worker:
         self.instances = Instances()
         self.running: dict[int, Running] = {}
         self._stopping = asyncio.Event()
+        self.failed = False  # a background loop died; the process should exit non-zero
+        self._slot_freed = asyncio.Event()
+        # Tasks executing now. The slot frees as soon as a task ends, before its outcome is
+        # written, so the next claim overlaps the group commit; `running` keeps the task (and
+        # its lease renewed) until the outcome is durable.
+        self.executing = 0
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -99,6 +105,7 @@ class Worker:
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
         self.pool = RunnerPool(opts.processes, env=self.runner_env)
+        self.recorder = Recorder(self.storage, self.worker_id, OUTAGE_ERRORS)
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -108,10 +115,13 @@ class Worker:
                 self.storage, self.broker, self.worker_id, interval=opts.sweep_interval
             )
             background = [
+                asyncio.create_task(self.recorder.run(), name="recorder"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
             ]
+            for task in background:
+                task.add_done_callback(self._background_ended)
             log.info(
                 "worker %s started: concurrency %d, %d runner process(es), task types: %s",
                 self.worker_id,
@@ -132,6 +142,21 @@ class Worker:
             await redis.aclose()
             await engine.dispose()
             log.info("worker %s stopped", self.worker_id)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that must run for the worker's whole life ended: stop rather than limp on."""
+        if task.cancelled() or (task.exception() is None and self._stopping.is_set()):
+            return
+        exc = task.exception()
+        log.critical(
+            "worker %s: %s loop died (%r); stopping",
+            self.worker_id,
+            task.get_name(),
+            exc,
+            exc_info=exc,
+        )
+        self.failed = True
+        self.stop()
 
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period, then hand back the rest."""
@@ -154,39 +179,44 @@ class Worker:
     # ---- fetching ----------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        slots = asyncio.Semaphore(self.options.concurrency)
         backoff = BACKOFF_START
         while not self._stopping.is_set():
-            await slots.acquire()
-            if self._stopping.is_set():
-                slots.release()
-                return
+            self._slot_freed.clear()
+            # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
+            # group commit: if PostgreSQL falls behind, the worker claims less.
+            limit = self.options.concurrency
+            free = min(limit - self.executing, 2 * limit - len(self.running))
+            if free <= 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), POP_TIMEOUT)
+                continue
             try:
-                task_id = await self.popper.pop(POP_TIMEOUT)
-                # Between the pop and the claim the id exists only here: a crash now loses the
-                # push, and the sweeper's lost-dispatch repair pushes it again.
-                claimed = await self._claim(task_id) if task_id is not None else None
+                # As many ids as there are free slots: one when idle, many when the queue is deep.
+                ids = await self.popper.pop_many(free, POP_TIMEOUT)
+                # Between the pop and the claim the ids exist only here: a crash now loses the
+                # push, and the sweeper's lost-dispatch repair pushes them again.
+                claimed = await self._claim(ids) if ids else []
             except OUTAGE_ERRORS as exc:
-                slots.release()
                 log.warning("broker or database unavailable (%s); retrying in %.1fs", exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
-            if claimed is None:
-                slots.release()
-                continue
-            running = self.running[claimed.id] = Running(claimed)
-            running.job = asyncio.create_task(self._execute(running), name=f"task-{claimed.id}")
-            running.job.add_done_callback(lambda _: slots.release())
+            for task in claimed:
+                self.executing += 1
+                running = self.running[task.id] = Running(task)
+                running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
 
-    async def _claim(self, task_id: int) -> ClaimedTask | None:
-        claimed = await self.storage.claim([task_id], self.worker_id, self.options.lease_seconds)
-        if not claimed:
-            log.debug("task %d is not pending or not due; skipped", task_id)
-            return None
-        return claimed[0]
+    async def _claim(self, ids: list[int]) -> list[ClaimedTask]:
+        """Claim `ids` in one statement; the result keeps their pop order (priority, then FIFO)."""
+        claimed = await self.storage.claim(ids, self.worker_id, self.options.lease_seconds)
+        if len(claimed) < len(ids):
+            log.debug(
+                "%d of %d popped ids were not pending or not due", len(ids) - len(claimed), len(ids)
+            )
+        order = {task_id: position for position, task_id in enumerate(ids)}
+        return sorted(claimed, key=lambda task: order[task.id])
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -200,14 +230,18 @@ class Worker:
             if reason == "lost":
                 log.warning("task %d was taken over after its lease expired; stopped", task.id)
                 self.running.pop(task.id, None)
-                return
+                return  # the finally below frees the slot
             finish = (
                 outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
             )
+        finally:
+            self.executing -= 1
+            self._slot_freed.set()
         try:
             await self._record(running, finish)
         finally:
             self.running.pop(task.id, None)
+            self._slot_freed.set()
 
     async def _run(self, task: ClaimedTask) -> Outcome:
         task_type = self.registry.types.get(task.task_type)
@@ -238,10 +272,7 @@ class Worker:
 
     async def _record(self, running: Running, finish: Finish) -> None:
         task = running.task
-        recorded = await self._retry(
-            f"recording task {task.id}",
-            lambda: self.storage.finish(task, self.worker_id, finish),
-        )
+        recorded = await self.recorder.record(task, finish)
         handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
         if recorded and handed_back:
             with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
@@ -264,17 +295,6 @@ class Worker:
             task.max_attempts,
             detail,
         )
-
-    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run `call()` until it gets through: an outcome must not be dropped in an outage."""
-        backoff = BACKOFF_START
-        while True:
-            try:
-                return await call()
-            except OUTAGE_ERRORS as exc:
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _interrupt(self, running: Running, reason: StopReason) -> None:
         if running.job is not None and not running.job.done() and running.stop_reason is None:

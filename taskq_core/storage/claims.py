@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import BigInteger
 
-from taskq_core.models import AttemptOutcome, TaskStatus
+from taskq_core.models import AttemptOutcome
 from taskq_core.storage.records import ClaimedTask, Finish
 
 # The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
 # popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id
 # from starting a task whose retry is not due yet.
+# The claim commits without waiting for its WAL flush (synchronous_commit off, for this
+# transaction only, set inside the statement so it needs no extra round trip and works through
+# PgBouncer): a claim lost in a database crash only leaves the task pending and unqueued, which the
+# sweeper repairs; the worker's outcome write is then fenced out and the task runs again.
 _CLAIM = text(
     """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
     UPDATE tasks SET
         status = 'running',
         attempts = attempts + 1,
@@ -24,34 +31,44 @@ _CLAIM = text(
         worker_id = :worker,
         lease_expires_at = now() + make_interval(secs => :lease)
     WHERE id = ANY(:ids) AND status = 'pending' AND run_at <= now()
+        AND EXISTS (SELECT FROM relaxed)
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
     """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
 
 # Fenced: only the holder of the current attempt may write its outcome, and the attempt record is
-# written in the same statement, so there is never an outcome without its history row.
+# written in the same statement, so there is never an outcome without its history row. Many
+# outcomes share one statement (group commit): the rows arrive as parallel arrays.
 _FINISH = text(
     """
-    WITH done AS (
-        UPDATE tasks SET
-            status = CAST(:status AS text),
-            result = :result,
-            error = :error,
-            attempts = attempts - :uncount,
-            finished_at = CASE WHEN CAST(:status AS text) = 'pending' THEN NULL ELSE now() END,
-            run_at = CASE WHEN CAST(:status AS text) = 'pending'
-                     THEN now() + make_interval(secs => :retry_in) ELSE run_at END,
-            enqueued_at = CASE WHEN :push_now THEN now() END,
+    WITH outcome AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
+            CAST(:outcomes AS text[]), CAST(:results AS jsonb[]), CAST(:errors AS jsonb[]),
+            CAST(:uncounts AS int[]), CAST(:retry_ins AS float8[]), CAST(:push_now AS bool[])
+        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now)
+    ), done AS (
+        UPDATE tasks t SET
+            status = o.status,
+            result = o.result,
+            error = o.error,
+            attempts = t.attempts - o.uncount,
+            finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
+            run_at = CASE WHEN o.status = 'pending'
+                     THEN now() + make_interval(secs => o.retry_in) ELSE t.run_at END,
+            enqueued_at = CASE WHEN o.push_now THEN now() END,
             lease_expires_at = NULL,
-            worker_id = CASE WHEN CAST(:status AS text) = 'pending' THEN NULL ELSE worker_id END
-        WHERE id = :id AND status = 'running' AND worker_id = :worker AND attempts = :attempt
-        RETURNING id, started_at
+            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END
+        FROM outcome o
+        WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = :worker
+            AND t.attempts = o.attempt
+        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error
     )
     INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
-    SELECT id, :attempt, :worker, started_at, :outcome, :error FROM done
+    SELECT id, attempt, :worker, started_at, outcome, error FROM done
     RETURNING task_id
     """
-).bindparams(bindparam("result", type_=JSONB), bindparam("error", type_=JSONB))
+)
 
 _RENEW = text(
     """
@@ -60,6 +77,10 @@ _RENEW = text(
     RETURNING id, cancel_requested_at IS NOT NULL AS cancel
     """
 ).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 class ClaimQueries:
@@ -87,24 +108,26 @@ class ClaimQueries:
                 for row in rows
             ]
 
-    async def finish(self, task: ClaimedTask, worker_id: str, finish: Finish) -> bool:
-        """Record the attempt's end; False when the task was no longer this worker's."""
-        handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
+    async def finish(self, worker_id: str, items: Sequence[tuple[ClaimedTask, Finish]]) -> set[int]:
+        """Record how attempts ended, all in one statement; returns the ids recorded (the others
+        were no longer this worker's)."""
+        if not items:
+            return set()
         params = {
-            "id": task.id,
             "worker": worker_id,
-            "attempt": task.attempt,
-            "status": finish.status.value,
-            "outcome": finish.outcome.value,
-            "result": finish.result,
-            "error": finish.error,
+            "ids": [task.id for task, _ in items],
+            "attempts": [task.attempt for task, _ in items],
+            "statuses": [finish.status.value for _, finish in items],
+            "outcomes": [finish.outcome.value for _, finish in items],
+            "results": [_json(finish.result) for _, finish in items],
+            "errors": [_json(finish.error) for _, finish in items],
             # A hand-back is the worker's doing, not the task's: it does not use up an attempt.
-            "uncount": 1 if handed_back else 0,
-            "retry_in": finish.retry_in,
-            "push_now": finish.status == TaskStatus.PENDING and handed_back,
+            "uncounts": [int(f.outcome == AttemptOutcome.HANDED_BACK) for _, f in items],
+            "retry_ins": [finish.retry_in for _, finish in items],
+            "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
         }
         async with self.engine.begin() as conn:
-            return (await conn.execute(_FINISH, params)).first() is not None
+            return {row.task_id for row in await conn.execute(_FINISH, params)}
 
     async def renew(
         self, ids: Sequence[int], worker_id: str, lease_seconds: float

@@ -1,0 +1,1 @@
+"""taskq measured against Celery, RQ, Dramatiq and procrastinate: `make bench`."""

@@ -1,0 +1,62 @@
+"""What one bench invocation measures (sizes, bounds, taskq's layout) and one session's spec."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sizes:
+    tasks: int = 10_000  # per enqueue and no-op drain phase
+    fib_tasks: int = 10_000  # per fib(20) drain
+    runs: int = 3
+    latency_rate: float = 100.0  # tasks per second, steady
+    latency_seconds: float = 10.0
+    http_seconds: int = 10  # wrk runs for a time, not a count
+    phase_timeout: float = 300.0  # seconds any one phase may take before its cell reads timeout
+    # taskq's worker layout (the product's own knobs): processes x --processes x --concurrency
+    taskq_workers: int = 1
+    taskq_processes: int = 2
+    taskq_concurrency: int = 32  # of 8, 16, 32, 64 tried: 16-64 drain alike, 8 far slower
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        """A tiny run for the test suite: every cell filled, nothing meaningful measured."""
+        return cls(
+            tasks=200,
+            fib_tasks=200,
+            runs=1,
+            latency_seconds=1.0,
+            http_seconds=1,
+            phase_timeout=60.0,
+        )
+
+
+@dataclass
+class SessionSpec:
+    """Everything a session process needs to measure one system once."""
+
+    system: str
+    run: int
+    sizes: Sizes
+    database_url: str  # the system's own database (libpq URL)
+    redis_urls: dict[str, str]  # role -> URL with the system's own database number
+    stamps_url: str
+    env: dict[str, str]  # set in the session and inherited by the system's processes
+    logs: str
+    output: str  # JSON lines, one per phase, then one "_meta" line
+    pgid_file: str  # process groups the session started, for the parent to clean up
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> Path:
+        path.write_text(json.dumps(asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> SessionSpec:
+        data = json.loads(path.read_text())
+        data["sizes"] = Sizes(**data["sizes"])
+        return cls(**data)

@@ -1,0 +1,232 @@
+"""One system, one run, in a process of its own: `python -m bench.session SPEC.json`.
+
+The parent bounds the whole session with a timeout and kills what it leaves behind; inside,
+every phase has its own bound, so a hung peer fails one cell, not the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import peers, work
+from bench.config import SessionSpec, Sizes
+from bench.measure import PhaseTimeout, paced, percentile, wait_for_count
+from bench.peers.base import Context, Kind, Peer, Unsupported
+from bench.procs import Processes
+
+PHASES = ("enqueue_http", "enqueue_python", "bulk", "drain_noop", "drain_fib", "latency")
+WARMUP_STAMPS = 5  # sent before the latency phase, to know the workers are up and connected
+Result = dict[str, Any]
+
+
+def ok(values: dict[str, float], **raw: Any) -> Result:
+    return {"status": "ok", "values": values, "raw": raw}
+
+
+class Session:
+    def __init__(self, spec: SessionSpec, peer: Peer) -> None:
+        self.spec = spec
+        self.sizes: Sizes = spec.sizes
+        self.peer = peer
+        self.stamps = redis.Redis.from_url(spec.stamps_url, socket_timeout=10)
+        self.workers_up = False
+
+    def deadline(self) -> float:
+        return time.perf_counter() + self.sizes.phase_timeout
+
+    def fresh(self) -> None:
+        """No workers, empty queues: nobody measures someone else's backlog."""
+        self.peer.stop_workers()
+        self.workers_up = False
+        self.peer.reset()
+
+    def check_queued(self, expected: int) -> None:
+        queued = self.peer.queued()
+        if queued != expected:
+            raise RuntimeError(f"{queued} tasks queued, expected {expected}")
+
+    # ---- phases ------------------------------------------------------------------------------
+
+    def enqueue_http(self) -> Result:
+        self.fresh()
+        load = self.peer.enqueue_http(self.sizes.http_seconds)
+        if load["non_2xx"]:
+            raise RuntimeError(f"{load['non_2xx']} of {load['count']} requests were not 2xx")
+        queued = self.peer.queued()
+        if queued < load["count"]:
+            raise RuntimeError(f"{load['count']} requests answered but {queued} tasks queued")
+        return ok({"rate": load["count"] / load["seconds"]}, **load, queued=queued)
+
+    def enqueue_python(self) -> Result:
+        self.fresh()
+        n, send, deadline = self.sizes.tasks, self.peer.sender("noop"), self.deadline()
+        start = time.perf_counter()
+        for i in range(n):
+            send()
+            if i % 100 == 0 and time.perf_counter() > deadline:
+                raise PhaseTimeout("enqueue", self.sizes.phase_timeout, i)
+        seconds = time.perf_counter() - start
+        self.check_queued(n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds, calls="one per task, 1 thread")
+
+    def bulk(self) -> Result:
+        self.fresh()
+        n = self.sizes.tasks
+        start = time.perf_counter()
+        self.peer.enqueue_bulk("noop", n)
+        seconds = time.perf_counter() - start
+        self.check_queued(n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds)
+
+    def drain(self, kind: Kind, n: int) -> Result:
+        self.fresh()
+        self.peer.fill(kind, n)
+        self.check_queued(n)
+        start = time.perf_counter()
+        self.peer.start_workers()
+        self.workers_up = True
+
+        def progress() -> int:
+            self.spec_procs.check()
+            return self.peer.done()
+
+        try:
+            drained = wait_for_count(progress, n, self.sizes.phase_timeout, f"drain {kind}", start)
+        except PhaseTimeout as exc:
+            failed = self.peer.failed()
+            if failed:
+                raise RuntimeError(f"{failed} tasks failed") from exc
+            raise
+        return ok(
+            {"rate": drained.rate},
+            count=n,
+            seconds=drained.seconds,
+            first_done_seconds=drained.first_done_seconds,
+            steady_rate=drained.steady_rate,
+            clock="from starting the workers to the system's own record of the last task",
+        )
+
+    def drain_noop(self) -> Result:
+        return self.drain("noop", self.sizes.tasks)
+
+    def drain_fib(self) -> Result:
+        return self.drain("fib", self.sizes.fib_tasks)
+
+    def latency(self) -> Result:
+        if not self.workers_up:  # the fib drain failed: start from a clean, idle system
+            self.fresh()
+            self.peer.start_workers()
+            self.workers_up = True
+        key = work.STAMPS_KEY
+        self.stamps.delete(key)
+        send = self.peer.stamp_sender()
+        for _ in range(WARMUP_STAMPS):
+            send(time.time())
+        wait_for_count(lambda: int(self.stamps.llen(key)), WARMUP_STAMPS, 60.0, "warm-up")
+        time.sleep(0.5)  # idle workers, as a quiet system has
+        self.stamps.delete(key)
+        rate, seconds = self.sizes.latency_rate, self.sizes.latency_seconds
+        calls, elapsed = paced(rate, seconds, lambda: send(time.time()), self.deadline())
+        wait_for_count(lambda: int(self.stamps.llen(key)), calls, 60.0, "latency stamps")
+        samples = []
+        for entry in self.stamps.lrange(key, 0, -1):
+            t0, started = (float(x) for x in entry.split())
+            samples.append((started - t0) * 1000)
+        return ok(
+            {q: percentile(samples, n) for q, n in (("p50", 50), ("p95", 95), ("p99", 99))},
+            samples=len(samples),
+            sent_per_second=calls / elapsed,
+            max_ms=max(samples),
+            latencies_ms=[round(s, 3) for s in samples],
+        )
+
+    @property
+    def spec_procs(self) -> Processes:
+        return self.peer.ctx.procs
+
+
+def guarded(name: str, phase: Callable[[], Result]) -> Result:
+    """Run one phase; whatever goes wrong becomes the cell's reason."""
+    try:
+        return phase()
+    except Unsupported as exc:
+        return {"status": "n/a", "reason": str(exc)}
+    except PhaseTimeout as exc:
+        return {"status": "timeout", "reason": f"timeout (>{exc.seconds:.0f}s)", "done": exc.done}
+    except Exception as exc:
+        traceback.print_exc()
+        return {"status": "error", "reason": f"error: {type(exc).__name__}: {exc}"[:300]}
+
+
+def summary(result: Result) -> str:
+    if result["status"] != "ok":
+        return str(result["reason"])
+    return ", ".join(f"{k} {v:,.1f}" for k, v in result["values"].items())
+
+
+def versions(peer: Peer) -> dict[str, str]:
+    found = {}
+    for dist in peer.distributions:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def main(argv: list[str]) -> int:
+    spec = SessionSpec.load(Path(argv[0]))
+    os.environ.update(spec.env)  # before the peer module reads it at import
+    logs = Path(spec.logs)
+    procs = Processes(logs, Path(spec.pgid_file))
+    ctx = Context(
+        database_url=spec.database_url,
+        redis_urls=spec.redis_urls,
+        stamps_url=spec.stamps_url,
+        env=dict(os.environ),
+        logs=logs,
+        procs=procs,
+        options={**spec.options, **vars(spec.sizes)},
+    )
+    with open(spec.output, "a") as out:
+
+        def emit(phase: str, record: dict[str, Any]) -> None:
+            where = {"system": spec.system, "run": spec.run, "phase": phase}
+            out.write(json.dumps({**where, **record}) + "\n")
+            out.flush()
+
+        try:
+            peer = peers.load(spec.system)(ctx)
+            peer.prepare()
+        except Exception as exc:
+            traceback.print_exc()
+            for phase in PHASES:
+                emit(phase, {"status": "error", "reason": f"set-up failed: {exc}"[:300]})
+            return 1
+        session = Session(spec, peer)
+        try:
+            for phase in PHASES:
+                began = time.perf_counter()
+                result = guarded(phase, getattr(session, phase))
+                took = time.perf_counter() - began
+                emit(phase, {**result, "phase_seconds": round(took, 2)})
+                line = f"  run {spec.run}  {spec.system:14} {phase:15} {summary(result)}"
+                print(f"{line}  [{took:.1f}s]", flush=True)
+            emit("_meta", {"label": peer.label, "knobs": peer.knobs(), "versions": versions(peer)})
+        finally:
+            peer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""The benchmark runs end to end at a tiny size, so it cannot rot (`make bench` measures speed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.venv import ensure_venv
+
+ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ["taskq", "celery-redis", "celery-pg", "rq", "dramatiq", "procrastinate"]
+COLUMNS = ["enqueue_http", "enqueue_python", "bulk", "drain_noop", "drain_fib", "p50", "p95", "p99"]
+# Cells every system must fill with a number; the others may give a reason ("no HTTP API").
+MEASURED = ["enqueue_python", "drain_noop", "drain_fib", "p50", "p95", "p99"]
+
+
+@pytest.mark.timeout(900)  # a first run creates .venv-bench (peers installed from PyPI)
+def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
+    python = ensure_venv()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    proc = subprocess.run(
+        [str(python), "-m", "bench", "--quick", "--results", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [path] = tmp_path.glob("*.json")
+    document = json.loads(path.read_text())
+
+    cells = document["summary"]["cells"]
+    assert list(cells) == SYSTEMS
+    for system in SYSTEMS:
+        assert sorted(cells[system]) == sorted(COLUMNS)
+        for column in COLUMNS:
+            cell = cells[system][column]
+            assert cell["text"].strip(), (system, column)
+            if "median" in cell:
+                assert cell["median"] > 0, (system, column, cell)
+            else:
+                assert cell["reasons"], (system, column, cell)
+        for column in MEASURED:
+            assert "median" in cells[system][column], (system, column, cells[system][column])
+    assert "median" in cells["taskq"]["enqueue_http"], cells["taskq"]["enqueue_http"]
+    ratios = document["summary"]["taskq_ratio_to_best_peer"]
+    assert all(ratios[c]["text"] for c in COLUMNS)
+
+    for label in document["systems"].values():
+        assert label in proc.stdout
+    assert "taskq ÷ best peer" in proc.stdout
+    assert document["machine"]["nproc"] >= 1
+    assert document["versions"]["celery-redis"]["celery"].startswith("5.")
+    assert document["servers"]["postgresql"]["fsync"] == "on"
+    latency = next(r for r in document["raw"] if r["phase"] == "latency")
+    assert len(latency["raw"]["latencies_ms"]) == latency["raw"]["samples"]
