@@ -40,14 +40,20 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
     from taskq_core.api import create_app
 
-    devstate.resolve_urls(settings)  # fail here, with the message, not inside uvicorn's start-up
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        access_log=args.access_log,
-    )
+    # Fail here, with the message, not inside uvicorn's start-up.
+    database_url, redis_url = devstate.resolve_urls(settings)
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": args.access_log,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Several processes share the port; each builds its app from the environment.
+    os.environ.update(TASKQ_DATABASE_URL=database_url, TASKQ_REDIS_URL=redis_url)
+    uvicorn.run("taskq_core.api:app", workers=args.workers, **options)
     return 0
 
 
@@ -189,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the REST API")
     api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    api.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="API processes sharing the port (default 1; the API is stateless)",
+    )
     api.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="log requests"
     )

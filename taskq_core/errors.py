@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TaskqError(Exception):
     """A taskq error."""
@@ -34,7 +36,7 @@ def _dotted(loc: object) -> str:
 class InvalidTaskError(TaskqError):
     """The task request does not validate."""
 
-    def __init__(self, errors: list[dict[str, object]]) -> None:
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
         super().__init__("; ".join(f"{_dotted(e['loc'])}: {e['msg']}" for e in errors))
         self.errors = errors
 

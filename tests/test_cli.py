@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
 from taskq_core.db import MIGRATIONS_DIR
-from tests.conftest import Servers, taskq
+from tests.conftest import Servers, free_port, taskq, wait_for
 
 COMMANDS = [
     ["api"],
@@ -99,3 +100,45 @@ def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
     counts = clean.sql("SELECT status, count(*) FROM tasks GROUP BY status")
     assert counts == [("completed", 60)]
     assert {p for (p,) in clean.sql("SELECT DISTINCT priority FROM tasks")} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "uvicorn", "taskq_core.api:app", "--port"],
+        ["-m", "taskq_core.cli", "api", "--workers", "2", "--port"],
+    ],
+    ids=["uvicorn", "api --workers 2"],
+)
+def test_the_api_serves_through_uvicorn_and_with_several_processes(
+    clean: Servers, tmp_path: Path, command: list[str]
+) -> None:
+    port = free_port()
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *command, str(port)],
+            env=clean.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, what="the API to start")
+        for n in range(4):
+            response = httpx.post(
+                f"{url}/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": n}}
+            )
+            assert response.status_code == 201, response.text + log.read_text()
+        assert clean.sql("SELECT count(*) FROM tasks") == [(4,)]
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskq_core.api.app import create_app
+from taskq_core.api.factory import create_app
 
 __all__ = ["app", "create_app"]
 

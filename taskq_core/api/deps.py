@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from taskq_core.broker import Broker
+from taskq_core.enqueue import GroupSubmitter
 from taskq_core.plugins import Registry
 from taskq_core.storage import Storage
 
@@ -19,9 +20,11 @@ class Backends:
     storage: Storage
     broker: Broker
     registry: Registry
+    submitter: GroupSubmitter
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
+    # async on purpose: FastAPI runs plain-function dependencies in a thread pool.
     backends: Backends = request.app.state.backends
     return backends
 

@@ -42,12 +42,27 @@ class TaskCreate(BaseModel):
         return self
 
 
+MAX_BATCH = 1000  # tasks per POST /tasks/batch
+
+
+class TaskBatch(BaseModel):
+    """The body of `POST /tasks/batch`: validated all together, created all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class TaskSummary(BaseModel):
     id: int
     task_type: str
     status: TaskStatus
     priority: int
     created_at: datetime
+
+
+class TaskSummaries(BaseModel):
+    tasks: list[TaskSummary]
 
 
 class TaskError(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -99,6 +101,30 @@ def insert_params(task: NewTask, queue: str) -> dict[str, Any]:
 # Public for the outbox (enqueue inside a caller's own transaction): the same statement.
 INSERT_TASKS = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
 
+# Many tasks in one statement whose text does not depend on how many: the rows travel as
+# parallel arrays, so the statement is parsed and planned once per connection, not per size.
+# Identity ids follow the insertion order, which follows the arrays' order.
+_INSERT_MANY = text(
+    """
+    INSERT INTO tasks (queue, task_type, input_data, priority, max_attempts, timeout_seconds,
+                       run_at, enqueued_at)
+    SELECT :queue, n.task_type, n.input_data, n.priority, n.max_attempts, n.timeout_seconds,
+           n.start, CASE WHEN n.start <= now() THEN now() END
+    FROM (
+        SELECT u.*, coalesce(u.run_at, now() + make_interval(secs => u.delay)) AS start
+        FROM unnest(
+            CAST(:task_types AS text[]), CAST(:inputs AS jsonb[]), CAST(:priorities AS int[]),
+            CAST(:max_attempts AS int[]), CAST(:timeouts AS float8[]),
+            CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[])
+        ) WITH ORDINALITY
+            AS u(task_type, input_data, priority, max_attempts, timeout_seconds, run_at, delay,
+                 position)
+    ) AS n
+    ORDER BY n.position
+    RETURNING id, task_type, status, priority, created_at, enqueued_at
+    """
+)
+
 
 class TaskQueries:
     engine: AsyncEngine
@@ -110,9 +136,20 @@ class TaskQueries:
     async def create(self, new: Sequence[NewTask]) -> list[dict[str, Any]]:
         """Insert tasks as `pending` in one statement; their summaries in order, with
         `enqueued_at` set for those due now (the caller pushes exactly those)."""
+        params = {
+            "queue": self.queue,
+            "task_types": [t.task_type for t in new],
+            "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
+            "priorities": [t.priority for t in new],
+            "max_attempts": [t.max_attempts for t in new],
+            "timeouts": [t.timeout_seconds for t in new],
+            "run_ats": [t.run_at for t in new],
+            "delays": [t.delay_seconds for t in new],
+        }
         async with self.engine.begin() as conn:
-            result = await conn.execute(INSERT_TASKS, [self._params(t) for t in new])
-            return [dict(row._mapping) for row in result]
+            rows = [dict(row._mapping) for row in await conn.execute(_INSERT_MANY, params)]
+        rows.sort(key=lambda row: row["id"])
+        return rows
 
     async def create_idempotent(self, task: NewTask) -> tuple[dict[str, Any], bool]:
         """Insert unless a task with the same idempotency key exists; (summary, created).

@@ -13,7 +13,7 @@ from taskq_core.settings import Settings
 router = APIRouter(tags=["workers"])
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -14,6 +14,7 @@ from taskq_core.api import errors
 from taskq_core.api.deps import Backends
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.routes import health, task_types, tasks, workers
+from taskq_core.enqueue import GroupSubmitter
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.settings import MAX_BODY_BYTES, Settings
 from taskq_core.storage import Storage
@@ -32,15 +33,15 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         engine = db.async_engine(database_url, pool_size=config.db_pool_size)
         redis = broker.connect(redis_url)
         app.state.settings = config
-        app.state.backends = Backends(
-            storage=Storage(engine, config.queue),
-            broker=broker.Broker(redis, config.queue),
-            registry=types,
-        )
+        storage = Storage(engine, config.queue)
+        queue = broker.Broker(redis, config.queue)
+        submitter = GroupSubmitter(storage, queue)
+        app.state.backends = Backends(storage, queue, types, submitter)
         log.info("task types: %s", types.known_names())
         try:
             yield
         finally:
+            await submitter.close()
             await redis.aclose()
             await engine.dispose()
 
