@@ -26,7 +26,8 @@ def runs(servers: Servers) -> list[str]:
         return client.lrange(RUNS_KEY, 0, -1)
 
 
-def test_the_readme_example_completes_within_a_second(api: Api, workers: Workers) -> None:
+def test_the_readme_example_completes(api: Api, workers: Workers) -> None:
+    # How fast is the benchmark's business (enqueue-to-start latency); here only that it does.
     workers.start()
     wait_for(lambda: api.client.get("/ready").status_code == 200)
     created = api.client.post(
@@ -37,7 +38,6 @@ def test_the_readme_example_completes_within_a_second(api: Api, workers: Workers
     task_id = created.json()["id"]
     task = wait_for(
         lambda: (t := api.client.get(f"/tasks/{task_id}").json())["status"] == "completed" and t,
-        timeout=1.0,
         what="the task to complete",
     )
     assert task["result"] == {"result": 55}

@@ -204,6 +204,49 @@ class SpawnTask(Task):
         return Empty()
 
 
+class FibInput(BaseModel):
+    n: int = 20
+
+
+class FibOutput(BaseModel):
+    result: int
+
+
+def _fib(n: int) -> int:
+    return n if n < 2 else _fib(n - 1) + _fib(n - 2)
+
+
+class Fib20Task(Task):
+    name = "Fib20Task"
+    description = "The naive exponential recursion, fib(20) by default: a CPU-bound task."
+    Input = FibInput
+    Output = FibOutput
+
+    def run(self, data: FibInput, ctx: TaskContext) -> FibOutput:
+        return FibOutput(result=_fib(data.n))
+
+
+class AppendInput(BaseModel):
+    path: str
+    line: str
+    seconds: float = 0.0  # then spin this long
+
+
+class AppendTask(Task):
+    name = "AppendTask"
+    description = "Append `line` to the file at `path` (to count executions), then spin."
+    Input = AppendInput
+    Output = PidOutput
+
+    def run(self, data: AppendInput, ctx: TaskContext) -> PidOutput:
+        with open(data.path, "a") as out:  # one short write in append mode: lines never interleave
+            out.write(data.line + "\n")
+        deadline = time.monotonic() + data.seconds
+        while time.monotonic() < deadline:
+            pass
+        return PidOutput(pid=os.getpid())
+
+
 @hookimpl
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (
@@ -217,5 +260,7 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         RetryTask,
         PermanentTask,
         SpawnTask,
+        Fib20Task,
+        AppendTask,
     ):
         register(task_type)
