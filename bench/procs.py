@@ -16,7 +16,8 @@ STOP_TIMEOUT = 15.0  # seconds a process group gets after SIGTERM before SIGKILL
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the thread that started it exits."""
     # A bench killed by its timeout or by Ctrl-C must not leave workers draining the next
     # system's queues: the kernel sends SIGTERM when our (long-lived, main) thread exits.
     if sys.platform.startswith("linux"):
@@ -88,7 +89,7 @@ class Processes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         if self.pgid_file is not None:
             with self.pgid_file.open("a") as pgids:
@@ -100,8 +101,7 @@ class Processes:
         """Raise if one of them has exited (a worker that died makes a drain hang)."""
         for proc in self.running:
             if proc.poll() is not None:
-                name = Path(str(proc.args[0] if isinstance(proc.args, list) else proc.args)).name
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {self.logs}")
 
     def stop(self) -> None:
         kill_groups([p.pid for p in self.running], self.running)

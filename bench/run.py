@@ -18,7 +18,7 @@ from typing import Any
 from bench import http_load, report
 from bench.config import SessionSpec, Sizes
 from bench.peers.taskq import write_site
-from bench.procs import _die_with_parent, kill_groups
+from bench.procs import die_with_parent, kill_groups
 from bench.servers import DATABASES, Servers
 from bench.session import PHASES
 
@@ -73,7 +73,7 @@ def _run_session(spec: SessionSpec, work: Path, env: dict[str, str]) -> list[dic
             env=env,
             stderr=log,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         ended = "ended early"
         try:
@@ -120,6 +120,24 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _git() -> dict[str, Any]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "taskq_core", "plugins").splitlines()
+    return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted_product_files": changed}
+
+
+def _source_note(records: list[dict[str, Any]]) -> str:
+    """A warning when taskq_core changed between sessions: its runs measured different code."""
+    sources = {r["run"]: r["taskq_source"] for r in records if "taskq_source" in r}
+    if len(set(sources.values())) <= 1:
+        return ""
+    runs = ", ".join(f"run {run}: {digest}" for run, digest in sorted(sources.items()))
+    return f"\nWarning: taskq_core changed during this invocation ({runs}); its runs differ."
+
+
 def _wrk_version() -> str:
     wrk = http_load.wrk_path()
     if wrk is None:
@@ -131,6 +149,7 @@ def _wrk_version() -> str:
 def main(sizes: Sizes, systems: list[str], results_dir: Path) -> int:
     started = datetime.now(UTC)
     host = machine()
+    git = _git()
     work = Path(tempfile.mkdtemp(prefix="taskq-bench-"))
     logs = work / "logs"
     logs.mkdir()
@@ -168,7 +187,7 @@ def main(sizes: Sizes, systems: list[str], results_dir: Path) -> int:
     meta = {r["system"]: r for r in records if r["phase"] == "_meta"}
     labels = {s: meta.get(s, {}).get("label", s) for s in systems}
     summary = report.summarize(records, systems, sizes.runs)
-    text = report.table(summary, labels, vars(sizes))
+    text = report.table(summary, labels, vars(sizes)) + _source_note(records)
     host["load_average_at_end"] = os.getloadavg()
     document = {
         "date": started.isoformat(timespec="seconds"),
@@ -178,6 +197,7 @@ def main(sizes: Sizes, systems: list[str], results_dir: Path) -> int:
         "versions": {
             "bench": {"wrk": _wrk_version(), "python": platform.python_version()},
             "taskq-core": metadata.version("taskq-core"),
+            "git": git,
             **{s: m.get("versions", {}) for s, m in meta.items()},
         },
         "settings": {

@@ -6,6 +6,7 @@ every phase has its own bound, so a hung peer fails one cell, not the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -97,7 +98,7 @@ class Session:
         self.workers_up = True
 
         def progress() -> int:
-            self.spec_procs.check()
+            self.peer.ctx.procs.check()
             return self.peer.done()
 
         try:
@@ -150,10 +151,6 @@ class Session:
             latencies_ms=[round(s, 3) for s in samples],
         )
 
-    @property
-    def spec_procs(self) -> Processes:
-        return self.peer.ctx.procs
-
 
 def guarded(name: str, phase: Callable[[], Result]) -> Result:
     """Run one phase; whatever goes wrong becomes the cell's reason."""
@@ -182,6 +179,16 @@ def versions(peer: Peer) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[dist] = "not installed"
     return found
+
+
+def taskq_source() -> str:
+    """A digest of the taskq_core source this session ran: other people may edit it mid-run."""
+    import taskq_core
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(taskq_core.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def main(argv: list[str]) -> int:
@@ -222,7 +229,10 @@ def main(argv: list[str]) -> int:
                 emit(phase, {**result, "phase_seconds": round(took, 2)})
                 line = f"  run {spec.run}  {spec.system:14} {phase:15} {summary(result)}"
                 print(f"{line}  [{took:.1f}s]", flush=True)
-            emit("_meta", {"label": peer.label, "knobs": peer.knobs(), "versions": versions(peer)})
+            meta = {"label": peer.label, "knobs": peer.knobs(), "versions": versions(peer)}
+            if spec.system == "taskq":
+                meta["taskq_source"] = taskq_source()
+            emit("_meta", meta)
         finally:
             peer.close()
     return 0

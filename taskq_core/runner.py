@@ -1,13 +1,24 @@
-"""Runner processes for sync task types, one task at a time each, and the pool a worker uses."""
+"""Runner processes for sync task types, and the pool a worker uses to keep them busy.
+
+The protocol is JSON lines over the runner's private copies of stdin and stdout. The parent sends
+`{"id": N, <the Job's fields>}` for each job and `{"skip": N}` for a job whose caller gave up
+before it started. The runner runs the jobs in the order they came, one at a time, and answers
+each, in that order, as soon as it is done: `{"id": N, "result": ..., "error": ...}`, or
+`{"id": N, "skipped": true}`. The pool hands a runner a few jobs at once (up to MAX_IN_FLIGHT)
+so it never waits for the parent between two of them, and reads replies in bulk.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
+import itertools
 import json
 import logging
 import os
+import select
 import signal
 import sys
 from collections import deque
@@ -24,15 +35,40 @@ from taskq_core.settings import Settings
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0  # seconds a new runner may take to import the plugins and say it is ready
-CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their job before killing them
+CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their jobs before killing them
 RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
 MAX_REPLY = 64 * 1024 * 1024  # bytes: the longest reply line (one task's result) accepted
+# Jobs handed to one runner at once: the one it runs and those queued behind it. Enough that it
+# never waits for the parent between jobs and that pipe reads and writes carry several; few, so
+# one slow job holds few others back, and so an idle runner always gets the next job.
+MAX_IN_FLIGHT = 8
+READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
 _JOB_FIELDS = tuple(f.name for f in fields(Job))  # dataclasses.asdict deep-copies: 10x slower
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
 
 
 class RunnerError(TaskqError):
     """A task runner process failed."""
+
+
+class _Lines:
+    """Cuts a byte stream read in chunks into lines; a long line is copied once, not per chunk."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial = bytearray()  # the start of a line whose end has not come yet
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines `chunk` completes, without their newlines."""
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if lines and self.partial:
+            self.partial += lines[0]
+            lines[0] = bytes(self.partial)
+            self.partial.clear()
+        self.partial += rest
+        return lines
 
 
 # ---- the child: `python -m taskq_core.runner PARENT_PID` -------------------------------------
@@ -47,8 +83,8 @@ def main(argv: list[str]) -> int:
     # The protocol gets private copies of stdin and stdout; fd 0 becomes /dev/null and fd 1 our
     # stderr, so a task's print() cannot corrupt a reply nor its input() swallow the next job.
     # os.dup's copies are not inherited, so a subprocess a task starts cannot hold the pipes open.
-    jobs = os.fdopen(os.dup(0), "rb")
-    replies = os.fdopen(os.dup(1), "wb")
+    inbox = _Inbox(os.dup(0))
+    replies = os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -57,8 +93,9 @@ def main(argv: list[str]) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # a task's prints interleave with its logs
 
     def send(message: dict[str, Any]) -> None:
-        replies.write(json.dumps(message).encode() + b"\n")
-        replies.flush()
+        data = memoryview(json.dumps(message).encode() + b"\n")
+        while data:
+            data = data[os.write(replies, data) :]
 
     try:
         logging.basicConfig(level=Settings().log_level.upper(), format=LOG_FORMAT)
@@ -70,19 +107,80 @@ def main(argv: list[str]) -> int:
         return 1
     send({"ready": True, "pid": os.getpid()})
     instances = Instances()
-    for line in jobs:
-        outcome = _run_line(registry, instances, line)
+    while (job := inbox.next()) is not None:
+        job_id, message = job
+        if message is None:
+            send({"id": job_id, "skipped": True})
+            continue
+        outcome = _run_message(registry, instances, message)
         try:
-            send({"result": outcome.result, "error": outcome.error})
+            send({"id": job_id, "result": outcome.result, "error": outcome.error})
         except (TypeError, ValueError) as exc:
-            send({"result": None, "error": describe_error(exc)})
+            send({"id": job_id, "result": None, "error": describe_error(exc)})
     return 0
 
 
-def _run_line(registry: Registry, instances: Instances, line: bytes) -> Outcome:
+class _Inbox:
+    """The parent's messages, read ahead: the jobs to run in order, and those to skip."""
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self._fd = fd
+        self._lines = _Lines()
+        self._jobs: deque[Any] = deque()  # each a decoded message, or the error decoding it
+        self._skip: set[Any] = set()  # ids of queued jobs the parent no longer wants run
+        self._eof = False
+
+    def next(self) -> tuple[Any, Any] | None:
+        """The next job as (its id, its message, or None to skip it); None once stdin ended."""
+        # Read even with jobs queued: a skip may have come for the one about to start.
+        self._read()
+        while not self._jobs:
+            if self._eof:
+                return None
+            select.select([self._fd], [], [])
+            self._read()
+        message = self._jobs.popleft()
+        job_id = message.pop("id", None) if isinstance(message, dict) else None
+        if job_id is not None and job_id in self._skip:
+            self._skip.discard(job_id)
+            return job_id, None
+        return job_id, message
+
+    def _read(self) -> None:
+        while not self._eof:
+            try:
+                chunk = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not chunk:
+                self._eof = True
+                return
+            for line in self._lines.feed(chunk):
+                self._take(line)
+            if len(chunk) < READ_SIZE:
+                return
+
+    def _take(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            self._jobs.append(exc)
+            return
+        if isinstance(message, dict) and "skip" in message:
+            job_id = message["skip"]
+            if any(isinstance(j, dict) and j.get("id") == job_id for j in self._jobs):
+                self._skip.add(job_id)  # else it already ran: the parent gets its reply
+            return
+        self._jobs.append(message)
+
+
+def _run_message(registry: Registry, instances: Instances, message: Any) -> Outcome:
+    if isinstance(message, Exception):
+        return Outcome(error=describe_error(message))
     try:
-        job = Job(**json.loads(line))
-    except (TypeError, ValueError) as exc:
+        job = Job(**message)
+    except TypeError as exc:
         return Outcome(error=describe_error(exc))
     task_type = registry.types.get(job.task_type)
     if task_type is None:
@@ -96,31 +194,13 @@ def _run_line(registry: Registry, instances: Instances, line: bytes) -> Outcome:
 # ---- the parent: a pool of runners -----------------------------------------------------------
 
 
-class _Runner:
-    """One runner process and its pipes."""
-
-    __slots__ = ("proc", "stdin", "stdout")
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        self.proc = proc
-        self.stdin = proc.stdin
-        self.stdout = proc.stdout
-
-    def kill(self) -> None:
-        """SIGKILL the runner's process group: the runner and any subprocess its task started."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.stdin.close()
-
-
 def _error(kind: str, message: str) -> Outcome:
     return Outcome(error={"type": kind, "message": message, "traceback": ""})
 
 
-def _exit_description(code: int) -> str:
+def _exit_description(code: int | None) -> str:
+    if code is None:
+        return "stopped"
     if code >= 0:
         return f"exited with code {code}"
     try:
@@ -129,10 +209,98 @@ def _exit_description(code: int) -> str:
         return f"was killed by signal {-code}"
 
 
-class RunnerPool:
-    """`size` runner processes; `run` hands each job to an idle one, first come first served.
+class _Call:
+    """One `run` call: its job line, and its future. It waits in the pool's queue until it is
+    sent to a runner (`runner` is set while it is there, until its reply comes)."""
 
-    A runner that times out, is cancelled or dies is SIGKILLed and replaced in the background.
+    __slots__ = ("end", "future", "id", "line", "runner", "task_id", "timeout")
+
+    def __init__(
+        self, call_id: int, job: Job, timeout: float | None, future: asyncio.Future[Outcome]
+    ) -> None:
+        message = {name: getattr(job, name) for name in _JOB_FIELDS}
+        message["id"] = call_id
+        self.line = json.dumps(message).encode() + b"\n"
+        self.id = call_id
+        self.task_id = job.task_id
+        self.timeout = timeout
+        self.future = future
+        self.runner: _Runner | None = None
+        self.end = 0  # where its line ends in the runner's job stream: sent once written >= end
+
+    def resolve(self, outcome: Outcome) -> None:
+        if not self.future.done():  # done: its caller was cancelled
+            self.future.set_result(outcome)
+
+
+class _Exit(asyncio.SubprocessProtocol):
+    """Tells when the runner process has been reaped."""
+
+    def __init__(self) -> None:
+        self.exited = asyncio.get_running_loop().create_future()
+
+    def process_exited(self) -> None:
+        self.exited.set_result(None)
+
+
+class _Runner:
+    """One runner process, its pipes, and the calls sent to it, in order: the first one runs."""
+
+    def __init__(
+        self,
+        transport: asyncio.SubprocessTransport,
+        exited: asyncio.Future[None],
+        jobs_fd: int,
+        replies_fd: int,
+    ) -> None:
+        self.transport = transport
+        self.pid = transport.get_pid()
+        self.exited = exited  # never await it bare: cancelling the waiter would cancel it
+        self.jobs_fd = jobs_fd  # -1 once closed
+        self.replies_fd = replies_fd
+        self.ready: asyncio.Future[dict[str, Any] | None] = exited.get_loop().create_future()
+        self.alive = True  # False once killed, or found dead: it takes no more jobs
+        self.calls: deque[_Call] = deque()
+        self.lines = _Lines()
+        self.outbox = bytearray()  # job bytes the pipe had no room for yet
+        self.queued = 0  # bytes handed to the job pipe so far
+        self.written = 0  # bytes the job pipe took so far
+        self.deadline: float | None = None  # when the first call overruns its timeout
+        self.timer: asyncio.TimerHandle | None = None
+        self.crashed: _Call | None = None  # gets the crash error once the exit status is known
+
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode()
+
+    def end_jobs(self) -> None:
+        """Close the job pipe: the runner finishes the jobs it has, then exits."""
+        if self.jobs_fd >= 0:
+            if self.outbox:
+                self.exited.get_loop().remove_writer(self.jobs_fd)
+            os.close(self.jobs_fd)
+            self.jobs_fd = -1
+
+    def kill(self) -> None:
+        """SIGKILL the runner's process group: the runner and any subprocess its task started."""
+        if not self.alive:
+            return
+        self.alive = False
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self.end_jobs()
+        self.exited.get_loop().remove_reader(self.replies_fd)
+        os.close(self.replies_fd)
+
+
+class RunnerPool:
+    """`size` runner processes; `run` hands each job to the runner with the fewest, in order.
+
+    A runner that times out, is cancelled or dies is SIGKILLed and replaced in the background;
+    the jobs queued behind its running one go to other runners.
     """
 
     def __init__(self, size: int, *, env: Mapping[str, str] | None = None) -> None:
@@ -140,10 +308,12 @@ class RunnerPool:
             raise ValueError(f"a runner pool needs at least one runner, not {size}")
         self._size = size
         self._env = dict(env) if env is not None else None
-        self._idle: deque[_Runner] = deque()
-        self._waiters: deque[asyncio.Future[_Runner]] = deque()
-        self._runners: set[_Runner] = set()  # every runner not yet reaped: idle, busy or dying
+        self._queue: deque[_Call] = deque()  # calls waiting for a runner, first come first served
+        self._live: list[_Runner] = []  # runners taking jobs
+        self._runners: set[_Runner] = set()  # every runner not yet reaped: live, starting or dying
         self._restarts: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count()
+        self._dispatching = False  # a _dispatch is scheduled
         self._closed = False
 
     @property
@@ -153,12 +323,12 @@ class RunnerPool:
     @property
     def idle(self) -> int:
         """How many runners wait for a job."""
-        return len(self._idle)
+        return sum(1 for runner in self._live if not runner.calls)
 
     @property
     def pids(self) -> list[int]:
         """The process ids of the runners not yet reaped."""
-        return sorted(r.proc.pid for r in self._runners)
+        return sorted(r.pid for r in self._runners)
 
     async def start(self) -> None:
         """Start the runners, wait until each has loaded the plugins; RunnerError if one can't."""
@@ -169,97 +339,362 @@ class RunnerPool:
         )
         failures = [r for r in started if isinstance(r, BaseException)]
         if failures:
+            for runner in started:
+                if isinstance(runner, _Runner):
+                    self._live.append(runner)
             await self.close()
             raise failures[0]
         for runner in started:
             assert isinstance(runner, _Runner)
-            self._release(runner)
+            self._live.append(runner)
 
     # A task timeout is not the caller's asyncio timeout: it kills the runner and is an outcome.
     async def run(self, job: Job, timeout: float | None) -> Outcome:  # noqa: ASYNC109
-        """Run `job` in the next idle runner; stop it after `timeout` seconds (None: no limit)."""
-        line = json.dumps({name: getattr(job, name) for name in _JOB_FIELDS}).encode() + b"\n"
-        runner = await self._send(line)
+        """Run `job` in a runner; stop it `timeout` seconds after it starts (None: no limit)."""
+        if self._closed:
+            raise RunnerError("the runner pool is closed")
+        loop = asyncio.get_running_loop()
+        call = _Call(next(self._ids), job, timeout, loop.create_future())
+        self._queue.append(call)
+        self._schedule_dispatch()
         try:
-            async with asyncio.timeout(timeout):
-                reply = await runner.stdout.readline()
-        except TimeoutError:
-            self._replace(runner)
-            return _error(
-                "TaskTimeoutError", f"task exceeded its timeout of {timeout:g}s and was stopped"
-            )
+            return await call.future
         except asyncio.CancelledError:
-            self._replace(runner)
+            self._abandon(call)
             raise
-        except ValueError:  # the reply outgrew MAX_REPLY
-            self._replace(runner)
-            too_big = f"the task's result is larger than {MAX_REPLY // 2**20} MiB"
-            return _error("RunnerError", too_big)
-        if not reply.endswith(b"\n"):  # EOF, maybe after part of a reply: the runner died
-            self._replace(runner)
-            code = await runner.proc.wait()
-            return _error(
-                "RunnerCrashedError", f"the process running the task {_exit_description(code)}"
-            )
-        try:
-            data = json.loads(reply)
-            outcome = Outcome(result=data["result"], error=data["error"])
-        except (ValueError, TypeError, KeyError) as exc:
-            self._replace(runner)
-            return _error("RunnerError", f"the process running the task sent a bad reply: {exc}")
-        self._release(runner)
-        return outcome
 
     async def close(self, grace: float = CLOSE_TIMEOUT) -> None:
-        """Send each runner EOF, give them `grace` seconds to finish their job, kill the rest."""
+        """Send each runner EOF, give them `grace` seconds to finish their jobs, kill the rest."""
         if self._closed:
             return
         self._closed = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_exception(RunnerError("the runner pool is closed"))
-        self._waiters.clear()
-        self._idle.clear()
+        closed = RunnerError("the runner pool is closed")
+        for call in self._queue:
+            if not call.future.done():
+                call.future.set_exception(closed)
+        self._queue.clear()
         for task in self._restarts:
             task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         runners = list(self._runners)
         for runner in runners:
-            runner.stdin.close()  # EOF: an idle runner exits now, a busy one after its job
+            runner.end_jobs()  # EOF: an idle runner exits now, a busy one after its jobs
         if runners:
-            waits = [asyncio.ensure_future(r.proc.wait()) for r in runners]
-            await asyncio.wait(waits, timeout=grace)
+            await asyncio.wait([r.exited for r in runners], timeout=grace)
             for runner in runners:
+                if runner.alive and runner.ready.done():
+                    self._retire(runner, None)  # its running call gets the crash error
                 runner.kill()
-            await asyncio.gather(*waits)
-        await asyncio.gather(*self._restarts, return_exceptions=True)
+            await asyncio.wait([r.exited for r in runners])
+        self._live.clear()
         self._runners.clear()
 
-    # ---- internals
+    # ---- handing out jobs
+
+    def _schedule_dispatch(self) -> None:
+        # Once per loop iteration: the calls that arrive meanwhile go out in one write per runner.
+        if not self._dispatching:
+            self._dispatching = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Hand waiting calls to the runners with the fewest, up to MAX_IN_FLIGHT each."""
+        self._dispatching = False
+        queue, live = self._queue, self._live
+        batches: dict[_Runner, list[_Call]] = {}
+        while queue and live:
+            call = queue[0]
+            if call.future.done():  # its caller was cancelled while it waited here
+                queue.popleft()
+                continue
+            runner = min(live, key=_load)
+            if len(runner.calls) >= MAX_IN_FLIGHT:
+                break
+            queue.popleft()
+            runner.calls.append(call)
+            call.runner = runner
+            if len(runner.calls) == 1:  # it was idle: the clock starts now
+                self._start_clock(runner)
+            batches.setdefault(runner, []).append(call)
+        for runner, calls in batches.items():
+            end = runner.queued
+            for call in calls:
+                end += len(call.line)
+                call.end = end
+            self._write(runner, b"".join(call.line for call in calls))
+
+    def _write(self, runner: _Runner, data: bytes) -> None:
+        """Write `data` to the runner's job pipe; what does not fit waits until it drains."""
+        if not runner.alive or runner.jobs_fd < 0:
+            return
+        runner.queued += len(data)
+        if runner.outbox:
+            runner.outbox += data
+            return
+        try:
+            written = os.write(runner.jobs_fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EPIPE: it died (the OOM killer, an operator's kill)
+            self._lost(runner)
+            return
+        runner.written += written
+        if written < len(data):
+            runner.outbox += data[written:]
+            asyncio.get_running_loop().add_writer(runner.jobs_fd, self._on_writable, runner)
+
+    def _on_writable(self, runner: _Runner) -> None:
+        try:
+            written = os.write(runner.jobs_fd, runner.outbox)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost(runner)
+            return
+        runner.written += written
+        del runner.outbox[:written]
+        if not runner.outbox:
+            asyncio.get_running_loop().remove_writer(runner.jobs_fd)
+
+    def _abandon(self, call: _Call) -> None:
+        """`call`'s caller was cancelled: make sure its job does not run, or stops."""
+        runner = call.runner
+        if runner is None:  # waiting in the queue (_dispatch drops it), or already answered
+            return
+        if call is not runner.calls[0]:
+            self._write(runner, b'{"skip": %d}\n' % call.id)  # it answers "skipped"
+            return
+        if not self._read(runner):  # running, unless its reply is waiting in the pipe
+            self._lost(runner)
+        elif call.runner is runner:
+            self._retire(runner, None)
+
+    # ---- replies
+
+    def _on_readable(self, runner: _Runner) -> None:
+        if self._read(runner):
+            return
+        if runner.ready.done():
+            self._lost(runner)
+        else:  # died before it was ready: _handshake says why
+            asyncio.get_running_loop().remove_reader(runner.replies_fd)
+            runner.ready.set_result(None)
+
+    def _read(self, runner: _Runner) -> bool:
+        """Act on every reply waiting in the runner's pipe; False at EOF."""
+        now = asyncio.get_running_loop().time()
+        calls = runner.calls
+        head = calls[0] if calls else None
+        while runner.alive:
+            try:
+                chunk = os.read(runner.replies_fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                return False
+            for line in runner.lines.feed(chunk):
+                if not runner.ready.done():
+                    self._hello(runner, line)
+                elif not self._reply(runner, line):
+                    return True  # a bad reply: the runner is gone
+            if len(runner.lines.partial) > MAX_REPLY:
+                too_big = f"the task's result is larger than {MAX_REPLY // 2**20} MiB"
+                self._retire(runner, _error("RunnerError", too_big))
+                return True
+            if len(chunk) < READ_SIZE:
+                break
+        if runner.alive and calls and calls[0] is not head:
+            # A job starts when the reply before it arrives; the pipe has room for more.
+            self._start_clock(runner, now)
+        if self._queue and len(calls) < MAX_IN_FLIGHT:
+            self._schedule_dispatch()
+        return True
+
+    def _hello(self, runner: _Runner, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if isinstance(message, dict) and "ready" in message:
+            runner.ready.set_result(message)
+        else:
+            # Printed at interpreter start (a .pth file, sitecustomize), before the runner took
+            # its stdout for the protocol: show it where the runner's own output goes.
+            sys.stderr.write(line.decode(errors="replace") + "\n")
+
+    def _reply(self, runner: _Runner, line: bytes) -> bool:
+        """Give the first call its outcome; False if the reply is bad (the runner is retired)."""
+        if not runner.calls:
+            self._retire(runner, None)
+            log.error("a task runner sent a reply nobody asked for: %r", line[:200])
+            return False
+        call = runner.calls[0]
+        try:
+            message = json.loads(line)
+            if message["id"] != call.id:
+                raise ValueError(f"the reply is for job {message['id']}, not {call.id}")
+            outcome = (
+                None
+                if message.get("skipped")
+                else Outcome(result=message["result"], error=message["error"])
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            bad = f"the process running the task sent a bad reply: {exc}"
+            self._retire(runner, _error("RunnerError", bad))
+            return False
+        runner.calls.popleft()
+        call.runner = None
+        if outcome is not None:
+            if call.future.done():
+                # The cancellation reached the runner after it started the job: it ran, in vain.
+                log.info("task %d ran although its caller was cancelled", call.task_id)
+            call.resolve(outcome)
+        return True
+
+    # ---- timeouts
+
+    def _start_clock(self, runner: _Runner, now: float | None = None) -> None:
+        """The first call has just started: time it."""
+        loop = asyncio.get_running_loop()
+        timeout = runner.calls[0].timeout
+        if timeout is None:
+            runner.deadline = None
+            return
+        runner.deadline = (loop.time() if now is None else now) + timeout
+        # One timer per runner, not per job: one that fires early sets itself again.
+        if runner.timer is None or runner.timer.when() > runner.deadline:
+            if runner.timer is not None:
+                runner.timer.cancel()
+            runner.timer = loop.call_at(runner.deadline, self._on_timer, runner)
+
+    def _on_timer(self, runner: _Runner) -> None:
+        runner.timer = None
+        loop = asyncio.get_running_loop()
+        if not runner.alive or runner.deadline is None:
+            return
+        if loop.time() >= runner.deadline and not self._read(runner):  # it may have just finished
+            self._lost(runner)
+            return
+        if not runner.alive or runner.deadline is None or not runner.calls:
+            return
+        if loop.time() < runner.deadline:
+            runner.timer = loop.call_at(runner.deadline, self._on_timer, runner)
+            return
+        timeout = runner.calls[0].timeout
+        assert timeout is not None
+        message = f"task exceeded its timeout of {timeout:g}s and was stopped"
+        self._retire(runner, _error("TaskTimeoutError", message))
+
+    # ---- losing and replacing runners
+
+    def _lost(self, runner: _Runner) -> None:
+        """The runner died by itself: act on the replies it left, then retire it."""
+        if not runner.alive:
+            return
+        self._read(runner)
+        if runner.alive:
+            self._retire(runner, None)
+
+    def _retire(self, runner: _Runner, outcome: Outcome | None) -> None:
+        """Kill `runner`; its running call gets `outcome` (None: the crash error, once the exit
+        status is known). The calls behind it never started: they go back to the queue's front."""
+        runner.kill()
+        if runner in self._live:
+            self._live.remove(runner)
+        calls = runner.calls
+        runner.calls = deque()
+        if calls and calls[0].end <= runner.written:  # else it never reached the runner
+            head = calls.popleft()
+            head.runner = None
+            if outcome is not None:
+                head.resolve(outcome)
+            elif runner.exited.done():
+                head.resolve(self._crash(runner))
+            else:
+                runner.crashed = head
+        for call in calls:
+            call.runner = None
+        waiting = [call for call in calls if not call.future.done()]
+        if self._closed:
+            for call in waiting:
+                call.future.set_exception(RunnerError("the runner pool is closed"))
+            return
+        self._queue.extendleft(reversed(waiting))
+        self._schedule_dispatch()
+        task = asyncio.create_task(self._restart(runner))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    def _crash(self, runner: _Runner) -> Outcome:
+        message = f"the process running the task {_exit_description(runner.returncode)}"
+        return _error("RunnerCrashedError", message)
+
+    def _reaped(self, runner: _Runner, _: object) -> None:
+        runner.transport.close()
+        self._runners.discard(runner)
+        if runner.alive and runner.ready.done():
+            self._lost(runner)  # before its pipe's EOF was read
+        if runner.crashed is not None:
+            runner.crashed.resolve(self._crash(runner))
+            runner.crashed = None
+
+    async def _restart(self, old: _Runner) -> None:
+        await asyncio.shield(old.exited)
+        while not self._closed:
+            try:
+                runner = await self._spawn()
+            except Exception as exc:
+                log.error("could not start a task runner; retrying in %gs: %s", RESTART_DELAY, exc)
+                await asyncio.sleep(RESTART_DELAY)
+                continue
+            if self._closed:  # close() ran while it started
+                runner.kill()
+                return
+            self._live.append(runner)
+            self._schedule_dispatch()
+            return
 
     async def _spawn(self) -> _Runner:
         """Start one runner and wait for its ready message."""
-        # Forked by the event loop's thread: the parent-death signal fires when that thread ends,
-        # so the pool must live in a loop that runs for the life of the worker process.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "taskq_core.runner",
-            str(os.getpid()),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=self._env,
-            limit=MAX_REPLY,
-            # Its own session rather than ignoring SIGINT: a terminal's Ctrl-C reaches only the
-            # worker, which decides when runners stop, and killing the runner's process group on a
-            # timeout also stops any subprocess the task started.
-            start_new_session=True,
-        )
-        runner = _Runner(proc)
+        loop = asyncio.get_running_loop()
+        jobs_in, jobs_out = os.pipe()
+        replies_in, replies_out = os.pipe()
+        try:
+            # Forked by the event loop's thread: the parent-death signal fires when that thread
+            # ends, so the pool must live in a loop that runs for the life of the worker process.
+            transport, protocol = await loop.subprocess_exec(
+                _Exit,
+                sys.executable,
+                "-m",
+                "taskq_core.runner",
+                str(os.getpid()),
+                stdin=jobs_in,
+                stdout=replies_out,
+                stderr=None,
+                env=self._env,
+                # Its own session rather than ignoring SIGINT: a terminal's Ctrl-C reaches only
+                # the worker, which decides when runners stop, and killing the runner's process
+                # group on a timeout also stops any subprocess the task started.
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(jobs_out)
+            os.close(replies_in)
+            raise
+        finally:
+            os.close(jobs_in)
+            os.close(replies_out)
+        os.set_blocking(jobs_out, False)
+        os.set_blocking(replies_in, False)
+        runner = _Runner(transport, protocol.exited, jobs_out, replies_in)
         self._runners.add(runner)
+        protocol.exited.add_done_callback(functools.partial(self._reaped, runner))
+        loop.add_reader(replies_in, self._on_readable, runner)
         try:
             await self._handshake(runner)
         except BaseException:
-            await self._discard(runner)
+            runner.kill()
+            await asyncio.shield(runner.exited)
             raise
         return runner
 
@@ -267,22 +702,12 @@ class RunnerPool:
         """Wait for the runner's ready message; RunnerError saying why it never came."""
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                while line := await runner.stdout.readline():
-                    try:
-                        message = json.loads(line)
-                    except ValueError:
-                        message = None
-                    if isinstance(message, dict) and "ready" in message:
-                        break
-                    # Printed at interpreter start (a .pth file, sitecustomize), before the
-                    # runner took its stdout for the protocol: show it where the runner's own
-                    # output goes.
-                    sys.stderr.write(line.decode(errors="replace"))
-                else:
-                    code = await runner.proc.wait()
+                message = await runner.ready
+                if message is None:
+                    await asyncio.shield(runner.exited)
                     raise RunnerError(
-                        f"a task runner {_exit_description(code)} before it was ready "
-                        "(its error output is above, in this process's stderr)"
+                        f"a task runner {_exit_description(runner.returncode)} before it was "
+                        "ready (its error output is above, in this process's stderr)"
                     )
         except TimeoutError:
             raise RunnerError(f"a task runner was not ready within {START_TIMEOUT:g}s") from None
@@ -293,74 +718,9 @@ class RunnerPool:
                 f"{error.get('message')}\n{str(error.get('traceback', ''))[-4000:]}"
             )
 
-    async def _discard(self, runner: _Runner) -> None:
-        runner.kill()
-        await runner.proc.wait()
-        self._runners.discard(runner)
 
-    async def _send(self, line: bytes) -> _Runner:
-        """Write `line` to the next idle runner and return it."""
-        while True:
-            runner = await self._acquire()
-            try:
-                runner.stdin.write(line)
-                await runner.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                # It died while idle (the OOM killer, an operator's kill) and never got the job.
-                self._replace(runner)
-                continue
-            except asyncio.CancelledError:
-                self._replace(runner)
-                raise
-            return runner
-
-    async def _acquire(self) -> _Runner:
-        if self._closed:
-            raise RunnerError("the runner pool is closed")
-        if self._idle:
-            return self._idle.popleft()
-        waiter: asyncio.Future[_Runner] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Handed a runner just as we were cancelled: pass it on, or it is lost.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release(waiter.result())
-            raise
-
-    def _release(self, runner: _Runner) -> None:
-        if self._closed:
-            return
-        # Hand the runner straight to the longest waiter, so no newcomer can overtake it.
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(runner)
-                return
-        self._idle.append(runner)
-
-    def _replace(self, runner: _Runner) -> None:
-        """Kill `runner` now; reap it and start its successor in the background."""
-        runner.kill()
-        task = asyncio.create_task(self._restart(runner))
-        self._restarts.add(task)
-        task.add_done_callback(self._restarts.discard)
-
-    async def _restart(self, old: _Runner) -> None:
-        await self._discard(old)
-        while not self._closed:
-            try:
-                runner = await self._spawn()
-            except Exception as exc:
-                log.error("could not start a task runner; retrying in %gs: %s", RESTART_DELAY, exc)
-                await asyncio.sleep(RESTART_DELAY)
-                continue
-            if self._closed:  # close() ran while it started
-                await self._discard(runner)
-                return
-            self._release(runner)
-            return
+def _load(runner: _Runner) -> int:
+    return len(runner.calls)
 
 
 if __name__ == "__main__":

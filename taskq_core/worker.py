@@ -260,6 +260,8 @@ class Worker:
         )
         if not task_type.is_async:
             return await self.pool.run(job, task.timeout_seconds)
+        if task.timeout_seconds is None:
+            return await self.instances.run_async(task_type, job)
         try:
             async with asyncio.timeout(task.timeout_seconds):
                 return await self.instances.run_async(task_type, job)

@@ -180,7 +180,7 @@ def test_cancellation_kills_and_replaces_the_runner(testkit: dict[str, str]) -> 
         spinning = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 30}), None))
         queued = asyncio.create_task(pool.run(job("FibonacciTask", {"n": 5}), None))
         await asyncio.sleep(0.3)
-        queued.cancel()  # waiting for a runner: nothing to kill, nothing lost
+        queued.cancel()  # queued behind it, not started: skipped, nothing to kill
         spinning.cancel()
         with pytest.raises(asyncio.CancelledError):
             await spinning
@@ -283,6 +283,156 @@ def test_output_at_interpreter_start_does_not_break_the_handshake(
     env = env_with(chatty, sites["taskq-broken"])  # a broken plugin is logged, not fatal
     assert with_pool(env, body).result == {"result": 2}
     assert "hello from sitecustomize" in capfd.readouterr().err
+
+
+# ---- several jobs in flight per runner -----------------------------------------------------
+
+
+def fib(n: int) -> int | str:
+    """What FibonacciTask answers: fib(n), as a string past 2**53."""
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a if a < 2**53 else str(a)
+
+
+def append(path: Path, line: str, seconds: float = 0.0) -> Job:
+    return job("AppendTask", {"path": str(path), "line": line, "seconds": seconds})
+
+
+def runs(path: Path) -> list[str]:
+    """The lines AppendTask wrote to `path`: one per execution."""
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_many_concurrent_jobs_each_get_their_own_result(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> list[Outcome]:
+        return await asyncio.gather(
+            *(pool.run(job("FibonacciTask", {"n": n}, task_id=n), 5) for n in range(500))
+        )
+
+    outcomes = with_pool(testkit, body, size=2)
+    assert [o.result for o in outcomes] == [{"result": fib(n)} for n in range(500)]
+    assert all(o.error is None for o in outcomes)
+
+
+def test_a_job_goes_to_an_idle_runner_not_behind_a_busy_one(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> None:
+        slow = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 1}), None))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        quick = [await pool.run(job("SpinTask"), None) for _ in range(5)]
+        assert time.monotonic() - started < 0.5
+        outcome = await slow
+        assert outcome.result is not None
+        assert all(o.result is not None and o.result["pid"] != outcome.result["pid"] for o in quick)
+
+    with_pool(testkit, body, size=2)
+
+
+def test_a_jobs_timeout_starts_when_it_starts_not_when_it_is_queued(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "runs"
+
+    async def body(pool: RunnerPool) -> list[Outcome]:
+        # Sent together to the one runner: the second waits 0.3s behind the first, then runs 0.3s.
+        return list(
+            await asyncio.gather(
+                pool.run(append(runs_file, "first", 0.3), timeout=0.5),
+                pool.run(append(runs_file, "second", 0.3), timeout=0.5),
+            )
+        )
+
+    outcomes = with_pool(testkit, body)
+    assert all(o.error is None for o in outcomes), outcomes
+    assert runs(runs_file) == ["first", "second"]
+
+
+def test_a_timeout_sends_the_jobs_queued_behind_it_to_another_runner_once(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "runs"
+
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        # One runner: the jobs behind the spinning one are queued in it when it times out.
+        head = pool.run(append(runs_file, "head", 30), timeout=0.5)
+        rest = [pool.run(append(runs_file, f"job {i}"), timeout=5) for i in range(6)]
+        timed_out, *outcomes = await asyncio.gather(head, *rest)
+        assert timed_out.error is not None
+        assert timed_out.error["type"] == "TaskTimeoutError"
+        assert all(o.result is not None and o.result["pid"] != old for o in outcomes), outcomes
+        await gone(old)
+
+    with_pool(testkit, body)
+    assert sorted(runs(runs_file)) == ["head"] + [f"job {i}" for i in range(6)]
+
+
+def test_a_crash_sends_the_jobs_queued_behind_it_to_another_runner_once(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "runs"
+
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        crash = pool.run(job("CrashTask", {"code": 5}), None)
+        rest = [pool.run(append(runs_file, f"job {i}"), None) for i in range(6)]
+        crashed, *outcomes = await asyncio.gather(crash, *rest)
+        assert crashed.error == {
+            "type": "RunnerCrashedError",
+            "message": "the process running the task exited with code 5",
+            "traceback": "",
+        }
+        assert all(o.result is not None and o.result["pid"] != old for o in outcomes), outcomes
+
+    with_pool(testkit, body)
+    assert sorted(runs(runs_file)) == [f"job {i}" for i in range(6)]
+
+
+def test_cancelling_a_job_queued_in_a_runner_never_runs_it(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "runs"
+
+    async def body(pool: RunnerPool) -> None:
+        [pid] = pool.pids
+        head = asyncio.create_task(pool.run(append(runs_file, "head", 0.5), None))
+        queued = asyncio.create_task(pool.run(append(runs_file, "cancelled"), None))
+        after = asyncio.create_task(pool.run(append(runs_file, "after"), None))
+        await asyncio.sleep(0.2)  # all three are in the runner, the first one running
+        assert runs(runs_file) == ["head"]
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        # The runner was not stopped: the job before and the job after ran in it.
+        assert (await head).result == {"pid": pid}
+        assert (await after).result == {"pid": pid}
+        assert pool.pids == [pid]
+
+    with_pool(testkit, body)
+    assert runs(runs_file) == ["head", "after"]
+
+
+def test_cancelling_the_running_job_sends_those_behind_it_elsewhere_once(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    runs_file = tmp_path / "runs"
+
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        head = asyncio.create_task(pool.run(append(runs_file, "head", 30), None))
+        rest = [asyncio.create_task(pool.run(append(runs_file, f"job {i}"), 5)) for i in range(4)]
+        await asyncio.sleep(0.2)
+        head.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await head
+        outcomes = await asyncio.gather(*rest)
+        assert all(o.result is not None and o.result["pid"] != old for o in outcomes), outcomes
+        await gone(old)
+
+    with_pool(testkit, body)
+    assert sorted(runs(runs_file)) == ["head"] + [f"job {i}" for i in range(4)]
 
 
 # Starts a pool, keeps both runners busy spinning (an idle runner would also go on the EOF its
