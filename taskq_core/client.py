@@ -99,8 +99,19 @@ class Client:
         """Enqueue in a transaction of its own on the configured database; returns the id."""
         if self._engine is None:
             raise ValueError("this Client has no database_url; use enqueue_in(session, ...)")
-        with Session(self._engine) as session, session.begin():
-            return self.enqueue_in(session, task_type, input_data, **options)
+        new = self.prepare(task_type, input_data, **options)
+        # A bare connection rather than a Session: no unit of work to run, and the push needs
+        # no commit hook because it simply follows the commit.
+        with self._engine.begin() as conn:
+            row = conn.execute(INSERT_TASKS, [insert_params(new, self.queue)]).one()
+        fault_point("outbox_after_commit")
+        if row.enqueued_at is not None:
+            try:
+                broker.push_blocking(self._redis, self.queue, [(row.id, row.priority)])
+            except redis.RedisError as exc:
+                log.warning("could not push task %d after commit (%s)", row.id, exc)
+        task_id: int = row.id
+        return task_id
 
     def _dispatch_after_commit(self, session: Session, task_id: int, priority: int) -> None:
         if not session.info.get(self._listening_key):
