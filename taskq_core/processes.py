@@ -10,7 +10,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Loaded once, in the parent: a preexec_fn runs between fork and exec, where loading a library
+# (and the allocation it needs) is not safe in a threaded parent.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def set_parent_death_signal(sig: int) -> None:
@@ -18,16 +21,20 @@ def set_parent_death_signal(sig: int) -> None:
 
     The kernel ties this to the *thread* that forked us, so spawn from a long-lived thread.
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
-def _preexec(sig: int, extra: Callable[[], None] | None) -> Callable[[], None]:
+def die_with_parent(sig: int, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A preexec_fn: `sig` when the parent dies, exit at once if it already has; then `then`."""
+    parent = os.getpid()
+
     def run() -> None:
         set_parent_death_signal(sig)
-        if extra is not None:
-            extra()
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+        if then is not None:
+            then()
 
     return run
 
@@ -53,7 +60,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         start_new_session=new_session,
-        preexec_fn=_preexec(death_signal, popen.pop("preexec_fn", None)),
+        preexec_fn=die_with_parent(death_signal, popen.pop("preexec_fn", None)),
         **popen,
     )
 

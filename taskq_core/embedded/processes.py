@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from taskq_core.embedded.errors import AddressInUseError, EmbeddedError
+from taskq_core.processes import die_with_parent
 
 Server = subprocess.Popen[bytes]
 
@@ -20,7 +20,6 @@ READY_TIMEOUT = 30.0  # seconds
 STOP_TIMEOUT = 30.0  # seconds
 POLL_INTERVAL = 0.02  # seconds
 LOG_TAIL_LINES = 20
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LINUX = sys.platform.startswith("linux")
 
 
@@ -45,21 +44,13 @@ def spawn(
 
 
 def _deathsig_hook(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec_fn asking the kernel to send `sig` to the child when we die, even by SIGKILL."""
-    if not _LINUX:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
+    """A preexec_fn asking the kernel to send `sig` to the child when we die, even by SIGKILL.
 
-    def hook() -> None:
-        # The kernel sends it when the spawning *thread* exits, not the process: spawn servers
-        # from a long-lived thread (the main one). A change of uid clears the request, so it is
-        # made here, after Popen switched to `user`.
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # we died before the request took effect
-            os._exit(1)
-
-    return hook
+    It runs after Popen switched to `user` (a change of uid clears the request, so it is made
+    after it); the kernel sends it when the spawning *thread* exits, so spawn servers from a
+    long-lived thread (the main one).
+    """
+    return die_with_parent(sig) if _LINUX else None
 
 
 Ready = Callable[[int, Server], bool]  # whether this server answers on this port
