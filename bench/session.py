@@ -103,7 +103,8 @@ class Session:
 
         try:
             drained = wait_for_count(progress, n, self.sizes.phase_timeout, f"drain {kind}", start)
-        except PhaseTimeout as exc:
+        except Exception as exc:
+            self.workers_up = False  # busy with a backlog: no idle workers for the latency phase
             failed = self.peer.failed()
             if failed:
                 raise RuntimeError(f"{failed} tasks failed") from exc
