@@ -156,7 +156,7 @@ class Session:
             samples=len(samples),
             sent_per_second=calls / elapsed,
             max_ms=max(samples),
-            enqueue_call_ms={q: percentile(calls_ms, q) for q in (50, 95, 99)},
+            enqueue_call_ms={f"p{q}": percentile(calls_ms, q) for q in (50, 95, 99)},
             latencies_ms=[round(s, 3) for s in samples],
         )
 
