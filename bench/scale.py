@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from taskq_core import broker, db, enqueue
-from taskq_core.storage import NewTask, Storage
+from taskq_core.storage import Claims, NewTask, Storage
 
 RESULTS = Path(__file__).parent / "results"
 NEW = NewTask(task_type="NoopTask", input_data={}, priority=3, max_attempts=3)
@@ -45,7 +45,9 @@ async def rate(ops: int, call: Callable[[int], Awaitable[object]]) -> float:
     return ops / (time.perf_counter() - started)
 
 
-async def measure(storage: Storage, queue: broker.Broker, ops: int) -> dict[str, float]:
+async def measure(
+    storage: Storage, claims: Claims, queue: broker.Broker, ops: int
+) -> dict[str, float]:
     """Enqueue, claim and read rates, one operation per call."""
     created: list[int] = []
 
@@ -54,7 +56,7 @@ async def measure(storage: Storage, queue: broker.Broker, ops: int) -> dict[str,
         created.append(row["id"])
 
     enqueue_rate = await rate(ops, enqueue_one)
-    claim_rate = await rate(ops, lambda i: storage.claim([created[i]], "scale", 60))
+    claim_rate = await rate(ops, lambda i: claims.claim([created[i]], "scale", 60))
     get_rate = await rate(ops, lambda i: storage.get(created[i]))
     await queue.redis.delete(*queue.keys)
     return {"enqueue": enqueue_rate, "claim": claim_rate, "get": get_rate}
@@ -92,14 +94,16 @@ async def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, A
     db.upgrade(url)
     engine = db.async_engine(url, pool_size=2)
     redis = broker.connect(redis_url)
-    storage, queue = Storage(engine), broker.Broker(redis)
+    storage, claims, queue = Storage(engine), Claims(url), broker.Broker(redis)
     try:
-        await measure(storage, queue, min(args.ops, 200))  # warm-up: connections, plans, caches
-        empty = [await measure(storage, queue, args.ops) for _ in range(args.runs)]
+        # warm-up: connections, plans, caches
+        await measure(storage, claims, queue, min(args.ops, 200))
+        empty = [await measure(storage, claims, queue, args.ops) for _ in range(args.runs)]
         fill(url, args.finished, args.pending)
-        full = [await measure(storage, queue, args.ops) for _ in range(args.runs)]
+        full = [await measure(storage, claims, queue, args.ops) for _ in range(args.runs)]
     finally:
         await redis.aclose()
+        await claims.close()
         await engine.dispose()
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(),

@@ -35,6 +35,12 @@ def normalize_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+def conninfo(url: str) -> str:
+    """`url` as libpq takes it (postgresql://...), for code that talks to psycopg directly."""
+    url = normalize_url(url)
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An asyncio engine with a connection pool, for the API and the workers."""
     return create_async_engine(

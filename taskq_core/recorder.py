@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from taskq_core.storage import ClaimedTask, Finish, Storage
+from taskq_core.storage import ClaimedTask, Claims, Finish
 
 log = logging.getLogger("taskq.worker")
 
@@ -21,9 +21,9 @@ class Recorder:
     grouping weakens nothing: it only shares one round trip and one WAL flush between tasks."""
 
     def __init__(
-        self, storage: Storage, worker_id: str, outage_errors: tuple[type[BaseException], ...]
+        self, claims: Claims, worker_id: str, outage_errors: tuple[type[BaseException], ...]
     ) -> None:
-        self.storage = storage
+        self.claims = claims
         self.worker_id = worker_id
         self.outage_errors = outage_errors
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
@@ -50,7 +50,7 @@ class Recorder:
         items = [(task, finish) for task, finish, _ in group]
         while True:
             try:
-                return await self.storage.finish(self.worker_id, items)
+                return await self.claims.finish(self.worker_id, items)
             except self.outage_errors as exc:
                 log.warning(
                     "recording %d outcome(s) failed (%s); retrying in %.1fs",

@@ -24,14 +24,15 @@ from taskq_core.models import AttemptOutcome, TaskStatus
 from taskq_core.plugins import Registry
 from taskq_core.recorder import Recorder
 from taskq_core.runner import RunnerPool
-from taskq_core.storage import ClaimedTask, Finish, Storage
+from taskq_core.storage import ClaimedTask, Claims, Finish, Storage
+from taskq_core.storage.claims import CONNECTION_ERRORS
 from taskq_core.sweeper import Sweeper
 
 log = logging.getLogger("taskq.worker")
 
 POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop loop
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
-OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError)
+OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError, *CONNECTION_ERRORS)
 
 StopReason = Literal["cancelled", "shutdown", "lost"]
 
@@ -98,14 +99,16 @@ class Worker:
 
     async def run(self) -> None:
         opts = self.options
-        engine = db.async_engine(self.database_url, pool_size=opts.concurrency + 4)
+        # The pool serves the sweeper and the heartbeat; claims and outcomes have their own.
+        engine = db.async_engine(self.database_url, pool_size=4)
         redis = broker_module.connect(self.redis_url)
         popper = broker_module.connect(self.redis_url, blocking=True)
         self.storage = Storage(engine, opts.queue)
+        self.claims = Claims(self.database_url)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
         self.pool = RunnerPool(opts.processes, env=self.runner_env)
-        self.recorder = Recorder(self.storage, self.worker_id, OUTAGE_ERRORS)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -138,6 +141,7 @@ class Worker:
             with contextlib.suppress(*OUTAGE_ERRORS):
                 await self.storage.worker_stopped(self.worker_id)
             await self.pool.close()
+            await self.claims.close()
             await popper.aclose()
             await redis.aclose()
             await engine.dispose()
@@ -210,7 +214,7 @@ class Worker:
 
     async def _claim(self, ids: list[int]) -> list[ClaimedTask]:
         """Claim `ids` in one statement; the result keeps their pop order (priority, then FIFO)."""
-        claimed = await self.storage.claim(ids, self.worker_id, self.options.lease_seconds)
+        claimed = await self.claims.claim(ids, self.worker_id, self.options.lease_seconds)
         if len(claimed) < len(ids):
             log.debug(
                 "%d of %d popped ids were not pending or not due", len(ids) - len(claimed), len(ids)
@@ -315,7 +319,7 @@ class Worker:
                 await self.storage.beat(
                     self.worker_id, hostname, pid, self.options.concurrency, held
                 )
-                leases = await self.storage.renew(held, self.worker_id, self.options.lease_seconds)
+                leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
             except OUTAGE_ERRORS as exc:
                 log.warning("heartbeat failed (%s); leases may lapse", exc)
             else:

@@ -123,10 +123,13 @@ def test_one_worker_drains_strictly_by_priority_then_fifo(
 def test_three_workers_share_a_backlog_and_never_run_a_task_twice(
     api: Api, workers: Workers, clean: Servers
 ) -> None:
-    ids = [post(api, "AsyncSleepTask", {"seconds": 0.002}) for _ in range(300)]
+    # All three are up and idle before the backlog arrives: a worker that starts late could
+    # otherwise find it already drained.
+    workers.start(count=3, concurrency=4)
+    wait_for(lambda: len(api.client.get("/workers").json()["workers"]) == 3, what="3 workers up")
+    ids = [post(api, "AsyncSleepTask", {"seconds": 0.01}) for _ in range(300)]
     with clean.redis() as client:  # every id a second time: duplicates must be harmless
         client.lpush("taskq:{default}:2", *ids)
-    workers.start(count=3, concurrency=4)
     wait_finished(clean, len(ids))
     wait_for(lambda: len(runs(clean)) >= len(ids))
     executions = Counter(int(r.split(":")[0]) for r in runs(clean))

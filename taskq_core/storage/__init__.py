@@ -7,15 +7,15 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taskq_core.storage.claims import ClaimQueries
+from taskq_core.storage.claims import Claims
 from taskq_core.storage.records import ClaimedTask, Dispatch, Finish, NewTask
 from taskq_core.storage.sweeps import SweepQueries
 from taskq_core.storage.tasks import TaskQueries
 
-__all__ = ["ClaimedTask", "Dispatch", "Finish", "NewTask", "Storage"]
+__all__ = ["ClaimedTask", "Claims", "Dispatch", "Finish", "NewTask", "Storage"]
 
 
-class Storage(TaskQueries, ClaimQueries, SweepQueries):
+class Storage(TaskQueries, SweepQueries):
     """Task rows, attempts, workers and sweeper leases in PostgreSQL, the source of truth."""
 
     def __init__(self, engine: AsyncEngine, queue: str = "default") -> None:

@@ -1,18 +1,26 @@
-"""The worker's side of a task row: claim it, keep the lease, record how the attempt ended."""
+"""The worker's side of a task row: claim it, keep the lease, record how the attempt ended.
+
+These statements run for every task, so they skip SQLAlchemy and its pool: each goes straight to
+psycopg on a connection of its own in autocommit mode, so every one is a single round trip (no
+BEGIN, no COMMIT, no pre-ping) and, being one statement, still atomic. psycopg prepares them on
+the server after a few runs.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.types import BigInteger
+import psycopg
 
+from taskq_core import db
 from taskq_core.models import AttemptOutcome
 from taskq_core.storage.records import ClaimedTask, Finish
+
+# What a broken or unreachable database raises here; the connection is dropped and made again on
+# next use, and the worker treats the error as an outage (it backs off and retries).
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 # The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
 # popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id
@@ -21,31 +29,28 @@ from taskq_core.storage.records import ClaimedTask, Finish
 # transaction only, set inside the statement so it needs no extra round trip and works through
 # PgBouncer): a claim lost in a database crash only leaves the task pending and unqueued, which the
 # sweeper repairs; the worker's outcome write is then fenced out and the task runs again.
-_CLAIM = text(
-    """
+_CLAIM: LiteralString = """
     WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
     UPDATE tasks SET
         status = 'running',
         attempts = attempts + 1,
         started_at = now(),
-        worker_id = :worker,
-        lease_expires_at = now() + make_interval(secs => :lease)
-    WHERE id = ANY(:ids) AND status = 'pending' AND run_at <= now()
+        worker_id = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
         AND EXISTS (SELECT FROM relaxed)
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+"""
 
 # Fenced: only the holder of the current attempt may write its outcome, and the attempt record is
 # written in the same statement, so there is never an outcome without its history row. Many
 # outcomes share one statement (group commit): the rows arrive as parallel arrays.
-_FINISH = text(
-    """
+_FINISH: LiteralString = """
     WITH outcome AS (
         SELECT * FROM unnest(
-            CAST(:ids AS bigint[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
-            CAST(:outcomes AS text[]), CAST(:results AS jsonb[]), CAST(:errors AS jsonb[]),
-            CAST(:uncounts AS int[]), CAST(:retry_ins AS float8[]), CAST(:push_now AS bool[])
+            %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
+            %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
+            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[]
         ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now)
     ), done AS (
         UPDATE tasks t SET
@@ -60,53 +65,73 @@ _FINISH = text(
             lease_expires_at = NULL,
             worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END
         FROM outcome o
-        WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = :worker
+        WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
             AND t.attempts = o.attempt
         RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error
     )
     INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
-    SELECT id, attempt, :worker, started_at, outcome, error FROM done
+    SELECT id, attempt, %(worker)s, started_at, outcome, error FROM done
     RETURNING task_id
-    """
-)
+"""
 
-_RENEW = text(
-    """
-    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => :lease)
-    WHERE id = ANY(:ids) AND status = 'running' AND worker_id = :worker
-    RETURNING id, cancel_requested_at IS NOT NULL AS cancel
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+_RENEW: LiteralString = """
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
+    RETURNING id, cancel_requested_at IS NOT NULL
+"""
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-class ClaimQueries:
-    engine: AsyncEngine
-    queue: str
+class _Connection:
+    """One autocommit connection, made on first use and again after it breaks."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+
+    async def fetch(self, query: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=db.CONNECT_TIMEOUT
+            )
+        try:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+        except CONNECTION_ERRORS:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+
+class Claims:
+    """A worker's claims, lease renewals and outcome writes. Claims and outcomes have a connection
+    each, so a group commit never waits behind a claim nor a claim behind a group commit."""
+
+    def __init__(self, database_url: str) -> None:
+        conninfo = db.conninfo(database_url)
+        self._claims = _Connection(conninfo)
+        self._outcomes = _Connection(conninfo)
+
+    async def close(self) -> None:
+        await self._claims.close()
+        await self._outcomes.close()
 
     async def claim(
         self, ids: Sequence[int], worker_id: str, lease_seconds: float
     ) -> list[ClaimedTask]:
         """Take whichever of `ids` are pending and due; the others are gone or someone else's."""
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                _CLAIM, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
-            )
-            return [
-                ClaimedTask(
-                    id=row.id,
-                    task_type=row.task_type,
-                    input_data=row.input_data,
-                    priority=row.priority,
-                    attempt=row.attempts,
-                    max_attempts=row.max_attempts,
-                    timeout_seconds=row.timeout_seconds,
-                )
-                for row in rows
-            ]
+        rows = await self._claims.fetch(
+            _CLAIM, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
+        )
+        return [ClaimedTask(*row) for row in rows]
 
     async def finish(self, worker_id: str, items: Sequence[tuple[ClaimedTask, Finish]]) -> set[int]:
         """Record how attempts ended, all in one statement; returns the ids recorded (the others
@@ -126,8 +151,7 @@ class ClaimQueries:
             "retry_ins": [finish.retry_in for _, finish in items],
             "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
         }
-        async with self.engine.begin() as conn:
-            return {row.task_id for row in await conn.execute(_FINISH, params)}
+        return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 
     async def renew(
         self, ids: Sequence[int], worker_id: str, lease_seconds: float
@@ -135,8 +159,7 @@ class ClaimQueries:
         """Extend the leases on `ids`; {id: cancel requested} for those still held."""
         if not ids:
             return {}
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(
-                _RENEW, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
-            )
-            return {row.id: row.cancel for row in rows}
+        rows = await self._claims.fetch(
+            _RENEW, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
+        )
+        return {task_id: cancel for task_id, cancel in rows}
