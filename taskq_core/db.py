@@ -47,7 +47,10 @@ def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it would cost every checkout a round trip. A connection found dead fails
+        # its one statement (the API answers 503, nothing is written) and SQLAlchemy then
+        # discards the whole pool, so the next request reconnects.
+        pool_pre_ping=False,
         pool_recycle=1800,
         pool_timeout=POOL_TIMEOUT,
         connect_args={"connect_timeout": CONNECT_TIMEOUT},

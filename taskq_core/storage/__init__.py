@@ -20,6 +20,7 @@ class Storage(TaskQueries, SweepQueries):
 
     def __init__(self, engine: AsyncEngine, queue: str = "default") -> None:
         self.engine = engine
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.queue = queue
 
     async def clock(self, minus_seconds: float = 0.0) -> datetime:
