@@ -21,7 +21,8 @@ import psycopg
 from bench.peers.taskq import write_site
 from taskq_core import broker, db, enqueue
 from taskq_core.processes import child_env
-from taskq_core.storage import NewTask, Storage
+from taskq_core.records import NewTask
+from taskq_core.storage import Storage
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent

@@ -20,7 +20,9 @@ from typing import Any
 import psycopg
 
 from taskq_core import broker, db, enqueue
-from taskq_core.storage import Claims, NewTask, Storage
+from taskq_core.records import NewTask
+from taskq_core.storage import Storage
+from taskq_core.workerdb import Claims
 
 RESULTS = Path(__file__).parent / "results"
 NEW = NewTask(task_type="NoopTask", input_data={}, priority=3, max_attempts=3)
@@ -94,7 +96,7 @@ async def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, A
     db.upgrade(url)
     engine = db.async_engine(url, pool_size=2)
     redis = broker.connect(redis_url)
-    storage, claims, queue = Storage(engine), Claims(url), broker.Broker(redis)
+    storage, claims, queue = Storage(engine), Claims(db.conninfo(url)), broker.Broker(redis)
     try:
         # warm-up: connections, plans, caches
         await measure(storage, claims, queue, min(args.ops, 200))

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from taskq_core import broker, db, devstate, enqueue
 from taskq_core.faults import fault_point
 from taskq_core.plugins import Registry, load_registry
+from taskq_core.records import NewTask
 from taskq_core.settings import Settings
-from taskq_core.storage.records import NewTask
 from taskq_core.storage.tasks import INSERT_TASKS, insert_params
 
 log = logging.getLogger("taskq.client")

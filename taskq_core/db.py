@@ -1,14 +1,19 @@
-"""PostgreSQL connections: URL normalisation, engines and schema migrations."""
+"""PostgreSQL connections: URL normalisation, engines and schema migrations.
+
+SQLAlchemy is imported inside the functions that build engines: the worker talks to psycopg
+directly (`taskq_core.workerdb`) and starts faster without it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from typing import TYPE_CHECKING
 
 from taskq_core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -21,28 +26,33 @@ CONNECT_TIMEOUT = 3  # seconds
 POOL_TIMEOUT = 5  # seconds to wait for a free pooled connection
 
 
-def normalize_url(url: str) -> str:
-    """Return `url` with the psycopg (3) driver, whatever driver it named."""
-    try:
-        parsed = make_url(url)
-    except Exception as exc:
-        raise ConfigurationError(f"TASKQ_DATABASE_URL is not a valid URL: {exc}") from None
-    backend = parsed.drivername.split("+", 1)[0]
+def _location(url: str) -> str:
+    """What follows `scheme://` in a PostgreSQL URL, whatever driver the scheme named."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ConfigurationError(f"TASKQ_DATABASE_URL is not a URL: {url.split('@')[-1]!r}")
+    backend = scheme.split("+", 1)[0]
     if backend not in _POSTGRES_SCHEMES:
         raise ConfigurationError(
             f"TASKQ_DATABASE_URL must be a PostgreSQL URL (postgresql://...), got {backend!r}"
         )
-    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return rest
+
+
+def normalize_url(url: str) -> str:
+    """Return `url` with the psycopg (3) driver, for SQLAlchemy, whatever driver it named."""
+    return "postgresql+psycopg://" + _location(url)
 
 
 def conninfo(url: str) -> str:
     """`url` as libpq takes it (postgresql://...), for code that talks to psycopg directly."""
-    url = normalize_url(url)
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return "postgresql://" + _location(url)
 
 
 def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncio engine with a connection pool, for the API and the workers."""
+    """An asyncio engine with a connection pool, for the API."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     return create_async_engine(
         normalize_url(url),
         pool_size=pool_size,
@@ -59,6 +69,8 @@ def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def sync_engine(url: str) -> Engine:
     """A blocking engine, for the command line and migrations."""
+    from sqlalchemy import create_engine
+
     return create_engine(
         normalize_url(url), pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
     )

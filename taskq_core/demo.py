@@ -15,12 +15,12 @@ from rich.table import Table
 from taskq_core import broker, db, enqueue
 from taskq_core.dev import servers_for
 from taskq_core.errors import ConfigurationError
-from taskq_core.models import TaskStatus
 from taskq_core.plugins import load_registry
 from taskq_core.processes import child_env, python_module, spawn, terminate
+from taskq_core.records import NewTask, TaskStatus
 from taskq_core.render import STATUS_STYLES
 from taskq_core.settings import Settings
-from taskq_core.storage import NewTask, Storage
+from taskq_core.storage import Storage
 
 DEMO_TYPE = "FibonacciTask"
 BATCH = 500  # tasks per INSERT while seeding

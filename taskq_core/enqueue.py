@@ -14,7 +14,8 @@ from taskq_core.broker import Broker
 from taskq_core.errors import InvalidTaskError, UnknownTaskTypeError
 from taskq_core.faults import fault_point
 from taskq_core.plugins import Registry
-from taskq_core.storage import NewTask, Storage
+from taskq_core.records import NewTask
+from taskq_core.storage import Storage
 
 log = logging.getLogger("taskq.enqueue")
 

@@ -1,8 +1,6 @@
-"""The database schema: the `tasks` table and the task status values."""
+"""The database schema as SQLAlchemy tables: what Alembic migrates and the API queries."""
 
 from __future__ import annotations
-
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -23,16 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-
-class TaskStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+from taskq_core.records import AttemptOutcome, TaskStatus
 
 metadata = MetaData(
     naming_convention={
@@ -96,16 +85,6 @@ tasks = Table(
         postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
     ),
 )
-
-
-class AttemptOutcome(StrEnum):
-    COMPLETED = "completed"
-    FAILED = "failed"  # final: permanent error or out of attempts
-    RETRY = "retry"  # failed, another attempt is scheduled
-    TIMEOUT = "timeout"
-    LOST = "lost"  # the worker stopped heart-beating (killed, partitioned)
-    CANCELLED = "cancelled"
-    HANDED_BACK = "handed_back"  # the worker shut down first; does not count as an attempt
 
 
 _outcome_values = ", ".join(f"'{o.value}'" for o in AttemptOutcome)

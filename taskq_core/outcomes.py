@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 from taskq_core.execution import Outcome
-from taskq_core.models import AttemptOutcome, TaskStatus
-from taskq_core.storage import ClaimedTask, Finish
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.task import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, Task
 
 TIMEOUT_ERROR = "TaskTimeoutError"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from taskq_core.storage import ClaimedTask, Claims, Finish
+from taskq_core.records import ClaimedTask, Finish
+from taskq_core.workerdb import Claims
 
 log = logging.getLogger("taskq.worker")
 

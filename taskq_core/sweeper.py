@@ -8,11 +8,10 @@ import logging
 import time
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from taskq_core.broker import PRIORITIES, Broker
-from taskq_core.models import TaskStatus
-from taskq_core.storage import Storage
+from taskq_core.records import TaskStatus
+from taskq_core.workerdb import CONNECTION_ERRORS, Sweeps
 
 log = logging.getLogger("taskq.sweeper")
 
@@ -20,14 +19,14 @@ DUE_POLL = 0.25  # seconds between looks for due delayed or retrying tasks (lead
 BATCH = 1000  # rows per repair statement
 REPAIR_LIMIT = 10_000  # ids re-pushed per priority per sweep, so a repair never floods Redis
 WORKER_RETENTION = 24 * 3600.0  # seconds a silent worker stays listed in the table
-OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError)
+OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
 
 
 class Sweeper:
     """Runs inside every worker; only the holder of the queue's sweeper lease does the work."""
 
-    def __init__(self, storage: Storage, broker: Broker, holder: str, *, interval: float) -> None:
-        self.storage = storage
+    def __init__(self, sweeps: Sweeps, broker: Broker, holder: str, *, interval: float) -> None:
+        self.sweeps = sweeps
         self.broker = broker
         self.holder = holder
         self.interval = interval
@@ -41,7 +40,7 @@ class Sweeper:
                 if now - last_lead >= self.interval:
                     was_leader = self.leader
                     # Three intervals of validity: a leader that dies is replaced within that.
-                    self.leader = await self.storage.lead(self.holder, 3 * self.interval)
+                    self.leader = await self.sweeps.lead(self.holder, 3 * self.interval)
                     last_lead = now
                     if self.leader != was_leader:
                         log.info("sweeper %s", "active here" if self.leader else "inactive here")
@@ -61,7 +60,7 @@ class Sweeper:
         """Push delayed and retrying tasks whose time has come."""
         total = 0
         while True:
-            due = await self.storage.dispatch_due(BATCH)
+            due = await self.sweeps.dispatch_due(BATCH)
             await self.broker.push_many((d.id, d.priority) for d in due)
             total += len(due)
             if len(due) < BATCH:
@@ -70,13 +69,13 @@ class Sweeper:
     async def repair(self) -> None:
         await self.recover_expired()
         await self.redispatch_lost()
-        await self.storage.prune_workers(WORKER_RETENTION)
+        await self.sweeps.prune_workers(WORKER_RETENTION)
 
     async def recover_expired(self) -> int:
         """Tasks whose worker stopped renewing its lease: back to pending (pushed), or failed."""
         total = 0
         while True:
-            moved = await self.storage.recover_expired(BATCH)
+            moved = await self.sweeps.recover_expired(BATCH)
             await self.broker.push_many(
                 (m["id"], m["priority"]) for m in moved if m["status"] == TaskStatus.PENDING
             )
@@ -96,15 +95,15 @@ class Sweeper:
         since the claim is conditional, so erring on that side is safe.
         """
         grace = max(2.0, self.interval)
-        cutoff = await self.storage.clock(minus_seconds=grace)
-        expected = await self.storage.dispatched_counts(cutoff)
+        cutoff = await self.sweeps.clock(minus_seconds=grace)
+        expected = await self.sweeps.dispatched_counts(cutoff)
         depths = await self.broker.depths()
         total = 0
         for priority in PRIORITIES:
             if depths.get(priority, 0) >= expected.get(priority, 0):
                 continue
             queued = await self.broker.queued_ids(priority)
-            ids = await self.storage.dispatched_ids(priority, cutoff, REPAIR_LIMIT)
+            ids = await self.sweeps.dispatched_ids(priority, cutoff, REPAIR_LIMIT)
             missing = [i for i in ids if i not in queued]
             if missing:
                 await self.broker.push_oldest_first(missing, priority)

@@ -14,25 +14,23 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from taskq_core import broker as broker_module
 from taskq_core import db, outcomes
 from taskq_core.broker import Broker
 from taskq_core.execution import Instances, Job, Outcome, unknown_type_error
-from taskq_core.models import AttemptOutcome, TaskStatus
 from taskq_core.plugins import Registry
 from taskq_core.recorder import Recorder
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.runner import RunnerPool
-from taskq_core.storage import ClaimedTask, Claims, Finish, Storage
-from taskq_core.storage.claims import CONNECTION_ERRORS
 from taskq_core.sweeper import Sweeper
+from taskq_core.workerdb import CONNECTION_ERRORS, Claims, Sweeps
 
 log = logging.getLogger("taskq.worker")
 
 POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop loop
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
-OUTAGE_ERRORS = (RedisError, OSError, OperationalError, DBAPIError, *CONNECTION_ERRORS)
+OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
 
 StopReason = Literal["cancelled", "shutdown", "lost"]
 
@@ -99,12 +97,11 @@ class Worker:
 
     async def run(self) -> None:
         opts = self.options
-        # The pool serves the sweeper and the heartbeat; claims and outcomes have their own.
-        engine = db.async_engine(self.database_url, pool_size=4)
         redis = broker_module.connect(self.redis_url)
         popper = broker_module.connect(self.redis_url, blocking=True)
-        self.storage = Storage(engine, opts.queue)
-        self.claims = Claims(self.database_url)
+        conninfo = db.conninfo(self.database_url)
+        self.claims = Claims(conninfo)
+        self.sweeps = Sweeps(conninfo, opts.queue)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
         self.pool = RunnerPool(opts.processes, env=self.runner_env)
@@ -115,7 +112,7 @@ class Worker:
             if has_sync:
                 await self.pool.start()
             sweeper = Sweeper(
-                self.storage, self.broker, self.worker_id, interval=opts.sweep_interval
+                self.sweeps, self.broker, self.worker_id, interval=opts.sweep_interval
             )
             background = [
                 asyncio.create_task(self.recorder.run(), name="recorder"),
@@ -139,12 +136,12 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(*OUTAGE_ERRORS):
-                await self.storage.worker_stopped(self.worker_id)
+                await self.sweeps.worker_stopped(self.worker_id)
             await self.pool.close()
             await self.claims.close()
             await popper.aclose()
             await redis.aclose()
-            await engine.dispose()
+            await self.sweeps.close()
             log.info("worker %s stopped", self.worker_id)
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
@@ -316,7 +313,7 @@ class Worker:
         while True:
             held = list(self.running)
             try:
-                await self.storage.beat(
+                await self.sweeps.beat(
                     self.worker_id, hostname, pid, self.options.concurrency, held
                 )
                 leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from taskq_core.models import TaskStatus
+from taskq_core.records import TaskStatus
 
 
 class TaskCreate(BaseModel):

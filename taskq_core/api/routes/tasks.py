@@ -20,8 +20,7 @@ from taskq_core.api.schemas import (
     TaskWithHistory,
 )
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
-from taskq_core.models import TaskStatus
-from taskq_core.storage import NewTask
+from taskq_core.records import NewTask, TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

@@ -1,12 +1,30 @@
-"""What the storage API takes and gives: new tasks, claimed tasks, and how an attempt ended."""
+"""The values every part of taskq passes around: task and attempt states, new tasks, claimed
+tasks, how an attempt ended. Plain Python, so the worker needs no ORM to speak of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from taskq_core.models import AttemptOutcome, TaskStatus
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptOutcome(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # final: permanent error or out of attempts
+    RETRY = "retry"  # failed, another attempt is scheduled
+    TIMEOUT = "timeout"
+    LOST = "lost"  # the worker stopped heart-beating (killed, partitioned)
+    CANCELLED = "cancelled"
+    HANDED_BACK = "handed_back"  # the worker shut down first; does not count as an attempt
 
 
 @dataclass(frozen=True, slots=True)

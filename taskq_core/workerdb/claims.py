@@ -1,10 +1,4 @@
-"""The worker's side of a task row: claim it, keep the lease, record how the attempt ended.
-
-These statements run for every task, so they skip SQLAlchemy and its pool: each goes straight to
-psycopg on a connection of its own in autocommit mode, so every one is a single round trip (no
-BEGIN, no COMMIT, no pre-ping) and, being one statement, still atomic. psycopg prepares them on
-the server after a few runs.
-"""
+"""The worker's side of a task row: claim it, keep the lease, record how the attempt ended."""
 
 from __future__ import annotations
 
@@ -12,15 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, LiteralString
 
-import psycopg
-
-from taskq_core import db
-from taskq_core.models import AttemptOutcome
-from taskq_core.storage.records import ClaimedTask, Finish
-
-# What a broken or unreachable database raises here; the connection is dropped and made again on
-# next use, and the worker treats the error as an outage (it backs off and retries).
-CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
+from taskq_core.workerdb.connection import Connection
 
 # The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
 # popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id
@@ -85,40 +72,13 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
-class _Connection:
-    """One autocommit connection, made on first use and again after it breaks."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
-
-    async def fetch(self, query: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, connect_timeout=db.CONNECT_TIMEOUT
-            )
-        try:
-            cursor = await conn.execute(query, params)
-            return await cursor.fetchall()
-        except CONNECTION_ERRORS:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
-
-
 class Claims:
     """A worker's claims, lease renewals and outcome writes. Claims and outcomes have a connection
     each, so a group commit never waits behind a claim nor a claim behind a group commit."""
 
-    def __init__(self, database_url: str) -> None:
-        conninfo = db.conninfo(database_url)
-        self._claims = _Connection(conninfo)
-        self._outcomes = _Connection(conninfo)
+    def __init__(self, conninfo: str) -> None:
+        self._claims = Connection(conninfo)
+        self._outcomes = Connection(conninfo)
 
     async def close(self) -> None:
         await self._claims.close()

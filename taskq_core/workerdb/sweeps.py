@@ -1,39 +1,32 @@
-"""Queries of the sweeper and the worker registry: leadership, expiries, due tasks, workers."""
+"""The sweeper's and the heartbeat's statements: leadership, expiries, due tasks, workers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.types import BigInteger
+from taskq_core.records import Dispatch
+from taskq_core.workerdb.connection import Connection
 
-from taskq_core.storage.records import Dispatch
-
-_LEAD = text(
-    """
+_LEAD: LiteralString = """
     INSERT INTO sweeper_leases (queue, holder, expires_at)
-    VALUES (:queue, :holder, now() + make_interval(secs => :ttl))
+    VALUES (%(queue)s, %(holder)s, now() + make_interval(secs => %(ttl)s))
     ON CONFLICT (queue) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
         WHERE sweeper_leases.holder = EXCLUDED.holder OR sweeper_leases.expires_at < now()
     RETURNING holder
-    """
-)
+"""
 
 # A running task whose lease ran out lost its worker (killed, frozen, cut off): it goes back to
 # pending at once, or fails when that was its last attempt, or ends cancelled if that was asked.
 # Its attempt is recorded as lost, in the same statement.
-_RECOVER = text(
-    """
+_RECOVER: LiteralString = """
     WITH expired AS (
         SELECT id, worker_id AS old_worker, started_at AS old_started
         FROM tasks
-        WHERE status = 'running' AND lease_expires_at < now() AND queue = :queue
+        WHERE status = 'running' AND lease_expires_at < now() AND queue = %(queue)s
         ORDER BY lease_expires_at
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ), moved AS (
         UPDATE tasks t SET
@@ -65,87 +58,96 @@ _RECOVER = text(
         SELECT id, attempts, old_worker, old_started, 'lost', error FROM moved
     )
     SELECT id, priority, status FROM moved
-    """
-)
+"""
 
-_DUE = text(
-    """
+_DUE: LiteralString = """
     UPDATE tasks SET enqueued_at = now()
     WHERE id IN (
         SELECT id FROM tasks
-        WHERE status = 'pending' AND enqueued_at IS NULL AND run_at <= now() AND queue = :queue
+        WHERE status = 'pending' AND enqueued_at IS NULL AND run_at <= now() AND queue = %(queue)s
         ORDER BY run_at
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id, priority
-    """
-)
+"""
 
-_DISPATCHED_COUNTS = text(
-    """
-    SELECT priority, count(*) AS n FROM tasks
-    WHERE status = 'pending' AND queue = :queue AND enqueued_at < :before
+_DISPATCHED_COUNTS: LiteralString = """
+    SELECT priority, count(*) FROM tasks
+    WHERE status = 'pending' AND queue = %(queue)s AND enqueued_at < %(before)s
     GROUP BY priority
-    """
-)
+"""
 
-_DISPATCHED_IDS = text(
-    """
+_DISPATCHED_IDS: LiteralString = """
     SELECT id FROM tasks
-    WHERE status = 'pending' AND queue = :queue AND priority = :priority AND enqueued_at < :before
+    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+        AND enqueued_at < %(before)s
     ORDER BY id
-    LIMIT :limit
-    """
-)
+    LIMIT %(limit)s
+"""
 
-_BEAT = text(
-    """
+_BEAT: LiteralString = """
     INSERT INTO workers (id, queue, hostname, pid, concurrency, running)
-    VALUES (:id, :queue, :hostname, :pid, :concurrency, :running)
+    VALUES (%(id)s, %(queue)s, %(hostname)s, %(pid)s, %(concurrency)s, %(running)s::bigint[])
     ON CONFLICT (id) DO UPDATE SET last_beat_at = now(), running = EXCLUDED.running
-    RETURNING now() AS now
-    """
-).bindparams(bindparam("running", type_=ARRAY(BigInteger)))
+    RETURNING now()
+"""
 
 
-class SweepQueries:
-    engine: AsyncEngine
-    queue: str
+_WORKER_STOPPED: LiteralString = """
+    UPDATE workers SET stopped_at = now(), running = '{}' WHERE id = %(id)s
+"""
+
+_PRUNE_WORKERS: LiteralString = """
+    DELETE FROM workers WHERE last_beat_at < now() - make_interval(secs => %(age)s)
+"""
+
+_CLOCK: LiteralString = "SELECT now() - make_interval(secs => %(minus)s)"
+
+
+class Sweeps:
+    """The statements of one worker's sweeper and heartbeat, on one connection: they are rare,
+    and psycopg runs concurrent statements on a connection one after the other."""
+
+    def __init__(self, conninfo: str, queue: str) -> None:
+        self._conn = Connection(conninfo)
+        self.queue = queue
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def clock(self, minus_seconds: float = 0.0) -> datetime:
+        """The database's now (less `minus_seconds`): the one clock every deadline is read on."""
+        ((now,),) = await self._conn.fetch(_CLOCK, {"minus": minus_seconds})
+        assert isinstance(now, datetime)
+        return now
 
     async def lead(self, holder: str, ttl_seconds: float) -> bool:
         """Take or keep the sweeper lease for this queue; True while `holder` has it."""
-        async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    _LEAD, {"queue": self.queue, "holder": holder, "ttl": ttl_seconds}
-                )
-            ).first()
-        return row is not None
+        params = {"queue": self.queue, "holder": holder, "ttl": ttl_seconds}
+        return bool(await self._conn.fetch(_LEAD, params))
 
     async def recover_expired(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Repair tasks whose lease ran out; each row: id, priority, new status."""
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(_RECOVER, {"queue": self.queue, "limit": limit})
-            return [dict(row._mapping) for row in rows]
+        rows = await self._conn.fetch(_RECOVER, {"queue": self.queue, "limit": limit})
+        return [
+            {"id": id_, "priority": priority, "status": status} for id_, priority, status in rows
+        ]
 
     async def dispatch_due(self, limit: int = 1000) -> list[Dispatch]:
         """Mark due delayed or retrying tasks as enqueued; the caller pushes them."""
-        async with self.engine.begin() as conn:
-            rows = await conn.execute(_DUE, {"queue": self.queue, "limit": limit})
-            return [Dispatch(row.id, row.priority) for row in rows]
+        rows = await self._conn.fetch(_DUE, {"queue": self.queue, "limit": limit})
+        return [Dispatch(id_, priority) for id_, priority in rows]
 
     async def dispatched_counts(self, before: datetime) -> dict[int, int]:
         """Per priority, how many pending tasks were pushed before `before`."""
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(_DISPATCHED_COUNTS, {"queue": self.queue, "before": before})
-            return {row.priority: row.n for row in rows}
+        rows = await self._conn.fetch(_DISPATCHED_COUNTS, {"queue": self.queue, "before": before})
+        return {priority: count for priority, count in rows}
 
     async def dispatched_ids(self, priority: int, before: datetime, limit: int) -> list[int]:
         """Ids of pending tasks at `priority` pushed before `before`, oldest first."""
         params = {"queue": self.queue, "priority": priority, "before": before, "limit": limit}
-        async with self.engine.connect() as conn:
-            return [row.id for row in await conn.execute(_DISPATCHED_IDS, params)]
+        return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED_IDS, params)]
 
     async def beat(
         self, worker_id: str, hostname: str, pid: int, concurrency: int, running: Sequence[int]
@@ -159,36 +161,13 @@ class SweepQueries:
             "concurrency": concurrency,
             "running": list(running),
         }
-        async with self.engine.begin() as conn:
-            now: datetime = (await conn.execute(_BEAT, params)).scalar_one()
-            return now
+        ((now,),) = await self._conn.fetch(_BEAT, params)
+        assert isinstance(now, datetime)
+        return now
 
     async def worker_stopped(self, worker_id: str) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE workers SET stopped_at = now(), running = '{}' WHERE id = :id"),
-                {"id": worker_id},
-            )
-
-    async def list_workers(self, stale_after: float) -> list[dict[str, Any]]:
-        """Workers that beat within `stale_after` seconds, newest first."""
-        query = text(
-            """
-            SELECT id, queue, hostname, pid, concurrency, started_at, last_beat_at, running
-            FROM workers
-            WHERE stopped_at IS NULL AND last_beat_at > now() - make_interval(secs => :stale)
-            ORDER BY started_at DESC
-            """
-        )
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query, {"stale": stale_after})]
+        await self._conn.fetch(_WORKER_STOPPED, {"id": worker_id})
 
     async def prune_workers(self, older_than: float) -> None:
         """Forget workers that stopped or went silent more than `older_than` seconds ago."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "DELETE FROM workers WHERE last_beat_at < now() - make_interval(secs => :age)"
-                ),
-                {"age": older_than},
-            )
+        await self._conn.fetch(_PRUNE_WORKERS, {"age": older_than})
