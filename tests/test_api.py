@@ -33,6 +33,33 @@ def test_create_returns_the_pending_task_and_queues_its_id(api: Api, clean: Serv
         assert client.lrange("taskq:{default}:4", 0, -1) == [str(body["id"])]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Type": "application/json"},  # served below FastAPI (api/fastpath.py)
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"Content-Type": "application/json", "Idempotency-Key": "k-1"},  # through the route
+    ],
+)
+def test_both_paths_for_a_new_task_answer_alike(
+    api: Api, clean: Servers, headers: dict[str, str]
+) -> None:
+    response = api.client.post("/tasks/", content=json.dumps(FIB).encode(), headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"id", "task_type", "status", "priority", "created_at"}
+    assert (body["task_type"], body["status"], body["priority"]) == ("FibonacciTask", "pending", 4)
+    assert clean.sql("SELECT id, input_data FROM tasks") == [(body["id"], {"n": 10})]
+
+
+def test_a_body_not_declared_json_is_422(api: Api, clean: Servers) -> None:
+    response = api.client.post("/tasks/", content=json.dumps(FIB).encode())
+    assert response.status_code == 422
+    assert _errors(response)[0]["loc"] == ["body"]
+    nothing_written(clean)
+
+
 def test_priority_defaults_to_the_task_types(api: Api) -> None:
     fib = api.client.post("/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": 1}})
     sleep = api.client.post("/tasks/", json={"task_type": "AsyncSleepTask", "input_data": {}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -55,11 +56,28 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+HANDLERS: dict[type[Exception], Handler] = {
+    OperationalError: _database_down,
+    DBAPIError: _database_down,
+    RedisError: _redis_down,
+    BackendUnavailableError: _unavailable,
+    TaskNotFoundError: _not_found,
+    TaskStateError: _conflict,
+    IdempotencyConflictError: _conflict,
+}
+
+
+def handler_for(exc: Exception) -> Handler | None:
+    """The handler FastAPI would pick for `exc`: the one of its nearest class."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return handler
+    return None
+
+
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(OperationalError, _database_down)
-    app.add_exception_handler(DBAPIError, _database_down)
-    app.add_exception_handler(RedisError, _redis_down)
-    app.add_exception_handler(BackendUnavailableError, _unavailable)
-    app.add_exception_handler(TaskNotFoundError, _not_found)
-    app.add_exception_handler(TaskStateError, _conflict)
-    app.add_exception_handler(IdempotencyConflictError, _conflict)
+    for cls, handler in HANDLERS.items():
+        app.add_exception_handler(cls, handler)

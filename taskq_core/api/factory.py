@@ -12,6 +12,7 @@ import taskq_core
 from taskq_core import broker, db, devstate
 from taskq_core.api import errors
 from taskq_core.api.deps import Backends
+from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.routes import health, task_types, tasks, workers
 from taskq_core.enqueue import GroupSubmitter
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         description="Submit tasks, follow them, list the task types the installed plugins provide.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SubmitFastPath)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # the last added runs first
     errors.install(app)
     app.include_router(tasks.router)
     app.include_router(task_types.router)

@@ -7,6 +7,20 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body already read as one message, then defers to `receive`."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 class BodySizeLimit:
     """Reads the body up to `max_bytes` before the app sees it, so an oversized request is refused
     whole (413) instead of half-parsed, whether or not it declares a Content-Length."""
@@ -37,17 +51,7 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _refuse(self, send: Send) -> None:
         payload = json.dumps(

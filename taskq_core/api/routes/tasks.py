@@ -43,7 +43,7 @@ def fingerprint(body: TaskCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = None) -> NewTask:
+def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = None) -> NewTask:
     """Validate one request against its task type; InvalidTaskError lists what is wrong."""
     return enqueue.prepare(
         backends.registry,
@@ -63,7 +63,7 @@ def _invalid(errors: list[dict[str, Any]], *prefix: object) -> RequestValidation
     return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])} for e in errors])
 
 
-def _summary_response(row: dict[str, Any], status_code: int) -> Response:
+def summary_response(row: dict[str, Any], status_code: int) -> Response:
     # The hot path: five known fields, serialised directly rather than through a model.
     body = {
         "id": row["id"],
@@ -90,16 +90,19 @@ def _summary_response(row: dict[str, Any], status_code: int) -> Response:
 async def create_task(
     body: TaskCreate, backends: BackendsDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
-    """Validate, record the task as pending, then hand its id to the workers."""
+    """Validate, record the task as pending, then hand its id to the workers.
+
+    (Requests that will succeed without an Idempotency-Key are served the same way, below
+    FastAPI, by `api/fastpath.py`; this route answers the rest, and every error.)"""
     try:
-        new = _prepare(body, backends, idempotency_key)
+        new = prepare(body, backends, idempotency_key)
     except InvalidTaskError as exc:
         raise _invalid(exc.errors) from None
     if idempotency_key is None:
         row = await backends.submitter.submit(new)
-        return _summary_response(row, status.HTTP_201_CREATED)
+        return summary_response(row, status.HTTP_201_CREATED)
     row, created = await enqueue.submit_idempotent(backends.storage, backends.broker, new)
-    return _summary_response(row, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    return summary_response(row, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 @router.post(
@@ -118,7 +121,7 @@ async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(body.tasks):
         try:
-            new.append(_prepare(item, backends))
+            new.append(prepare(item, backends))
         except InvalidTaskError as exc:
             errors.extend({**e, "loc": ("tasks", index, *e["loc"])} for e in exc.errors)
     if errors:
