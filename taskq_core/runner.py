@@ -1,6 +1,9 @@
 """Runner processes for sync task types, and the pool a worker uses to keep them busy.
 
-The protocol is JSON lines over the runner's private copies of stdin and stdout. The parent sends
+The pool starts one fork server (taskq_core.zygote), which loads the plugins once and forks each
+runner, the first ones and every replacement, in milliseconds.
+
+The protocol is JSON lines over each runner's private pair of pipes. The parent sends
 `{"id": N, <the Job's fields>}` for each job and `{"skip": N}` for a job whose caller gave up
 before it started. The runner runs the jobs in the order they came, one at a time, and answers
 each, in that order, as soon as it is done: `{"id": N, "result": ..., "error": ...}`, or
@@ -13,28 +16,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import itertools
 import json
 import logging
 import os
 import select
 import signal
+import socket
+import subprocess
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
 from taskq_core.errors import TaskqError
 from taskq_core.execution import Instances, Job, Outcome, describe_error, unknown_type_error
-from taskq_core.plugins import Registry, load_registry
-from taskq_core.processes import set_parent_death_signal
-from taskq_core.settings import Settings
+from taskq_core.plugins import Registry
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT = 60.0  # seconds a new runner may take to import the plugins and say it is ready
+START_TIMEOUT = 60.0  # seconds the fork server may take to import the plugins and say it is ready
+FORK_TIMEOUT = 10.0  # seconds a fork may take: a fork server slower than that is stuck
 CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their jobs before killing them
 RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
 MAX_REPLY = 64 * 1024 * 1024  # bytes: the longest reply line (one task's result) accepted
@@ -43,8 +46,8 @@ MAX_REPLY = 64 * 1024 * 1024  # bytes: the longest reply line (one task's result
 # one slow job holds few others back, and so an idle runner always gets the next job.
 MAX_IN_FLIGHT = 8
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
+CONTROL_SIZE = 64 * 1024  # bytes: the longest message the fork server sends
 _JOB_FIELDS = tuple(f.name for f in fields(Job))  # dataclasses.asdict deep-copies: 10x slower
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
 
 
 class RunnerError(TaskqError):
@@ -71,41 +74,23 @@ class _Lines:
         return lines
 
 
-# ---- the child: `python -m taskq_core.runner PARENT_PID` -------------------------------------
+# ---- the child: a runner, forked by the fork server (taskq_core.zygote) -------------------------
 
 
-def main(argv: list[str]) -> int:
-    """Load the plugins, say ready, then run each job read from stdin until EOF."""
-    # A worker killed even by SIGKILL takes its runners along; if it died before this line, go now.
-    set_parent_death_signal(signal.SIGKILL)
-    if argv and os.getppid() != int(argv[0]):
-        return 1
-    # The protocol gets private copies of stdin and stdout; fd 0 becomes /dev/null and fd 1 our
-    # stderr, so a task's print() cannot corrupt a reply nor its input() swallow the next job.
-    # os.dup's copies are not inherited, so a subprocess a task starts cannot hold the pipes open.
-    inbox = _Inbox(os.dup(0))
-    replies = os.dup(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(2, 1)
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)  # a task's prints interleave with its logs
+def serve(registry: Registry, jobs: int, replies: int) -> None:
+    """Run each job read from the `jobs` pipe, answering on the `replies` pipe, until EOF.
+
+    The pipes are the runner's private ones, not stdin and stdout: a task's print() cannot corrupt
+    a reply nor its input() swallow the next job. Close-on-exec, so a subprocess a task starts
+    cannot hold them open.
+    """
+    inbox = _Inbox(jobs)
 
     def send(message: dict[str, Any]) -> None:
         data = memoryview(json.dumps(message).encode() + b"\n")
         while data:
             data = data[os.write(replies, data) :]
 
-    try:
-        logging.basicConfig(level=Settings().log_level.upper(), format=LOG_FORMAT)
-        # The worker loaded the same plugins and already logged any that failed.
-        logging.getLogger("taskq_core.plugins").setLevel(logging.CRITICAL)
-        registry = load_registry()
-    except BaseException as exc:  # a plugin calling sys.exit() at import is a failure to report too
-        send({"ready": False, "error": describe_error(exc)})
-        return 1
-    send({"ready": True, "pid": os.getpid()})
     instances = Instances()
     while (job := inbox.next()) is not None:
         job_id, message = job
@@ -117,7 +102,6 @@ def main(argv: list[str]) -> int:
             send({"id": job_id, "result": outcome.result, "error": outcome.error})
         except (TypeError, ValueError) as exc:
             send({"id": job_id, "result": None, "error": describe_error(exc)})
-    return 0
 
 
 class _Inbox:
@@ -199,8 +183,8 @@ def _error(kind: str, message: str) -> Outcome:
 
 
 def _exit_description(code: int | None) -> str:
-    if code is None:
-        return "stopped"
+    if code is None:  # its fork server died before reporting it, and took it along
+        return "was stopped when the task runner fork server died"
     if code >= 0:
         return f"exited with code {code}"
     try:
@@ -234,7 +218,7 @@ class _Call:
 
 
 class _Exit(asyncio.SubprocessProtocol):
-    """Tells when the runner process has been reaped."""
+    """Tells when the fork server process has been reaped."""
 
     def __init__(self) -> None:
         self.exited = asyncio.get_running_loop().create_future()
@@ -243,22 +227,194 @@ class _Exit(asyncio.SubprocessProtocol):
         self.exited.set_result(None)
 
 
-class _Runner:
-    """One runner process, its pipes, and the calls sent to it, in order: the first one runs."""
+class _Zygote:
+    """The fork server process (taskq_core.zygote, whose docstring has the protocol) and the
+    pool's end of its control socket."""
 
     def __init__(
         self,
         transport: asyncio.SubprocessTransport,
         exited: asyncio.Future[None],
-        jobs_fd: int,
-        replies_fd: int,
+        control: socket.socket,
     ) -> None:
+        loop = exited.get_loop()
         self.transport = transport
         self.pid = transport.get_pid()
         self.exited = exited  # never await it bare: cancelling the waiter would cancel it
+        self.control = control
+        self.ready: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        self.forks: deque[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = deque()
+        self.runners: dict[int, asyncio.Future[int | None]] = {}  # exit statuses to come
+        self.gone = False  # its control socket is closed: it forks no more
+        self.on_lost: Callable[[], None] | None = None  # called if it dies while in use
+        exited.add_done_callback(lambda _: transport.close())
+        loop.add_reader(control.fileno(), self._on_readable)
+
+    @classmethod
+    async def start(cls, env: Mapping[str, str] | None) -> _Zygote:
+        """Start a fork server and wait until it has loaded the plugins; RunnerError if it can't."""
+        loop = asyncio.get_running_loop()
+        control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            # Forked by the event loop's thread: the parent-death signal fires when that thread
+            # ends, so the pool must live in a loop that runs for the life of the worker process.
+            transport, protocol = await loop.subprocess_exec(
+                _Exit,
+                sys.executable,
+                "-m",
+                "taskq_core.zygote",
+                str(os.getpid()),
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                # Our stderr: what it prints, at start-up or in a task, goes with the logs.
+                stdout=2,
+                stderr=None,
+                env=env,
+                # Its own session: a terminal's Ctrl-C reaches only the worker, which decides
+                # when runners stop.
+                start_new_session=True,
+            )
+        except BaseException:
+            control.close()
+            raise
+        finally:
+            theirs.close()
+        control.setblocking(False)
+        zygote = cls(transport, protocol.exited, control)
+        try:
+            await zygote._handshake()
+        except BaseException:
+            await zygote.stop(grace=0)
+            raise
+        return zygote
+
+    async def _handshake(self) -> None:
+        """Wait for the ready message; RunnerError saying why it never came."""
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                message = await asyncio.shield(self.ready)
+                if message is None:
+                    await asyncio.shield(self.exited)
+                    raise RunnerError(
+                        "the task runner fork server "
+                        f"{_exit_description(self.transport.get_returncode())} before it was "
+                        "ready (its error output is above, in this process's stderr)"
+                    )
+        except TimeoutError:
+            raise RunnerError(
+                f"the task runner fork server was not ready within {START_TIMEOUT:g}s"
+            ) from None
+        if message["ready"] is not True:
+            error = message.get("error") or {}
+            raise RunnerError(
+                f"task runners could not load the plugins: {error.get('type')}: "
+                f"{error.get('message')}\n{error.get('traceback', '')}"
+            )
+
+    async def fork(self, jobs: int, replies: int) -> tuple[int, asyncio.Future[int | None]]:
+        """Fork a runner on these pipe ends: its pid, and its exit status to come."""
+        if self.gone:
+            raise RunnerError("the task runner fork server died")
+        try:
+            socket.send_fds(self.control, [b"fork"], [jobs, replies])
+        except OSError as exc:
+            raise RunnerError(f"could not reach the task runner fork server: {exc}") from exc
+        forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
+        forked = asyncio.get_running_loop().create_future()
+        self.forks.append(forked)
+        try:
+            async with asyncio.timeout(FORK_TIMEOUT):
+                return await forked
+        except TimeoutError:
+            self.kill()  # its death replaces it, as any other's would
+            raise RunnerError(
+                f"the task runner fork server did not fork within {FORK_TIMEOUT:g}s; killed it"
+            ) from None
+
+    def kill(self) -> None:
+        if not self.exited.done():
+            self.transport.kill()
+
+    async def stop(self, grace: float = CLOSE_TIMEOUT) -> None:
+        """Close the control socket: at EOF it exits; killed if it has not within `grace` seconds.
+        Exits of runners still running then are never reported: they count as unknown."""
+        self.on_lost = None
+        self._lose()
+        if grace > 0:
+            await asyncio.wait([self.exited], timeout=grace)
+        self.kill()
+        await asyncio.shield(self.exited)
+
+    def _on_readable(self) -> None:
+        while not self.gone:
+            try:
+                data = self.control.recv(CONTROL_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:  # ECONNRESET: it died
+                data = b""
+            if not data:
+                self._lose()
+                return
+            message = json.loads(data)
+            if "exited" in message:
+                exited = self.runners.pop(message["exited"], None)
+                if exited is not None:  # else its fork was cancelled
+                    exited.set_result(message["returncode"])
+            elif "forked" in message:
+                self._forked(message)
+            else:
+                self.ready.set_result(message)
+
+    def _forked(self, message: dict[str, Any]) -> None:
+        forked = self.forks.popleft()  # it answers the requests in order
+        if forked.done():  # cancelled: the runner finds its job pipe closed and exits
+            return
+        if message["forked"] is None:
+            failed = f"the task runner fork server could not fork: {message.get('error')}"
+            forked.set_exception(RunnerError(failed))
+            return
+        exited = forked.get_loop().create_future()
+        # Before anyone awaits the answer: the runner's exit may be in the very next message.
+        self.runners[message["forked"]] = exited
+        forked.set_result((message["forked"], exited))
+
+    def _lose(self) -> None:
+        """The control socket is closed, by EOF or by stop(): settle everything still pending."""
+        if self.gone:
+            return
+        self.gone = True
+        self.exited.get_loop().remove_reader(self.control.fileno())
+        self.control.close()
+        for forked in self.forks:
+            if not forked.done():
+                forked.set_exception(RunnerError("the task runner fork server died"))
+        self.forks.clear()
+        if not self.ready.done():
+            self.ready.set_result(None)  # _handshake says why
+        if self.on_lost is not None:
+            self.on_lost()  # while the runners' exits are pending: their groups get killed
+        # The parent-death signal killed them; their statuses went to whoever reaped them.
+        for exited in self.runners.values():
+            exited.set_result(None)
+        self.runners.clear()
+
+
+class _Runner:
+    """One runner process, its pipes, and the calls sent to it, in order: the first one runs."""
+
+    def __init__(
+        self,
+        pid: int,
+        exited: asyncio.Future[int | None],
+        jobs_fd: int,
+        replies_fd: int,
+    ) -> None:
+        self.pid = pid
+        self.exited = exited  # its exit status; never await it bare: cancelling would cancel it
         self.jobs_fd = jobs_fd  # -1 once closed
         self.replies_fd = replies_fd
-        self.ready: asyncio.Future[dict[str, Any] | None] = exited.get_loop().create_future()
         self.alive = True  # False once killed, or found dead: it takes no more jobs
         self.calls: deque[_Call] = deque()
         self.lines = _Lines()
@@ -271,7 +427,7 @@ class _Runner:
 
     @property
     def returncode(self) -> int | None:
-        return self.transport.get_returncode()
+        return self.exited.result() if self.exited.done() else None
 
     def end_jobs(self) -> None:
         """Close the job pipe: the runner finishes the jobs it has, then exits."""
@@ -288,7 +444,7 @@ class _Runner:
         self.alive = False
         if self.timer is not None:
             self.timer.cancel()
-        if self.returncode is None:
+        if not self.exited.done():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
         self.end_jobs()
@@ -300,7 +456,8 @@ class RunnerPool:
     """`size` runner processes; `run` hands each job to the runner with the fewest, in order.
 
     A runner that times out, is cancelled or dies is SIGKILLed and replaced in the background;
-    the jobs queued behind its running one go to other runners.
+    the jobs queued behind its running one go to other runners. If the fork server dies, its
+    runners die with it: they are retired likewise, and the first replacement starts another.
     """
 
     def __init__(self, size: int, *, env: Mapping[str, str] | None = None) -> None:
@@ -310,8 +467,9 @@ class RunnerPool:
         self._env = dict(env) if env is not None else None
         self._queue: deque[_Call] = deque()  # calls waiting for a runner, first come first served
         self._live: list[_Runner] = []  # runners taking jobs
-        self._runners: set[_Runner] = set()  # every runner not yet reaped: live, starting or dying
+        self._runners: set[_Runner] = set()  # every runner not yet reaped: live or dying
         self._restarts: set[asyncio.Task[None]] = set()
+        self._zygote: asyncio.Task[_Zygote] | None = None  # the fork server, started or starting
         self._ids = itertools.count()
         self._dispatching = False  # a _dispatch is scheduled
         self._closed = False
@@ -331,22 +489,26 @@ class RunnerPool:
         return sorted(r.pid for r in self._runners)
 
     async def start(self) -> None:
-        """Start the runners, wait until each has loaded the plugins; RunnerError if one can't."""
-        if self._runners or self._closed:
+        """Start the fork server, wait until it has loaded the plugins (RunnerError if it can't),
+        then fork the runners."""
+        if self._zygote is not None or self._closed:
             raise RunnerError("the runner pool was already started")
+        try:
+            await self._fork_server()
+        except BaseException:
+            await self.close()
+            raise
         started = await asyncio.gather(
             *(self._spawn() for _ in range(self._size)), return_exceptions=True
         )
+        for runner in started:
+            # One that died meanwhile was retired, and its replacement is on its way.
+            if isinstance(runner, _Runner) and runner.alive:
+                self._live.append(runner)
         failures = [r for r in started if isinstance(r, BaseException)]
         if failures:
-            for runner in started:
-                if isinstance(runner, _Runner):
-                    self._live.append(runner)
             await self.close()
             raise failures[0]
-        for runner in started:
-            assert isinstance(runner, _Runner)
-            self._live.append(runner)
 
     # A task timeout is not the caller's asyncio timeout: it kills the runner and is an outcome.
     async def run(self, job: Job, timeout: float | None) -> Outcome:  # noqa: ASYNC109
@@ -382,12 +544,20 @@ class RunnerPool:
         if runners:
             await asyncio.wait([r.exited for r in runners], timeout=grace)
             for runner in runners:
-                if runner.alive and runner.ready.done():
+                if runner.alive:
                     self._retire(runner, None)  # its running call gets the crash error
-                runner.kill()
-            await asyncio.wait([r.exited for r in runners])
+            # Killed, they are gone in a moment; unless the fork server is stuck and does not
+            # report it: stopping it settles their exits then.
+            await asyncio.wait([r.exited for r in runners], timeout=CLOSE_TIMEOUT)
         self._live.clear()
         self._runners.clear()
+        # Last: it reports the runners' exits until they are all gone.
+        if self._zygote is not None:
+            self._zygote.cancel()  # if it is still starting
+            zygote = (await asyncio.gather(self._zygote, return_exceptions=True))[0]
+            self._zygote = None
+            if isinstance(zygote, _Zygote):
+                await zygote.stop()
 
     # ---- handing out jobs
 
@@ -472,13 +642,8 @@ class RunnerPool:
     # ---- replies
 
     def _on_readable(self, runner: _Runner) -> None:
-        if self._read(runner):
-            return
-        if runner.ready.done():
+        if not self._read(runner):
             self._lost(runner)
-        else:  # died before it was ready: _handshake says why
-            asyncio.get_running_loop().remove_reader(runner.replies_fd)
-            runner.ready.set_result(None)
 
     def _read(self, runner: _Runner) -> bool:
         """Act on every reply waiting in the runner's pipe; False at EOF."""
@@ -493,9 +658,7 @@ class RunnerPool:
             if not chunk:
                 return False
             for line in runner.lines.feed(chunk):
-                if not runner.ready.done():
-                    self._hello(runner, line)
-                elif not self._reply(runner, line):
+                if not self._reply(runner, line):
                     return True  # a bad reply: the runner is gone
             if len(runner.lines.partial) > MAX_REPLY:
                 too_big = f"the task's result is larger than {MAX_REPLY // 2**20} MiB"
@@ -509,18 +672,6 @@ class RunnerPool:
         if self._queue and len(calls) < MAX_IN_FLIGHT:
             self._schedule_dispatch()
         return True
-
-    def _hello(self, runner: _Runner, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            message = None
-        if isinstance(message, dict) and "ready" in message:
-            runner.ready.set_result(message)
-        else:
-            # Printed at interpreter start (a .pth file, sitecustomize), before the runner took
-            # its stdout for the protocol: show it where the runner's own output goes.
-            sys.stderr.write(line.decode(errors="replace") + "\n")
 
     def _reply(self, runner: _Runner, line: bytes) -> bool:
         """Give the first call its outcome; False if the reply is bad (the runner is retired)."""
@@ -630,16 +781,17 @@ class RunnerPool:
         return _error("RunnerCrashedError", message)
 
     def _reaped(self, runner: _Runner, _: object) -> None:
-        runner.transport.close()
         self._runners.discard(runner)
-        if runner.alive and runner.ready.done():
+        if runner.alive:
             self._lost(runner)  # before its pipe's EOF was read
         if runner.crashed is not None:
             runner.crashed.resolve(self._crash(runner))
             runner.crashed = None
 
     async def _restart(self, old: _Runner) -> None:
-        await asyncio.shield(old.exited)
+        # Once it is gone (killed, it is in a moment): if its fork server died, the pool knows by
+        # then. A fork server that never reports the exit is stuck, which the fork finds out.
+        await asyncio.wait([old.exited], timeout=FORK_TIMEOUT)
         while not self._closed:
             try:
                 runner = await self._spawn()
@@ -655,28 +807,12 @@ class RunnerPool:
             return
 
     async def _spawn(self) -> _Runner:
-        """Start one runner and wait for its ready message."""
-        loop = asyncio.get_running_loop()
+        """Fork one runner: ready at once, its jobs wait in its pipe until it reads them."""
+        zygote = await asyncio.shield(self._fork_server())  # shared by concurrent spawns
         jobs_in, jobs_out = os.pipe()
         replies_in, replies_out = os.pipe()
         try:
-            # Forked by the event loop's thread: the parent-death signal fires when that thread
-            # ends, so the pool must live in a loop that runs for the life of the worker process.
-            transport, protocol = await loop.subprocess_exec(
-                _Exit,
-                sys.executable,
-                "-m",
-                "taskq_core.runner",
-                str(os.getpid()),
-                stdin=jobs_in,
-                stdout=replies_out,
-                stderr=None,
-                env=self._env,
-                # Its own session rather than ignoring SIGINT: a terminal's Ctrl-C reaches only
-                # the worker, which decides when runners stop, and killing the runner's process
-                # group on a timeout also stops any subprocess the task started.
-                start_new_session=True,
-            )
+            pid, exited = await zygote.fork(jobs_in, replies_out)
         except BaseException:
             os.close(jobs_out)
             os.close(replies_in)
@@ -686,42 +822,42 @@ class RunnerPool:
             os.close(replies_out)
         os.set_blocking(jobs_out, False)
         os.set_blocking(replies_in, False)
-        runner = _Runner(transport, protocol.exited, jobs_out, replies_in)
+        runner = _Runner(pid, exited, jobs_out, replies_in)
         self._runners.add(runner)
-        protocol.exited.add_done_callback(functools.partial(self._reaped, runner))
-        loop.add_reader(replies_in, self._on_readable, runner)
-        try:
-            await self._handshake(runner)
-        except BaseException:
-            runner.kill()
-            await asyncio.shield(runner.exited)
-            raise
+        exited.add_done_callback(functools.partial(self._reaped, runner))
+        asyncio.get_running_loop().add_reader(replies_in, self._on_readable, runner)
         return runner
 
-    async def _handshake(self, runner: _Runner) -> None:
-        """Wait for the runner's ready message; RunnerError saying why it never came."""
+    # ---- the fork server
+
+    def _fork_server(self) -> asyncio.Task[_Zygote]:
+        """The fork server: the running one, or one starting, or else a new one."""
+        if self._zygote is None:
+            self._zygote = asyncio.create_task(self._start_fork_server())
+        return self._zygote
+
+    async def _start_fork_server(self) -> _Zygote:
         try:
-            async with asyncio.timeout(START_TIMEOUT):
-                message = await runner.ready
-                if message is None:
-                    await asyncio.shield(runner.exited)
-                    raise RunnerError(
-                        f"a task runner {_exit_description(runner.returncode)} before it was "
-                        "ready (its error output is above, in this process's stderr)"
-                    )
-        except TimeoutError:
-            raise RunnerError(f"a task runner was not ready within {START_TIMEOUT:g}s") from None
-        if message["ready"] is not True:
-            error = message.get("error") or {}
-            raise RunnerError(
-                f"a task runner could not load the plugins: {error.get('type')}: "
-                f"{error.get('message')}\n{str(error.get('traceback', ''))[-4000:]}"
-            )
+            zygote = await _Zygote.start(self._env)
+        except BaseException:
+            self._zygote = None  # the next spawn tries again
+            raise
+        zygote.on_lost = functools.partial(self._fork_server_lost, zygote)
+        return zygote
+
+    def _fork_server_lost(self, zygote: _Zygote) -> None:
+        """The fork server died, and its runners with it: retire them. Their restarts start a new
+        fork server once their exits are settled, which comes right after this."""
+        if self._closed:
+            return
+        log.error(
+            "the task runner fork server (pid %d) died; starting another, and new runners",
+            zygote.pid,
+        )
+        self._zygote = None
+        for runner in list(self._runners):
+            self._lost(runner)
 
 
 def _load(runner: _Runner) -> int:
     return len(runner.calls)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -296,14 +296,19 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
-def children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid`."""
-    found = []
+def descendants(pid: int) -> list[int]:
+    """The live processes below `pid`: its children, theirs, and so on."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(int(entry))
-            if stat is not None and stat[1] == pid and stat[0] != "Z":
-                found.append(int(entry))
+            if stat is not None and stat[0] != "Z":
+                parents[int(entry)] = stat[1]
+    found: list[int] = []
+    level = [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
     return found
 
 

@@ -30,7 +30,7 @@ from taskq_core.embedded.servers import DATABASE
 from taskq_core.faults import FAULT_EXIT_CODE
 from taskq_core.worker import POP_TIMEOUT
 from tests.conftest import Processes, Servers
-from tests.faults import ApiProcess, Attempt, Harness, check_history, children, dead
+from tests.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +142,8 @@ def test_a_killed_worker_loses_nothing_and_takes_its_runners_along(harness: Harn
     victim_index = h.wait(a_worker_mid_task, 15, "a worker to hold running tasks") - 1
     victim, victim_id = procs[victim_index], ids[victim_index]
     survivor, survivor_id = procs[1 - victim_index], ids[1 - victim_index]
-    runners = children(victim.pid)
-    assert len(runners) == 2, f"runners of {victim.pid}: {runners}\n{h.report()}"
+    runners = descendants(victim.pid)  # the fork server and the 2 runners it forked
+    assert len(runners) == 3, f"runners of {victim.pid}: {runners}\n{h.report()}"
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(5) == -signal.SIGKILL
     time.sleep(0.2)  # a statement the victim sent just before dying lands by now
@@ -354,7 +354,7 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
         10,
         "the handed-back tasks to start again",
     )
-    runners = children(second.pid)
+    runners = descendants(second.pid)
     second.send_signal(signal.SIGTERM)
     h.wait(lambda: "stopping: 4 task(s) running" in h.log_of(second), 5, "the first SIGTERM")
     second.send_signal(signal.SIGTERM)

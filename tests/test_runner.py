@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import BaseModel
 
-from taskq_core import PermanentError, Task, TaskContext
+from taskq_core import PermanentError, Task, TaskContext, runner
 from taskq_core.execution import Instances, Job, Outcome
 from taskq_core.plugins import PluginInfo, TaskType
 from taskq_core.runner import RunnerError, RunnerPool
@@ -61,12 +61,25 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def parent_of(pid: int) -> int:
+    """The parent process id of `pid`: for a runner, the fork server's."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 async def gone(*pids: int, within: float = 5.0) -> None:
     deadline = time.monotonic() + within
     while any(running(pid) for pid in pids):
         if time.monotonic() > deadline:
             pytest.fail(f"still running after {within}s: {[p for p in pids if running(p)]}")
         await asyncio.sleep(0.02)
+
+
+async def eventually(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within}s: {what}")
+        await asyncio.sleep(0.005)
 
 
 def test_sync_task_results(testkit: dict[str, str]) -> None:
@@ -206,7 +219,8 @@ def test_a_crashed_runner_is_reported_and_replaced(testkit: dict[str, str]) -> N
             *(pool.run(job("FibonacciTask", {"n": 10}), None) for _ in range(4))
         )
         assert all(o.result == {"result": 55} for o in outcomes)
-        assert len(pool.pids) == 2
+        # Forked in milliseconds, but those quick jobs may have been quicker.
+        await eventually(lambda: len(pool.pids) == 2, 1.0, "the crashed runner's replacement")
 
     with_pool(testkit, body, size=2)
 
@@ -219,6 +233,83 @@ def test_a_runner_killed_while_idle_is_replaced(testkit: dict[str, str]) -> None
         outcome = await pool.run(job("FibonacciTask", {"n": 10}), None)
         assert outcome.result == {"result": 55}
         assert old not in pool.pids
+
+    with_pool(testkit, body)
+
+
+def test_a_runner_is_replaced_in_milliseconds(testkit: dict[str, str]) -> None:
+    async def body(pool: RunnerPool) -> list[float]:
+        [first] = pool.pids
+        fork_server = parent_of(first)
+        assert parent_of(fork_server) == os.getpid()
+        replaced: list[float] = []
+        for _ in range(5):
+            outcome = await pool.run(job("SpinTask", {"seconds": 30}), timeout=0.1)
+            assert outcome.error is not None
+            assert outcome.error["type"] == "TaskTimeoutError"
+            killed = time.monotonic()  # the job below waits for the replacement
+            after = await pool.run(job("FibonacciTask", {"n": 10}), None)
+            replaced.append(time.monotonic() - killed)
+            assert after.result == {"result": 55}
+        [last] = pool.pids
+        assert last != first
+        assert parent_of(last) == fork_server
+        return replaced
+
+    replaced = with_pool(testkit, body)
+    # A new interpreter loading the plugins takes a quarter of a second of CPU; a fork, little.
+    assert sum(replaced) < 0.5, replaced
+
+
+def test_a_killed_fork_server_is_replaced_and_so_are_its_runners(
+    testkit: dict[str, str], tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+
+    async def body(pool: RunnerPool) -> None:
+        old = pool.pids
+        fork_server = parent_of(old[0])
+        spawning = asyncio.create_task(pool.run(job("SpawnTask", {"pid_file": str(pid_file)}), 60))
+        await eventually(lambda: pid_file.exists() and pid_file.read_text() != "", 5, "the task")
+        os.kill(fork_server, signal.SIGKILL)
+        # Its runners die with it; the one running the task took the task's subprocess along.
+        outcome = await asyncio.wait_for(spawning, 5)
+        assert outcome.error == {
+            "type": "RunnerCrashedError",
+            "message": (
+                "the process running the task was stopped when the task runner fork server died"
+            ),
+            "traceback": "",
+        }
+        await gone(fork_server, *old, int(pid_file.read_text()))
+        outcomes = await asyncio.gather(
+            *(pool.run(job("FibonacciTask", {"n": 10}), 5) for _ in range(8))
+        )
+        assert all(o.result == {"result": 55} for o in outcomes), outcomes
+        await eventually(lambda: len(pool.pids) == 2, 5, "two runners again")
+        assert not set(pool.pids) & set(old)
+        [new_fork_server] = {parent_of(pid) for pid in pool.pids}
+        assert new_fork_server != fork_server
+
+    with_pool(testkit, body, size=2)
+
+
+def test_a_stuck_fork_server_is_killed_and_replaced(
+    testkit: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "FORK_TIMEOUT", 0.5)
+
+    async def body(pool: RunnerPool) -> None:
+        [old] = pool.pids
+        fork_server = parent_of(old)
+        os.kill(fork_server, signal.SIGSTOP)  # it can neither report the exit below nor fork
+        os.kill(old, signal.SIGKILL)
+        await gone(old)
+        outcome = await asyncio.wait_for(pool.run(job("FibonacciTask", {"n": 10}), None), 10)
+        assert outcome.result == {"result": 55}
+        await gone(fork_server)
+        [new] = pool.pids
+        assert parent_of(new) not in (fork_server, os.getpid())
 
     with_pool(testkit, body)
 
@@ -455,7 +546,7 @@ asyncio.run(main())
 """
 
 
-def test_runners_die_with_their_parent(testkit: dict[str, str]) -> None:
+def test_runners_and_their_fork_server_die_with_their_parent(testkit: dict[str, str]) -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT], env=testkit, stdout=subprocess.PIPE, text=True
     )
@@ -464,9 +555,11 @@ def test_runners_die_with_their_parent(testkit: dict[str, str]) -> None:
         pids = json.loads(parent.stdout.readline())
         assert len(pids) == 2
         assert all(running(pid) for pid in pids)
+        [fork_server] = {parent_of(pid) for pid in pids}
+        assert parent_of(fork_server) == parent.pid
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        asyncio.run(gone(*pids))
+        asyncio.run(gone(fork_server, *pids))
     finally:
         parent.kill()
         parent.wait()
@@ -477,7 +570,7 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
     async def main() -> None:
         pool = RunnerPool(2, env=testkit)
         await pool.start()
-        pids = pool.pids
+        pids = [*pool.pids, parent_of(pool.pids[0])]  # the runners and their fork server
         busy = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 30}), None))
         await asyncio.sleep(0.2)
         await pool.close(grace=0.5)
