@@ -12,6 +12,9 @@ from taskq_core.workerdb import Claims
 log = logging.getLogger("taskq.worker")
 
 MAX_GROUP = 500  # outcomes per statement
+# Under load, writes start at most every LINGER seconds, so outcomes that finish one by one (tasks
+# of a few milliseconds) still share statements; an outcome after a quiet spell goes at once.
+LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
@@ -37,8 +40,14 @@ class Recorder:
 
     async def run(self) -> None:
         """Write groups until cancelled; an outage only delays them: outcomes are never dropped."""
+        loop = asyncio.get_running_loop()
+        last_write = float("-inf")
         while True:
             group = [await self._queue.get()]
+            since = loop.time() - last_write
+            if since < LINGER:
+                await asyncio.sleep(LINGER - since)
+            last_write = loop.time()
             while len(group) < MAX_GROUP and not self._queue.empty():
                 group.append(self._queue.get_nowait())
             recorded = await self._write(group)

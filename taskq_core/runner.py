@@ -7,7 +7,7 @@ The protocol is JSON lines over each runner's private pair of pipes. The parent 
 `{"id": N, <the Job's fields>}` for each job and `{"skip": N}` for a job whose caller gave up
 before it started. The runner runs the jobs in the order they came, one at a time, and answers
 each, in that order, as soon as it is done: `{"id": N, "result": ..., "error": ...}`, or
-`{"id": N, "skipped": true}`. The pool hands a runner a few jobs at once (up to MAX_IN_FLIGHT)
+`{"id": N, "skipped": true}`. The pool hands a runner several jobs at once (see MAX_IN_FLIGHT)
 so it never waits for the parent between two of them, and reads replies in bulk.
 """
 
@@ -42,9 +42,13 @@ CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their jobs before kil
 RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
 MAX_REPLY = 64 * 1024 * 1024  # bytes: the longest reply line (one task's result) accepted
 # Jobs handed to one runner at once: the one it runs and those queued behind it. Enough that it
-# never waits for the parent between jobs and that pipe reads and writes carry several; few, so
-# one slow job holds few others back, and so an idle runner always gets the next job.
-MAX_IN_FLIGHT = 8
+# never waits for the parent between jobs and that each pipe write and read carries many (every
+# one wakes the other process, which costs more than a short job); yet only as many as run in
+# about PIPELINE_SECONDS, so a slow job holds few others back and an idle runner soon gets the
+# next one. The pool learns the typical job time from the replies.
+MIN_IN_FLIGHT, MAX_IN_FLIGHT = 2, 32
+PIPELINE_SECONDS = 0.01
+JOB_TIME_WEIGHT = 0.2  # of each new measurement in the running average of the job time
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
 CONTROL_SIZE = 64 * 1024  # bytes: the longest message the fork server sends
 _JOB_FIELDS = tuple(f.name for f in fields(Job))  # dataclasses.asdict deep-copies: 10x slower
@@ -421,6 +425,7 @@ class _Runner:
         self.outbox = bytearray()  # job bytes the pipe had no room for yet
         self.queued = 0  # bytes handed to the job pipe so far
         self.written = 0  # bytes the job pipe took so far
+        self.head_started = 0.0  # loop time when the first call started
         self.deadline: float | None = None  # when the first call overruns its timeout
         self.timer: asyncio.TimerHandle | None = None
         self.crashed: _Call | None = None  # gets the crash error once the exit status is known
@@ -472,6 +477,8 @@ class RunnerPool:
         self._zygote: asyncio.Task[_Zygote] | None = None  # the fork server, started or starting
         self._ids = itertools.count()
         self._dispatching = False  # a _dispatch is scheduled
+        self._depth = 8  # jobs in flight per runner, until the job time is known
+        self._job_seconds: float | None = None  # running average
         self._closed = False
 
     @property
@@ -568,7 +575,7 @@ class RunnerPool:
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
-        """Hand waiting calls to the runners with the fewest, up to MAX_IN_FLIGHT each."""
+        """Hand waiting calls to the runners with the fewest, up to `_depth` each."""
         self._dispatching = False
         queue, live = self._queue, self._live
         batches: dict[_Runner, list[_Call]] = {}
@@ -578,7 +585,7 @@ class RunnerPool:
                 queue.popleft()
                 continue
             runner = min(live, key=_load)
-            if len(runner.calls) >= MAX_IN_FLIGHT:
+            if len(runner.calls) >= self._depth:
                 break
             queue.popleft()
             runner.calls.append(call)
@@ -650,6 +657,7 @@ class RunnerPool:
         now = asyncio.get_running_loop().time()
         calls = runner.calls
         head = calls[0] if calls else None
+        answered = 0
         while runner.alive:
             try:
                 chunk = os.read(runner.replies_fd, READ_SIZE)
@@ -660,18 +668,31 @@ class RunnerPool:
             for line in runner.lines.feed(chunk):
                 if not self._reply(runner, line):
                     return True  # a bad reply: the runner is gone
+                answered += 1
             if len(runner.lines.partial) > MAX_REPLY:
                 too_big = f"the task's result is larger than {MAX_REPLY // 2**20} MiB"
                 self._retire(runner, _error("RunnerError", too_big))
                 return True
             if len(chunk) < READ_SIZE:
                 break
+        if answered:
+            self._observe((now - runner.head_started) / answered)
         if runner.alive and calls and calls[0] is not head:
             # A job starts when the reply before it arrives; the pipe has room for more.
             self._start_clock(runner, now)
-        if self._queue and len(calls) < MAX_IN_FLIGHT:
+        if self._queue and len(calls) < self._depth:
             self._schedule_dispatch()
         return True
+
+    def _observe(self, job_seconds: float) -> None:
+        """Fold one measured job time into the average; size the pipeline to it."""
+        average = self._job_seconds
+        average = (
+            job_seconds if average is None else average + JOB_TIME_WEIGHT * (job_seconds - average)
+        )
+        self._job_seconds = average
+        fits = int(PIPELINE_SECONDS / average) if average > 0 else MAX_IN_FLIGHT
+        self._depth = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, fits))
 
     def _reply(self, runner: _Runner, line: bytes) -> bool:
         """Give the first call its outcome; False if the reply is bad (the runner is retired)."""
@@ -707,11 +728,12 @@ class RunnerPool:
     def _start_clock(self, runner: _Runner, now: float | None = None) -> None:
         """The first call has just started: time it."""
         loop = asyncio.get_running_loop()
+        runner.head_started = loop.time() if now is None else now
         timeout = runner.calls[0].timeout
         if timeout is None:
             runner.deadline = None
             return
-        runner.deadline = (loop.time() if now is None else now) + timeout
+        runner.deadline = runner.head_started + timeout
         # One timer per runner, not per job: one that fires early sets itself again.
         if runner.timer is None or runner.timer.when() > runner.deadline:
             if runner.timer is not None:
