@@ -9,10 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
+
+if TYPE_CHECKING:
+    from taskq_core.worker import Worker
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("taskq")
@@ -59,27 +62,41 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
-    from taskq_core.plugins import load_registry
     from taskq_core.processes import child_env
-    from taskq_core.worker import Worker, WorkerOptions
+    from taskq_core.runner import RunnerPool
 
     database_url, redis_url = devstate.resolve_urls(settings)
-    worker = Worker(
-        database_url=database_url,
-        redis_url=redis_url,
-        registry=load_registry(),
-        options=WorkerOptions(
-            concurrency=args.concurrency,
-            processes=args.processes,
-            lease_seconds=settings.lease_seconds,
-            sweep_interval=settings.sweep_interval_seconds,
-            grace_seconds=args.grace_seconds,
-            queue=settings.queue,
-        ),
-        runner_env=child_env(database_url, redis_url),
-    )
+    pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
+
+    async def start() -> Worker:
+        # The runners' fork server loads the plugins in its own process while this one imports
+        # the worker and loads them too: the two start-ups overlap instead of following each other.
+        await pool.prepare()
+        from taskq_core.plugins import load_registry
+        from taskq_core.worker import Worker, WorkerOptions
+
+        try:
+            registry = load_registry()
+        except BaseException:
+            await pool.close()
+            raise
+        return Worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            registry=registry,
+            options=WorkerOptions(
+                concurrency=args.concurrency,
+                processes=args.processes,
+                lease_seconds=settings.lease_seconds,
+                sweep_interval=settings.sweep_interval_seconds,
+                grace_seconds=args.grace_seconds,
+                queue=settings.queue,
+            ),
+            pool=pool,
+        )
 
     async def main() -> None:
+        worker = await start()
         loop = asyncio.get_running_loop()
         stops = 0
 

@@ -255,8 +255,11 @@ class _Zygote:
         loop.add_reader(control.fileno(), self._on_readable)
 
     @classmethod
-    async def start(cls, env: Mapping[str, str] | None) -> _Zygote:
-        """Start a fork server and wait until it has loaded the plugins; RunnerError if it can't."""
+    async def start(
+        cls, env: Mapping[str, str] | None, spawned: asyncio.Event | None = None
+    ) -> _Zygote:
+        """Start a fork server (`spawned` is set once its process exists) and wait until it has
+        loaded the plugins; RunnerError if it can't."""
         loop = asyncio.get_running_loop()
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -284,6 +287,8 @@ class _Zygote:
             raise
         finally:
             theirs.close()
+        if spawned is not None:
+            spawned.set()
         control.setblocking(False)
         zygote = cls(transport, protocol.exited, control)
         try:
@@ -475,6 +480,8 @@ class RunnerPool:
         self._runners: set[_Runner] = set()  # every runner not yet reaped: live or dying
         self._restarts: set[asyncio.Task[None]] = set()
         self._zygote: asyncio.Task[_Zygote] | None = None  # the fork server, started or starting
+        self._spawned = asyncio.Event()  # the first fork server's process exists
+        self._started = False
         self._ids = itertools.count()
         self._dispatching = False  # a _dispatch is scheduled
         self._depth = 8  # jobs in flight per runner, until the job time is known
@@ -495,11 +502,21 @@ class RunnerPool:
         """The process ids of the runners not yet reaped."""
         return sorted(r.pid for r in self._runners)
 
+    async def prepare(self) -> None:
+        """Start the fork server's process and return as soon as it exists: it loads the plugins
+        while the caller goes on (the worker imports its own modules meanwhile, on another core).
+        `start` then waits for it."""
+        starting = self._fork_server()
+        spawned = asyncio.ensure_future(self._spawned.wait())
+        await asyncio.wait({starting, spawned}, return_when=asyncio.FIRST_COMPLETED)
+        spawned.cancel()
+
     async def start(self) -> None:
-        """Start the fork server, wait until it has loaded the plugins (RunnerError if it can't),
-        then fork the runners."""
-        if self._zygote is not None or self._closed:
+        """Start the fork server (unless `prepare` did), wait until it has loaded the plugins
+        (RunnerError if it can't), then fork the runners."""
+        if self._started or self._closed:
             raise RunnerError("the runner pool was already started")
+        self._started = True
         try:
             await self._fork_server()
         except BaseException:
@@ -860,7 +877,7 @@ class RunnerPool:
 
     async def _start_fork_server(self) -> _Zygote:
         try:
-            zygote = await _Zygote.start(self._env)
+            zygote = await _Zygote.start(self._env, self._spawned)
         except BaseException:
             self._zygote = None  # the next spawn tries again
             raise

@@ -77,13 +77,18 @@ class Worker:
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
         runner_env: Mapping[str, str] | None = None,
+        pool: RunnerPool | None = None,
     ) -> None:
+        """`pool`: runners for sync task types, already being prepared (else the worker makes
+        its own with `options.processes` runners and `runner_env`); the worker starts and closes
+        it."""
         self.database_url = database_url
         self.redis_url = redis_url
         self.registry = registry
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
         self.runner_env = runner_env
+        self.pool = pool or RunnerPool(self.options.processes, env=runner_env)
         self.instances = Instances()
         self.running: dict[int, Running] = {}
         self._stopping = asyncio.Event()
@@ -109,7 +114,6 @@ class Worker:
         self.sweeps = Sweeps(conninfo, opts.queue)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
-        self.pool = RunnerPool(opts.processes, env=self.runner_env)
         self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []

@@ -586,6 +586,41 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
     asyncio.run(main())
 
 
+def fork_servers_of(parent: int) -> list[int]:
+    """Child processes of `parent` running the fork server."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"taskq_core.zygote" in cmdline and parent_of(int(entry.name)) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def test_prepare_starts_the_fork_server_early_and_close_stops_it(
+    testkit: dict[str, str],
+) -> None:
+    async def main() -> None:
+        prepared = RunnerPool(1, env=testkit)
+        await prepared.prepare()  # back as soon as the process exists, before it is ready
+        (early,) = fork_servers_of(os.getpid())
+        await prepared.start()  # waits for the same one, then forks the runner
+        assert parent_of(prepared.pids[0]) == early
+        outcome = await prepared.run(job("FibonacciTask", {"n": 10}), None)
+        assert outcome.result == {"result": 55}
+        await prepared.close()
+        unused = RunnerPool(1, env=testkit)  # a worker with no sync task type never starts it
+        await unused.prepare()
+        (spare,) = fork_servers_of(os.getpid())
+        await unused.close()
+        await gone(early, spare)
+
+    asyncio.run(main())
+
+
 # ---- execution in this process: what the worker does for async task types ------------------
 
 
