@@ -31,8 +31,10 @@ WARM_UP = 0.1  # fraction of the tasks after which the baseline RSS is taken
 
 
 def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` and its runner children (a worker is that whole family)."""
-    total = 0
+    """Resident memory of `pid` and all its descendants: a worker is that whole family (its
+    runners are children of its fork server)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -41,12 +43,14 @@ def rss_kib(pid: int) -> int:
             status = (proc / "status").read_text()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if int(proc.name) == pid or ppid == pid:
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+        parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss[int(proc.name)] = int(line.split()[1])
+    family = {pid}
+    while grown := {child for child, parent in parents.items() if parent in family} - family:
+        family |= grown
+    return sum(rss.get(member, 0) for member in family)
 
 
 async def seed(url: str, redis_url: str, count: int, task_type: str) -> None:

@@ -101,8 +101,9 @@ class Client:
             raise ValueError("this Client has no database_url; use enqueue_in(session, ...)")
         new = self.prepare(task_type, input_data, **options)
         # A bare connection rather than a Session: no unit of work to run, and the push needs
-        # no commit hook because it simply follows the commit.
-        with self._engine.begin() as conn:
+        # no commit hook because it simply follows the commit. One statement in autocommit is
+        # its own transaction: no BEGIN and COMMIT round trips.
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             row = conn.execute(INSERT_TASKS, [insert_params(new, self.queue)]).one()
         fault_point("outbox_after_commit")
         if row.enqueued_at is not None:
