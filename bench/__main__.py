@@ -7,10 +7,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from bench import peers
+from bench import peers, report
 from bench.config import Sizes
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _positive(value: str) -> int:
@@ -43,7 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="200 tasks, 1 run, 1 s of latency: for the tests"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--results", type=Path, default=report.RESULTS, help="where the JSON goes")
     return parser.parse_args(argv)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,13 @@ from typing import Any
 
 import psycopg
 
+from bench import report
 from bench.peers.taskq import write_site
 from taskq_core import broker, db, enqueue
 from taskq_core.processes import child_env
 from taskq_core.records import NewTask
 from taskq_core.storage import Storage
 
-RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 1000
 WARM_UP = 0.1  # fraction of the tasks after which the baseline RSS is taken
@@ -121,9 +120,7 @@ def main() -> None:
         f"at the end {result['rss_kib_at_end']} KiB, peak {result['rss_kib_peak']} KiB: "
         f"growth {100 * result['growth']:+.1f}% over {args.tasks} tasks"
     )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"memory-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = report.save("memory", result)
     print(f"written to {path}")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.measure import Spread
+
+RESULTS = Path(__file__).resolve().parent / "results"  # git-ignored
 
 TASKQ = "taskq"
 
@@ -162,3 +165,9 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=1, default=str))
     return path
+
+
+def save(kind: str, document: dict[str, Any]) -> Path:
+    """Write a side measurement (`scale`, `memory`, `wakeup`) to results/<kind>-<time>.json."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return write_json(RESULTS / f"{kind}-{stamp}.json", document)

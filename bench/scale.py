@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -19,12 +18,12 @@ from typing import Any
 
 import psycopg
 
+from bench import report
 from taskq_core import broker, db, enqueue
 from taskq_core.records import NewTask
 from taskq_core.storage import Storage
 from taskq_core.workerdb import Claims
 
-RESULTS = Path(__file__).parent / "results"
 NEW = NewTask(task_type="NoopTask", input_data={}, priority=3, max_attempts=3)
 
 PLANS = {
@@ -150,9 +149,7 @@ def main() -> None:
         )
     for name, plan in result["plans"].items():
         print(f"-- {name}\n{plan}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = report.save("scale", result)
     print(f"written to {path}")
 
 

@@ -11,7 +11,6 @@ runner). This measures the floor that sets: the same request back to back, and a
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,9 +21,8 @@ from typing import Any
 import psycopg
 import redis
 
+from bench import report
 from bench.measure import percentile
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def timings(call: Callable[[], object], calls: int, pause: float) -> dict[str, float]:
@@ -82,10 +80,8 @@ def main() -> None:
             f"| {name} | {busy['p50']:.3f} / {busy['p95']:.3f} "
             f"| {idle['p50']:.3f} / {idle['p95']:.3f} |"
         )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"wakeup-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     result = {"date": datetime.now(UTC).isoformat(), "pause_ms": args.pause_ms, "probes": probes}
-    path.write_text(json.dumps(result, indent=2))
+    path = report.save("wakeup", result)
     print(f"written to {path}")
 
 

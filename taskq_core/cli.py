@@ -86,7 +86,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             registry=registry,
             options=WorkerOptions(
                 concurrency=args.concurrency,
-                processes=args.processes,
                 lease_seconds=settings.lease_seconds,
                 sweep_interval=settings.sweep_interval_seconds,
                 grace_seconds=args.grace_seconds,

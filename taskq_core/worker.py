@@ -9,7 +9,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +19,7 @@ from taskq_core import db, outcomes
 from taskq_core.broker import Broker
 from taskq_core.execution import Instances, Job, Outcome, unknown_type_error
 from taskq_core.plugins import Registry
-from taskq_core.recorder import Recorder
+from taskq_core.recorder import LINGER, Recorder
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.runner import RunnerPool
 from taskq_core.sweeper import Sweeper
@@ -29,10 +28,9 @@ from taskq_core.workerdb import CONNECTION_ERRORS, Claims, Sweeps
 log = logging.getLogger("taskq.worker")
 
 POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop loop
-# While the queue is deep, the worker lets free slots gather for up to LINGER seconds (or until a
-# quarter of them are free) before it pops again, so each pop and claim serves several tasks
-# instead of one per finished task. An idle worker never waits: it pops as soon as it can.
-LINGER = 0.002
+# While the queue is deep, the worker lets free slots gather for up to LINGER seconds (the
+# recorder's, for outcomes) or until a quarter of them are free before it pops again, so each pop
+# and claim serves several tasks instead of one per finished task. An idle worker never waits.
 REFILL_FRACTION = 4
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
@@ -57,7 +55,6 @@ class Running:
 @dataclass(frozen=True)
 class WorkerOptions:
     concurrency: int = 10  # tasks in flight at once in this process
-    processes: int = 1  # runner processes for sync task types
     lease_seconds: float = 30.0
     sweep_interval: float = 5.0
     grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
@@ -76,19 +73,16 @@ class Worker:
         registry: Registry,
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
-        runner_env: Mapping[str, str] | None = None,
-        pool: RunnerPool | None = None,
+        pool: RunnerPool,
     ) -> None:
-        """`pool`: runners for sync task types, already being prepared (else the worker makes
-        its own with `options.processes` runners and `runner_env`); the worker starts and closes
-        it."""
+        """`pool`: the runners for sync task types, not started yet (perhaps being prepared);
+        the worker starts it if a sync type is installed, and closes it."""
         self.database_url = database_url
         self.redis_url = redis_url
         self.registry = registry
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
-        self.runner_env = runner_env
-        self.pool = pool or RunnerPool(self.options.processes, env=runner_env)
+        self.pool = pool
         self.instances = Instances()
         self.running: dict[int, Running] = {}
         self._stopping = asyncio.Event()
@@ -135,7 +129,7 @@ class Worker:
                 "worker %s started: concurrency %d, %d runner process(es), task types: %s",
                 self.worker_id,
                 opts.concurrency,
-                opts.processes if has_sync else 0,
+                self.pool.size if has_sync else 0,
                 self.registry.known_names(),
             )
             await self._fetch_loop()

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -81,6 +82,20 @@ def _running_on(h: Harness, worker_id: str) -> dict[int, str]:
         "SELECT id, task_type FROM tasks WHERE status = 'running' AND worker_id = %s", (worker_id,)
     )
     return {task_id: task_type for task_id, task_type in rows}
+
+
+def _two_busy_workers(
+    h: Harness, **post_options: Any
+) -> tuple[ApiProcess, list[subprocess.Popen[bytes]], list[str]]:
+    """An API and two workers with at least four of twelve 1 s sleeps (some sync) running."""
+    api = h.start_api()
+    procs = [h.start_worker(concurrency=4) for _ in range(2)]
+    ids = [h.worker_id(p) for p in procs]
+    for i in range(12):
+        kind = "BlockingSleepTask" if i % 4 == 0 else "AsyncSleepTask"
+        h.post(api, kind, {"seconds": 1.0}, **post_options)
+    h.wait(lambda: sum(len(_running_on(h, w)) for w in ids) >= 4, 10, "tasks to be running")
+    return api, procs, ids
 
 
 def _claimed_since(h: Harness, after_id: int) -> set[str]:
@@ -197,14 +212,8 @@ def test_a_backlog_flushed_from_redis_is_pushed_again(harness: Harness) -> None:
 
 def test_redis_restarted_during_a_run(harness: Harness) -> None:
     h = harness
-    api = h.start_api()
-    procs = [h.start_worker(concurrency=4) for _ in range(2)]
-    ids = [h.worker_id(p) for p in procs]
-    for i in range(12):
-        kind = "BlockingSleepTask" if i % 4 == 0 else "AsyncSleepTask"
-        # While Redis is down a running task's own Redis write fails: it retries, later.
-        h.post(api, kind, {"seconds": 1.0}, max_attempts=5)
-    h.wait(lambda: sum(len(_running_on(h, w)) for w in ids) >= 4, 10, "tasks to be running")
+    # While Redis is down a running task's own Redis write fails: it retries, later.
+    api, procs, ids = _two_busy_workers(h, max_attempts=5)
 
     h.embedded.stop_redis()
     try:
@@ -238,13 +247,7 @@ def test_redis_restarted_during_a_run(harness: Harness) -> None:
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_postgresql_down_during_a_run(harness: Harness, how: str) -> None:
     h = harness
-    api = h.start_api()
-    procs = [h.start_worker(concurrency=4) for _ in range(2)]
-    ids = [h.worker_id(p) for p in procs]
-    for i in range(12):
-        kind = "BlockingSleepTask" if i % 4 == 0 else "AsyncSleepTask"
-        h.post(api, kind, {"seconds": 1.0})
-    h.wait(lambda: sum(len(_running_on(h, w)) for w in ids) >= 4, 10, "tasks to be running")
+    api, procs, ids = _two_busy_workers(h)
 
     down_at = time.monotonic()
     if how == "stop":
