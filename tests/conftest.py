@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from taskq_core import db
+from taskq_core.processes import spawn
 
 # A developer's own TASKQ_* settings must not leak into the suite (TASKQ_TEST_* choose servers).
 for _name in [n for n in os.environ if n.startswith("TASKQ_") and not n.startswith("TASKQ_TEST_")]:
@@ -148,7 +149,8 @@ class Processes:
     def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
         log = self.logs / f"{name}-{len(self.started)}.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # taskq's own spawn: a test run that is killed takes its processes along.
+            proc = spawn(args, env=env, stdout=out, stderr=subprocess.STDOUT, new_session=False)
         self.started.append((proc, log))
         return proc
 
@@ -194,8 +196,12 @@ def api_server(
     log = tmp_path_factory.mktemp("api") / "api.log"
     env = servers.env(sites["taskq-testkit"], sites["taskq-broken"])
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            taskq("api", "--port", str(port)), env=env, stdout=out, stderr=subprocess.STDOUT
+        proc = spawn(
+            taskq("api", "--port", str(port)),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            new_session=False,
         )
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=10)
