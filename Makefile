@@ -19,8 +19,13 @@ $(VENV)/.dev: $(BIN)/python $(SOURCES)
 	$(BIN)/pip install --quiet -e '.[embedded]' $(PLUGINS)
 	@touch $@
 
-$(VENV)/.test: $(BIN)/python $(SOURCES)
+$(VENV)/.test: $(BIN)/python $(SOURCES) $(VENV)/.browser
 	$(BIN)/pip install --quiet -e '.[embedded,test]' $(PLUGINS)
+	@touch $@
+
+# The dashboard's tests drive Debian's chromium: installed with apt-get when missing (as root).
+$(VENV)/.browser: scripts/install-browser.sh | $(BIN)/python
+	scripts/install-browser.sh
 	@touch $@
 
 dev: $(VENV)/.dev

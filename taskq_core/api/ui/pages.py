@@ -1,0 +1,187 @@
+"""The dashboard's pages (GET): overview, tasks, one task, task types; each live part is also served
+alone, as a fragment the page's script fetches every two seconds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from taskq_core.api.deps import BackendsDep
+from taskq_core.api.ui import forms, session, views
+from taskq_core.api.ui.session import Session, SessionDep
+from taskq_core.broker import PRIORITIES
+from taskq_core.db.overview import OverviewQueries
+from taskq_core.records import TaskStatus
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+TEMPLATES = views.templates()
+PAGE_SIZE = 50
+LIVE_MS = 2000  # how often live parts refresh
+
+
+def render(
+    request: Request, sess: Session, template: str, status_code: int = 200, **context: Any
+) -> Response:
+    """A page (or fragment) with what every template needs: the session and its CSRF token."""
+    context.update(
+        session=sess, csrf_token=session.csrf_token(request, sess), live_ms=LIVE_MS
+    )
+    response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+    if sess.fresh:
+        session.store(request, response, sess)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/ui/login?{urlencode({'next': target})}", status_code=303)
+
+
+def overview_queries(backends: BackendsDep) -> OverviewQueries:
+    return OverviewQueries(backends.storage.engine, backends.storage.queue)
+
+
+async def _overview(request: Request, backends: BackendsDep) -> dict[str, Any]:
+    queries = overview_queries(backends)
+    settings = request.app.state.settings
+    return {
+        "depths": await backends.broker.depths(),
+        "counts": await queries.status_counts(),
+        "oldest": await queries.oldest_pending(),
+        "chart": views.chart(await queries.throughput()),
+        "workers": await backends.storage.list_workers(settings.lease_seconds),
+    }
+
+
+@router.get("")
+async def overview(request: Request, sess: SessionDep, backends: BackendsDep) -> Response:
+    if not sess.can_see:
+        return to_login(request)
+    return render(request, sess, "overview.html", **await _overview(request, backends))
+
+
+@router.get("/live/overview")
+async def overview_live(request: Request, sess: SessionDep, backends: BackendsDep) -> Response:
+    if not sess.can_see:
+        return Response(status_code=401)
+    return render(request, sess, "_overview.html", **await _overview(request, backends))
+
+
+@router.get("/tasks")
+async def task_list(
+    request: Request,
+    sess: SessionDep,
+    backends: BackendsDep,
+    status: Annotated[TaskStatus | None, Query()] = None,
+    task_type: Annotated[str | None, Query(max_length=200)] = None,
+    priority: Annotated[int | None, Query(ge=1, le=5)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    fragment: bool = False,
+) -> Response:
+    """Tasks newest first; the filters live in the URL so a view can be shared."""
+    if not sess.can_see:
+        return Response(status_code=401) if fragment else to_login(request)
+    task_type = task_type or None
+    rows = await overview_queries(backends).list_summaries(
+        status=status, task_type=task_type, priority=priority, before_id=cursor, limit=PAGE_SIZE
+    )
+    filters = {
+        k: v for k, v in {"status": status, "task_type": task_type, "priority": priority}.items()
+    }
+    shown = {k: v for k, v in filters.items() if v is not None}
+    next_url = None
+    if len(rows) == PAGE_SIZE:
+        next_url = "/ui/tasks?" + urlencode({**shown, "cursor": rows[-1]["id"]})
+    return render(
+        request,
+        sess,
+        "_task_rows.html" if fragment else "tasks.html",
+        tasks=rows,
+        filters=filters,
+        statuses=list(TaskStatus),
+        priorities=PRIORITIES,
+        task_types=backends.registry.known_names(),
+        next_url=next_url,
+        first_url="/ui/tasks?" + urlencode(shown) if cursor else None,
+        live_url=None if cursor else "/ui/tasks?" + urlencode({**shown, "fragment": "true"}),
+    )
+
+
+@router.get("/tasks/{task_id}")
+async def task_page(
+    request: Request,
+    sess: SessionDep,
+    backends: BackendsDep,
+    task_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    fragment: bool = False,
+    notice: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """One task: input, result, error with its traceback, every attempt, and what can be done."""
+    if not sess.can_see:
+        return Response(status_code=401) if fragment else to_login(request)
+    task = await backends.storage.get(task_id)
+    if task is None:
+        return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
+    return render(
+        request,
+        sess,
+        "_task.html" if fragment else "task.html",
+        task=task,
+        notice=notice,
+        finished=task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED),
+    )
+
+
+@router.get("/task-types")
+async def task_types(request: Request, sess: SessionDep, backends: BackendsDep) -> Response:
+    if not sess.can_see:
+        return to_login(request)
+    described = [t.describe() for t in backends.registry]
+    return render(
+        request,
+        sess,
+        "task_types.html",
+        types=described,
+        failures=backends.registry.failures,
+    )
+
+
+def task_type_page(
+    request: Request,
+    sess: Session,
+    backends: BackendsDep,
+    name: str,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """A task type's description, schemas and its generated form (with errors beside fields)."""
+    if name not in backends.registry:
+        return render(request, sess, "missing.html", 404, what=f"Task type {name}")
+    described = backends.registry.get(name).describe()
+    fields = forms.fields_of(described["input_schema"])
+    return render(
+        request,
+        sess,
+        "task_type.html",
+        status_code,
+        kind=described,
+        fields=fields,
+        values=values,
+        errors=errors or {},
+        form_errors=(errors or {}).get(forms.FORM_ERRORS),
+        priorities=PRIORITIES,
+    )
+
+
+@router.get("/task-types/{name}")
+async def task_type(
+    request: Request, sess: SessionDep, backends: BackendsDep, name: str
+) -> Response:
+    if not sess.can_see:
+        return to_login(request)
+    return task_type_page(request, sess, backends, name)

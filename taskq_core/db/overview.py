@@ -1,0 +1,168 @@
+"""The dashboard's queries: cheap counts, recent throughput and task summaries, whatever the table's
+size (each statement reads an index range or a bounded window, never the whole table)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taskq_core.db.models import tasks
+
+# Pending and running are counted exactly up to this, through their partial indexes; past it the
+# page says "100,000+" rather than walk a huge backlog every refresh.
+COUNT_CAP = 100_000
+# Throughput is read from the newest finished tasks by id (the primary key, backwards); a window
+# this wide covers 15 minutes below ~55 tasks/s finishing, and is marked as a floor above that.
+THROUGHPUT_WINDOW = 50_000
+THROUGHPUT_MINUTES = 15
+BUCKET_SECONDS = 30
+
+_LIVE_COUNTS = text(
+    f"""
+    SELECT
+      (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending' AND queue = :queue
+                             LIMIT {COUNT_CAP + 1}) p) AS pending,
+      (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'running'
+                             LIMIT {COUNT_CAP + 1}) r) AS running
+    """
+)
+
+# The planner's own statistics (refreshed by autovacuum's ANALYZE): the table's row estimate
+# times each status's frequency. Free to read; approximate by design.
+_ESTIMATES = text(
+    """
+    SELECT greatest(c.reltuples, 0)::bigint AS total,
+           s.most_common_vals::text::text[] AS vals,
+           s.most_common_freqs AS freqs
+    FROM pg_class c
+    LEFT JOIN pg_stats s
+      ON s.schemaname = current_schema() AND s.tablename = 'tasks' AND s.attname = 'status'
+    WHERE c.oid = to_regclass('tasks')
+    """
+)
+
+_OLDEST_PENDING = text(
+    """
+    SELECT o.id, o.created_at, extract(epoch FROM now() - o.created_at) AS age_seconds
+    FROM unnest(ARRAY[1, 2, 3, 4, 5]) AS p(priority)
+    CROSS JOIN LATERAL (
+        SELECT id, created_at FROM tasks
+        WHERE status = 'pending' AND queue = :queue AND priority = p.priority
+        ORDER BY id LIMIT 1
+    ) o
+    ORDER BY o.id LIMIT 1
+    """
+)
+
+_THROUGHPUT = text(
+    f"""
+    SELECT floor(extract(epoch FROM now() - finished_at) / {BUCKET_SECONDS})::int AS bucket,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed') AS failed
+    FROM (
+        SELECT status, finished_at FROM tasks
+        WHERE status IN ('completed', 'failed')
+        ORDER BY id DESC LIMIT {THROUGHPUT_WINDOW}
+    ) recent
+    WHERE finished_at > now() - make_interval(mins => {THROUGHPUT_MINUTES})
+    GROUP BY bucket
+    """
+)
+
+_WINDOW_FULL = text(
+    f"""
+    SELECT count(*) = {THROUGHPUT_WINDOW} FROM (
+        SELECT 1 FROM tasks WHERE status IN ('completed', 'failed')
+        ORDER BY id DESC LIMIT {THROUGHPUT_WINDOW}
+    ) w
+    """
+)
+
+LIST_COLUMNS = (
+    tasks.c.id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.priority,
+    tasks.c.attempts,
+    tasks.c.max_attempts,
+    tasks.c.created_at,
+    tasks.c.started_at,
+    tasks.c.finished_at,
+)
+
+
+class OverviewQueries:
+    """What the dashboard reads; every statement is bounded."""
+
+    def __init__(self, engine: AsyncEngine, queue: str = "default") -> None:
+        self.engine = engine
+        self.queue = queue
+
+    async def status_counts(self) -> dict[str, Any]:
+        """Exact pending and running counts (capped), and estimates for the finished statuses."""
+        async with self.engine.connect() as conn:
+            live = (await conn.execute(_LIVE_COUNTS, {"queue": self.queue})).one()
+            estimates = (await conn.execute(_ESTIMATES)).first()
+        finished: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
+        if estimates is not None and estimates.vals:
+            for value, freq in zip(estimates.vals, estimates.freqs, strict=True):
+                if value in finished:
+                    finished[value] = round(estimates.total * freq)
+        return {
+            "pending": live.pending,
+            "running": live.running,
+            "capped": COUNT_CAP,
+            "finished_estimates": finished,
+            "total_estimate": estimates.total if estimates is not None else 0,
+        }
+
+    async def oldest_pending(self) -> dict[str, Any] | None:
+        """The oldest pending task (id, created_at, age_seconds), through the pending index."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_OLDEST_PENDING, {"queue": self.queue})).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def throughput(self) -> dict[str, Any]:
+        """Completed and failed tasks per 30 s over the last 15 minutes, oldest bucket first."""
+        buckets = THROUGHPUT_MINUTES * 60 // BUCKET_SECONDS
+        completed = [0] * buckets
+        failed = [0] * buckets
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_THROUGHPUT)).all()
+            floor = bool((await conn.execute(_WINDOW_FULL)).scalar()) if rows else False
+        for row in rows:
+            if 0 <= row.bucket < buckets:
+                index = buckets - 1 - row.bucket
+                completed[index] = row.completed
+                failed[index] = row.failed
+        return {
+            "bucket_seconds": BUCKET_SECONDS,
+            "completed": completed,
+            "failed": failed,
+            "at_least": floor,  # the window was full: older finishes were not looked at
+        }
+
+    async def list_summaries(
+        self,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        priority: int | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Task summaries newest first, filtered; page with `before_id` (the last id shown)."""
+        query = select(*LIST_COLUMNS).order_by(tasks.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        if task_type is not None:
+            query = query.where(tasks.c.task_type == task_type)
+        if priority is not None:
+            query = query.where(tasks.c.priority == priority)
+        if before_id is not None:
+            query = query.where(tasks.c.id < before_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+

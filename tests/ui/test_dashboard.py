@@ -1,0 +1,179 @@
+"""The dashboard in a real headless chromium against the real API, PostgreSQL, Redis and workers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from tests.conftest import Api, Servers, Workers, wait_finished
+from tests.ui.conftest import README_IMAGE
+
+FINISHED = 30_000  # ms: generous, for a loaded machine
+
+
+def shoot(page: Page, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_a_task_submitted_from_the_form_reaches_completed(
+    api: Api, workers: Workers, page: Page, screenshots: Path
+) -> None:
+    workers.start()
+    page.goto(f"{api.url}/ui/task-types/FibonacciTask")
+    expect(page.get_by_role("heading", name="FibonacciTask")).to_be_visible()
+    page.fill("#f-n", "10")
+    page.select_option("#f-priority", "4")
+    shoot(page, screenshots, "task-type-form")
+    page.get_by_role("button", name="Submit task").click()
+
+    expect(page).to_have_url(re.compile(r"/ui/tasks/\d+$"))
+    # The page refreshes itself: nobody reloads it.
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=FINISHED)
+    expect(page.locator("#task-result")).to_contain_text('"result": 55')
+    expect(page.locator("table.list tbody tr")).to_have_count(1)  # one attempt
+    shoot(page, screenshots, "task-completed")
+    task_id = int(page.url.rsplit("/", 1)[1])
+    assert api.client.get(f"/tasks/{task_id}").json()["priority"] == 4
+
+
+def test_an_invalid_input_shows_its_error_beside_the_field(
+    api: Api, clean: Servers, page: Page, screenshots: Path
+) -> None:
+    page.goto(f"{api.url}/ui/task-types/FibonacciTask")
+    page.fill("#f-n", "-3")
+    page.get_by_role("button", name="Submit task").click()
+    error = page.locator('[data-error-for="n"]')
+    expect(error).to_contain_text("greater than or equal to 0")
+    expect(page.locator("#f-n")).to_have_value("-3")  # what was typed stays
+    shoot(page, screenshots, "invalid-input")
+
+    page.fill("#f-n", "ten")
+    page.get_by_role("button", name="Submit task").click()
+    expect(error).to_contain_text("valid integer")
+    assert clean.sql("SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_a_delayed_task_is_cancelled_from_its_page(
+    api: Api, clean: Servers, page: Page, screenshots: Path
+) -> None:
+    created = api.client.post(
+        "/tasks/",
+        json={"task_type": "FibonacciTask", "input_data": {"n": 5}, "delay_seconds": 3600},
+    ).json()
+    page.goto(f"{api.url}/ui/tasks/{created['id']}")
+    expect(page.locator("#task-status")).to_have_text("pending")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".notice")).to_have_text("Cancelled.")
+    expect(page.locator("#task-status")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    shoot(page, screenshots, "task-cancelled")
+    assert clean.sql("SELECT status FROM tasks WHERE id = %s", [created["id"]]) == [("cancelled",)]
+
+
+def test_a_cancelled_task_is_retried_and_runs(
+    api: Api, workers: Workers, page: Page, screenshots: Path
+) -> None:
+    created = api.client.post(
+        "/tasks/",
+        json={"task_type": "FibonacciTask", "input_data": {"n": 12}, "delay_seconds": 3600},
+    ).json()
+    assert api.client.post(f"/tasks/{created['id']}/cancel").status_code == 200
+    workers.start()
+    page.goto(f"{api.url}/ui/tasks/{created['id']}")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".notice")).to_contain_text("Pending again")
+    expect(page.locator("#task-status")).to_have_text("completed", timeout=FINISHED)
+    expect(page.locator("#task-result")).to_contain_text('"result": 144')
+
+
+def test_the_task_list_filters_through_the_url(
+    api: Api, workers: Workers, page: Page, screenshots: Path
+) -> None:
+    workers.start()
+    batch = [{"task_type": "FibonacciTask", "input_data": {"n": n}, "priority": 4} for n in range(3)]
+    batch.append({"task_type": "FailTask", "input_data": {}, "max_attempts": 1})
+    assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
+    wait_finished(workers.servers, 4)
+
+    page.goto(f"{api.url}/ui/tasks?status=failed")
+    rows = page.locator("table.tasks tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("FailTask")
+
+    page.goto(f"{api.url}/ui/tasks")
+    page.select_option("select[name=task_type]", "FibonacciTask")
+    page.select_option("select[name=priority]", "4")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"task_type=FibonacciTask.*priority=4"))
+    expect(rows).to_have_count(3)
+    ids = [int(rows.nth(i).locator("td").first.inner_text()) for i in range(3)]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    shoot(page, screenshots, "tasks")
+
+    page.goto(f"{api.url}/ui/tasks?status=failed")
+    rows.first.get_by_role("link").click()
+    expect(page.locator(".card.error")).to_contain_text("ValueError: boom")
+    expect(page.locator(".card.error pre")).to_contain_text("Traceback")
+
+
+def test_the_overview_shows_queues_counts_throughput_and_workers(
+    api: Api, workers: Workers, page: Page, screenshots: Path
+) -> None:
+    # Work that finished (for the chart), a worker online, and work queued behind a delay.
+    workers.start()
+    batch = [{"task_type": "FibonacciTask", "input_data": {"n": n % 90}} for n in range(300)]
+    batch += [{"task_type": "FailTask", "input_data": {}, "max_attempts": 1} for _ in range(20)]
+    assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
+    wait_finished(workers.servers, len(batch))
+    workers.servers.sql("ANALYZE tasks")  # the finished counts are the planner's estimates
+    with workers.servers.redis() as client:  # ids waiting at priority 5, as the overview reads
+        client.lpush("taskq:{default}:5", *range(900_001, 900_008))
+    blocked = api.client.post(
+        "/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": 1}, "delay_seconds": 60}
+    ).json()
+
+    page.goto(f"{api.url}/ui")
+    expect(page.locator('[data-priority="5"]')).to_have_text("7")
+    expect(page.locator('[data-count="pending"]')).to_have_text("1")
+    expect(page.locator("#overview")).to_contain_text("≈ 300")
+    expect(page.locator("#overview")).to_contain_text("Workers online (1)")
+    expect(page.locator("[data-oldest-age]")).to_have_text(re.compile(r"^\d+s$"))
+    expect(page.locator(f'a[href="/ui/tasks/{blocked["id"]}"]')).to_be_visible()
+    # Live: the overview refreshes itself.
+    page.wait_for_function("document.getElementById('overview').dataset.refreshedAt")
+    shoot(page, screenshots, "overview")
+    README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(screenshots / "overview.png", README_IMAGE)
+
+
+def test_every_post_needs_the_sessions_csrf_token(api: Api, clean: Servers) -> None:
+    created = api.client.post(
+        "/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": 5}, "delay_seconds": 60}
+    ).json()
+    with httpx.Client(base_url=api.url) as browser:
+        assert browser.get(f"/ui/tasks/{created['id']}").status_code == 200  # gets a session
+        cookie = browser.cookies["taskq_session"]
+        response = browser.post(f"/ui/tasks/{created['id']}/cancel", data={"csrf_token": "x"})
+        assert response.status_code == 403
+        forged = browser.post(f"/ui/tasks/{created['id']}/cancel")
+        assert forged.status_code == 403
+        assert browser.cookies["taskq_session"] == cookie
+    assert clean.sql("SELECT status FROM tasks") == [("pending",)]
+
+
+def test_the_session_cookie_is_httponly_strict_and_signed(api: Api, clean: Servers) -> None:
+    response = httpx.get(f"{api.url}/ui")
+    header = response.headers["set-cookie"]
+    assert "HttpOnly" in header
+    assert "SameSite=strict" in header or "SameSite=Strict" in header
+    assert "Path=/ui" in header
+    value = response.cookies["taskq_session"]
+    payload, signature = value.rsplit(".", 1)
+    tampered = httpx.get(f"{api.url}/ui", cookies={"taskq_session": f"{payload}.{'0' * 64}"})
+    assert "set-cookie" in tampered.headers  # refused, and a new session issued in its place
