@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.conftest import Api, Servers, Workers, wait_finished
+from tests.conftest import Api, Servers, Workers, wait_finished, wait_for
 from tests.ui.conftest import README_IMAGE
 
 FINISHED = 30_000  # ms: generous, for a loaded machine
@@ -132,19 +132,28 @@ def test_the_overview_shows_queues_counts_throughput_and_workers(
     assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
     wait_finished(workers.servers, len(batch))
     workers.servers.sql("ANALYZE tasks")  # the finished counts are the planner's estimates
-    with workers.servers.redis() as client:  # ids waiting at priority 5, as the overview reads
-        client.lpush("taskq:{default}:5", *range(900_001, 900_008))
-    blocked = api.client.post(
+    # Then a worker online that serves another queue, so what is submitted now stays queued.
+    workers.processes.stop_all()
+    workers.start(TASKQ_QUEUE="elsewhere")
+    wait_for(
+        lambda: workers.servers.sql("SELECT 1 FROM workers WHERE queue = 'elsewhere'"),
+        what="the second worker to register",
+    )
+    queued = [{"task_type": "FibonacciTask", "input_data": {"n": 7}, "priority": 5}] * 7
+    queued += [{"task_type": "FibonacciTask", "input_data": {"n": 7}, "priority": 2}] * 3
+    first = api.client.post("/tasks/batch", json={"tasks": queued}).json()["tasks"][0]
+    api.client.post(
         "/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": 1}, "delay_seconds": 60}
-    ).json()
+    )
 
     page.goto(f"{api.url}/ui")
     expect(page.locator('[data-priority="5"]')).to_have_text("7")
-    expect(page.locator('[data-count="pending"]')).to_have_text("1")
+    expect(page.locator('[data-priority="2"]')).to_have_text("3")
+    expect(page.locator('[data-count="pending"]')).to_have_text("11")
     expect(page.locator("#overview")).to_contain_text("≈ 300")
     expect(page.locator("#overview")).to_contain_text("Workers online (1)")
     expect(page.locator("[data-oldest-age]")).to_have_text(re.compile(r"^\d+s$"))
-    expect(page.locator(f'a[href="/ui/tasks/{blocked["id"]}"]')).to_be_visible()
+    expect(page.locator(f'a[href="/ui/tasks/{first["id"]}"]')).to_be_visible()
     # Live: the overview refreshes itself.
     page.wait_for_function("document.getElementById('overview').dataset.refreshedAt")
     shoot(page, screenshots, "overview")

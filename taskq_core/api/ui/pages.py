@@ -76,22 +76,28 @@ async def task_list(
     request: Request,
     sess: SessionDep,
     backends: BackendsDep,
-    status: Annotated[TaskStatus | None, Query()] = None,
-    task_type: Annotated[str | None, Query(max_length=200)] = None,
-    priority: Annotated[int | None, Query(ge=1, le=5)] = None,
+    status: Annotated[str, Query(max_length=20)] = "",
+    task_type: Annotated[str, Query(max_length=200)] = "",
+    priority: Annotated[str, Query(max_length=1)] = "",
     cursor: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     fragment: bool = False,
 ) -> Response:
-    """Tasks newest first; the filters live in the URL so a view can be shared."""
+    """Tasks newest first; the filters live in the URL so a view can be shared (an empty
+    filter, as the form sends for "any", filters nothing)."""
     if not sess.can_see:
         return Response(status_code=401) if fragment else to_login(request)
-    task_type = task_type or None
-    rows = await overview_queries(backends).list_summaries(
-        status=status, task_type=task_type, priority=priority, before_id=cursor, limit=PAGE_SIZE
-    )
+    if status and status not in set(TaskStatus):
+        return render(request, sess, "refused.html", 422, why=f"Unknown status {status!r}.")
+    if priority and priority not in {str(p) for p in PRIORITIES}:
+        return render(request, sess, "refused.html", 422, why="Priority is 1 to 5.")
     filters = {
-        k: v for k, v in {"status": status, "task_type": task_type, "priority": priority}.items()
+        "status": status or None,
+        "task_type": task_type or None,
+        "priority": int(priority) if priority else None,
     }
+    rows = await overview_queries(backends).list_summaries(
+        **filters, before_id=cursor, limit=PAGE_SIZE
+    )
     shown = {k: v for k, v in filters.items() if v is not None}
     next_url = None
     if len(rows) == PAGE_SIZE:
@@ -104,7 +110,7 @@ async def task_list(
         filters=filters,
         statuses=list(TaskStatus),
         priorities=PRIORITIES,
-        task_types=backends.registry.known_names(),
+        task_types=[t.name for t in backends.registry],
         next_url=next_url,
         first_url="/ui/tasks?" + urlencode(shown) if cursor else None,
         live_url=None if cursor else "/ui/tasks?" + urlencode({**shown, "fragment": "true"}),
