@@ -165,4 +165,3 @@ class OverviewQueries:
             query = query.where(tasks.c.id < before_id)
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(query)]
-

@@ -96,7 +96,9 @@ def test_the_task_list_filters_through_the_url(
     api: Api, workers: Workers, page: Page, screenshots: Path
 ) -> None:
     workers.start()
-    batch = [{"task_type": "FibonacciTask", "input_data": {"n": n}, "priority": 4} for n in range(3)]
+    batch = [
+        {"task_type": "FibonacciTask", "input_data": {"n": n}, "priority": 4} for n in range(3)
+    ]
     batch.append({"task_type": "FailTask", "input_data": {}, "max_attempts": 1})
     assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
     wait_finished(workers.servers, 4)
@@ -183,6 +185,6 @@ def test_the_session_cookie_is_httponly_strict_and_signed(api: Api, clean: Serve
     assert "SameSite=strict" in header or "SameSite=Strict" in header
     assert "Path=/ui" in header
     value = response.cookies["taskq_session"]
-    payload, signature = value.rsplit(".", 1)
+    payload = value.rsplit(".", 1)[0]
     tampered = httpx.get(f"{api.url}/ui", cookies={"taskq_session": f"{payload}.{'0' * 64}"})
     assert "set-cookie" in tampered.headers  # refused, and a new session issued in its place

@@ -3,6 +3,7 @@ carries the session's CSRF token; acting on tasks needs an admin key, submitting
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode
 
@@ -165,8 +166,7 @@ async def retry(
         return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
     except TaskStateError as exc:
         return redirect(request, sess, _back(task_id, f"Not retried: {exc}"))
-    try:
+    # Committed as pending and marked dispatched: if Redis is away, the sweeper pushes it.
+    with contextlib.suppress(RedisError):
         await backends.broker.push(task_id, task["priority"])
-    except RedisError:
-        pass  # committed as pending and marked dispatched: the sweeper pushes it shortly
     return redirect(request, sess, _back(task_id, "Pending again: it will run shortly."))

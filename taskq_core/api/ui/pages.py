@@ -26,9 +26,7 @@ def render(
     request: Request, sess: Session, template: str, status_code: int = 200, **context: Any
 ) -> Response:
     """A page (or fragment) with what every template needs: the session and its CSRF token."""
-    context.update(
-        session=sess, csrf_token=session.csrf_token(request, sess), live_ms=LIVE_MS
-    )
+    context.update(session=sess, csrf_token=session.csrf_token(request, sess), live_ms=LIVE_MS)
     response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
     if sess.fresh:
         session.store(request, response, sess)
@@ -90,7 +88,7 @@ async def task_list(
         return render(request, sess, "refused.html", 422, why=f"Unknown status {status!r}.")
     if priority and priority not in {str(p) for p in PRIORITIES}:
         return render(request, sess, "refused.html", 422, why="Priority is 1 to 5.")
-    filters = {
+    filters: dict[str, Any] = {
         "status": status or None,
         "task_type": task_type or None,
         "priority": int(priority) if priority else None,
