@@ -62,17 +62,14 @@ async def login(request: Request, sess: SessionDep) -> Response:
     target = _safe_next(form.get("next"))
     if sess.open_api:
         return redirect(request, sess, target)
-    scopes = await keys.scopes_of(request, form.get("key", "").strip())
-    error = None
-    if scopes is None:
-        error = "That key is not valid."
-    elif not scopes & {keys.READ, keys.ADMIN}:
-        error = "That key cannot read tasks (it needs the read or admin scope)."
-    if error is not None:
-        return render(request, sess, "login.html", 401, next=target, error=error)
-    assert scopes is not None
+    holder = await keys.check(request, form.get("key", "").strip())
+    if holder is None or holder.open:
+        return render(request, sess, "login.html", 401, next=target, error="That key is not valid.")
+    if not holder.scopes & {keys.READ, keys.ADMIN}:
+        error = "That key cannot read tasks: the dashboard needs a read or admin key."
+        return render(request, sess, "login.html", 403, next=target, error=error)
     # A new session id on login, so a token or cookie planted before it is worthless.
-    fresh = session.new_session(scopes, form.get("name") or None, open_api=False)
+    fresh = session.new_session(holder.scopes, holder.owner, open_api=False)
     return redirect(request, fresh, target)
 
 

@@ -1,11 +1,11 @@
-"""The dashboard's one door to API keys: whether keys are required, and a key's scopes.
-
-Everything the dashboard knows about keys goes through `required` and `scopes_of`, so the API's
-key store (`taskq_core/api/auth.py`, issue #9) plugs in here and nowhere else."""
+"""The dashboard's one door to API keys: `check` gives a key's owner and scopes, through the
+API's own key ring (`taskq_core/api/auth.py`: `app.state.keyring`), so the dashboard and the
+REST API accept the same keys with the same scopes, open mode included."""
 
 from __future__ import annotations
 
-import hmac
+from dataclasses import dataclass
+from typing import Protocol
 
 from fastapi import Request
 
@@ -13,22 +13,44 @@ READ = "read"
 SUBMIT = "submit"
 ADMIN = "admin"
 ALL_SCOPES = frozenset({READ, SUBMIT, ADMIN})
+OPEN_OWNER = "open"  # the owner the key ring names while no key exists (open mode)
 
 
-def _configured_keys(request: Request) -> list[str]:
-    # TASKQ_API_KEYS: comma-separated keys, each with every scope (the SPEC's contract).
-    raw: str | None = getattr(request.app.state.settings, "api_keys", None)
-    return [key.strip() for key in (raw or "").split(",") if key.strip()]
+class _Principal(Protocol):
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def scopes(self) -> frozenset[str]: ...
 
 
-async def required(request: Request) -> bool:
-    """Whether the API runs behind keys (else the dashboard has no login)."""
-    return bool(_configured_keys(request))
+class _KeyRing(Protocol):
+    async def authenticate(self, token: str | None) -> _Principal | None: ...
 
 
-async def scopes_of(request: Request, key: str) -> frozenset[str] | None:
-    """The scopes of `key`, or None when it is not a valid key."""
-    for known in _configured_keys(request):
-        if hmac.compare_digest(known.encode(), key.encode()):
-            return ALL_SCOPES
-    return None
+@dataclass(frozen=True)
+class Holder:
+    """Who a key belongs to, and what it may do."""
+
+    owner: str
+    scopes: frozenset[str]
+
+    @property
+    def open(self) -> bool:
+        return self.owner == OPEN_OWNER
+
+
+OPEN = Holder(OPEN_OWNER, ALL_SCOPES)
+
+
+async def check(request: Request, key: str | None) -> Holder | None:
+    """The holder of `key` (OPEN while the API runs without keys), or None for no valid key.
+
+    Without a key ring on the app (an API built before auth existed) the API is open."""
+    ring: _KeyRing | None = getattr(request.app.state, "keyring", None)
+    if ring is None:
+        return OPEN
+    principal = await ring.authenticate(key or None)
+    if principal is None:
+        return None
+    return Holder(principal.owner, frozenset(str(s) for s in principal.scopes))

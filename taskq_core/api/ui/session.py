@@ -37,7 +37,7 @@ class Session:
 
     sid: str
     scopes: frozenset[str]
-    name: str | None
+    owner: str | None  # whose key logged in (the key ring's owner name), never the key
     expires: int
     open_api: bool = False  # no keys configured: nobody logs in
     fresh: bool = field(default=False, compare=False)  # not yet in the browser's cookie
@@ -59,17 +59,22 @@ class Session:
 
     def encode(self, secret: bytes) -> str:
         body = json.dumps(
-            {"sid": self.sid, "scopes": sorted(self.scopes), "name": self.name, "exp": self.expires}
+            {
+                "sid": self.sid,
+                "scopes": sorted(self.scopes),
+                "owner": self.owner,
+                "exp": self.expires,
+            }
         ).encode()
         payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
         return f"{payload}.{_sign(secret, payload.encode())}"
 
 
-def new_session(scopes: frozenset[str], name: str | None, open_api: bool) -> Session:
+def new_session(scopes: frozenset[str], owner: str | None, open_api: bool) -> Session:
     return Session(
         sid=secrets.token_urlsafe(18),
         scopes=scopes,
-        name=name,
+        owner=owner,
         expires=int(time.time()) + LIFETIME_SECONDS,
         open_api=open_api,
         fresh=True,
@@ -88,7 +93,7 @@ def decode(secret: bytes, cookie: str | None) -> Session | None:
         session = Session(
             sid=str(data["sid"]),
             scopes=frozenset(str(s) for s in data["scopes"]),
-            name=data["name"],
+            owner=data["owner"],
             expires=int(data["exp"]),
         )
     except (ValueError, KeyError, TypeError):
@@ -98,17 +103,16 @@ def decode(secret: bytes, cookie: str | None) -> Session | None:
 
 async def current_session(request: Request) -> Session:
     """This browser's session; a new one (all scopes when the API runs open) if it has none."""
-    secret = _secret(request)
-    open_api = not await keys.required(request)
-    session = decode(secret, request.cookies.get(COOKIE))
-    if open_api:
-        if session is None or not session.can_act:
-            session = new_session(keys.ALL_SCOPES, None, open_api=True)
+    session = decode(_secret(request), request.cookies.get(COOKIE))
+    anyone = await keys.check(request, None)  # the key ring answers OPEN while no key exists
+    if anyone is not None and anyone.open:
+        if session is None or session.owner != keys.OPEN_OWNER:
+            session = new_session(keys.ALL_SCOPES, keys.OPEN_OWNER, open_api=True)
         session.open_api = True
         return session
-    if session is None:
-        session = new_session(frozenset(), None, open_api=False)
-    return session
+    if session is not None and session.owner == keys.OPEN_OWNER:
+        session = None  # issued while the API was open: keys exist now, so log in
+    return session or new_session(frozenset(), None, open_api=False)
 
 
 SessionDep = Annotated[Session, Depends(current_session)]
