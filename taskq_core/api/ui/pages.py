@@ -3,6 +3,7 @@ alone, as a fragment the page's script fetches every two seconds."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 TEMPLATES = views.templates()
 PAGE_SIZE = 50
 LIVE_MS = 2000  # how often live parts refresh
+THROUGHPUT_TTL = 5.0  # seconds a throughput reading serves every viewer of this process
 
 
 def render(
@@ -43,6 +45,17 @@ def overview_queries(backends: BackendsDep) -> OverviewQueries:
     return OverviewQueries(backends.storage.engine, backends.storage.queue)
 
 
+async def _throughput(request: Request, queries: OverviewQueries) -> dict[str, Any]:
+    # The chart's buckets are 30 s wide: reading them on every 2 s refresh would show nothing
+    # new, so one API process reads them at most every THROUGHPUT_TTL seconds, for every viewer.
+    cached: tuple[float, dict[str, Any]] | None = getattr(request.app.state, "ui_throughput", None)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > THROUGHPUT_TTL:
+        cached = (now, await queries.throughput())
+        request.app.state.ui_throughput = cached
+    return cached[1]
+
+
 async def _overview(request: Request, backends: BackendsDep) -> dict[str, Any]:
     queries = overview_queries(backends)
     settings = request.app.state.settings
@@ -50,7 +63,7 @@ async def _overview(request: Request, backends: BackendsDep) -> dict[str, Any]:
         "depths": await backends.broker.depths(),
         "counts": await queries.status_counts(),
         "oldest": await queries.oldest_pending(),
-        "chart": views.chart(await queries.throughput()),
+        "chart": views.chart(await _throughput(request, queries)),
         "workers": await backends.storage.list_workers(settings.lease_seconds),
     }
 
