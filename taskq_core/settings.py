@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # the sweeper hands it to another worker. Heartbeats come every third of it.
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # Signs the dashboard's session cookies; unset, each API process draws its own at start (a
+    # restart logs everyone out; several API processes behind one address need it set).
+    session_secret: SecretStr | None = None
 
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
+from pydantic import SecretStr
 
 from taskq_core.api.ui import keys
 
@@ -23,8 +24,8 @@ _PROCESS_SECRET = secrets.token_bytes(32)
 
 
 def _secret(request: Request) -> bytes:
-    configured: str | None = getattr(request.app.state.settings, "session_secret", None)
-    return configured.encode() if configured else _PROCESS_SECRET
+    configured: SecretStr | None = request.app.state.settings.session_secret
+    return configured.get_secret_value().encode() if configured else _PROCESS_SECRET
 
 
 def _sign(secret: bytes, payload: bytes) -> str:
