@@ -55,7 +55,7 @@ async def pin(url: httpx.URL, allowed: tuple[IPNetwork, ...]) -> IPAddress:
         if reason is not None:
             shown = host if literal is not None else f"{host} (resolves to {address})"
             raise WebhookRefusedError(
-                f"refused to send to {shown}: a {reason} address "
+                f"refused to send to {shown}: {reason} address "
                 "(an operator can allow it with TASKQ_WEBHOOK_ALLOWED_NETWORKS)"
             )
     return addresses[0]

@@ -13,7 +13,7 @@ from taskq_core import Retry, Task, TaskContext
 from taskq_webhook.delivery import Answer, exchange, make_client, origin, pin
 from taskq_webhook.errors import WebhookRefusedError, WebhookRejectedError
 from taskq_webhook.retries import backoff, retry_after
-from taskq_webhook.schema import WebhookInput, WebhookOutput, check_url, encode_body
+from taskq_webhook.schema import WebhookInput, WebhookOutput, encode_body, parse_url
 from taskq_webhook.settings import WebhookSettings, load_settings
 from taskq_webhook.signing import TASK_ID_HEADER, signed_headers
 
@@ -157,10 +157,9 @@ class WebhookTask(Task):
 
 
 def _redirect_target(current: httpx.URL, location: str) -> httpx.URL:
-    """The URL a Location points to, held to the input's rules (checked again before sending)."""
+    """The URL a Location points to, held to the input's rules; `pin` checks its address."""
     try:
-        target = current.join(location)
-        check_url(str(target))
+        target = parse_url(str(current.join(location)))
     except (httpx.InvalidURL, ValueError) as exc:
         raise WebhookRefusedError(f"refused redirect from {origin(current)}: {exc}") from None
     if current.scheme == "https" and target.scheme != "https":
