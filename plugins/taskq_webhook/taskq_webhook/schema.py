@@ -101,10 +101,16 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
 
 
 def encode_body(body: JsonValue) -> bytes:
-    """The exact bytes sent and signed: compact JSON in UTF-8; nothing for a null body."""
+    """The exact bytes sent and signed: compact JSON in UTF-8, keys sorted; nothing for null.
+
+    Sorted because PostgreSQL's jsonb, where the input waits, does not keep the caller's key
+    order: sorting makes the bytes the same on every attempt and on every worker.
+    """
     if body is None:
         return b""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(
+        body, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+    ).encode()
 
 
 Url = Annotated[str, AfterValidator(check_url)]
@@ -124,7 +130,8 @@ class WebhookInput(BaseModel):
     )
     body: JsonValue = Field(
         default=None,
-        description="Any JSON value, sent as compact UTF-8 JSON; null sends an empty body.",
+        description="Any JSON value, sent as compact UTF-8 JSON with sorted keys; null sends an "
+        "empty body.",
     )
 
     _headers_ok = field_validator("headers")(_check_headers)
