@@ -10,7 +10,7 @@ import time
 import httpx
 
 from taskq_core import Retry, Task, TaskContext
-from taskq_webhook.delivery import Answer, exchange, make_client, origin, pin
+from taskq_webhook.delivery import Answer, exchange, make_client, origin, pin, tls_context
 from taskq_webhook.errors import WebhookRefusedError, WebhookRejectedError
 from taskq_webhook.retries import backoff, retry_after
 from taskq_webhook.schema import WebhookInput, WebhookOutput, encode_body, parse_url
@@ -52,6 +52,7 @@ class WebhookTask(Task):
     def __init__(self, settings: WebhookSettings | None = None) -> None:
         # The host instantiates with no arguments: settings come from TASKQ_WEBHOOK_* and `.env`.
         self.settings = settings if settings is not None else load_settings()
+        self.tls = tls_context()
 
     async def run(self, data: WebhookInput, ctx: TaskContext) -> WebhookOutput:
         """Deliver the request; raise Retry for what may pass, a WebhookError for what won't."""
@@ -86,7 +87,7 @@ class WebhookTask(Task):
             base_headers["Content-Type"] = "application/json"
         first_origin, redirects = origin(url), list[str]()
         started = time.perf_counter()
-        async with make_client(self.settings) as client:
+        async with make_client(self.settings, self.tls) as client:
             while True:
                 address = await pin(url, self.settings.allowed_networks)
                 headers = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from importlib.metadata import entry_points
@@ -101,6 +102,26 @@ def test_a_host_name_is_sent_as_host_while_the_checked_address_is_used(
     out = send({"url": receiver.url(host="localhost")})
     assert out.status_code == 200
     assert receiver.received[0].headers["Host"] == f"localhost:{receiver.port}"
+
+
+def test_the_name_is_resolved_once_per_request(
+    receiver: Receiver, send: Send, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding needs a second lookup (check one answer, connect to another): count the
+    # real resolver's calls for the name; the connection itself must use the checked address.
+    looked_up: list[object] = []
+    real = socket.getaddrinfo
+
+    def counting(host: object, *args: Any, **kwargs: Any) -> Any:
+        looked_up.append(host)
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    receiver.replies["/hook"] = Reply(status=307, headers={"Location": "/next"})
+    send({"url": receiver.url(host="localhost")})
+    assert [r.path for r in receiver.received] == ["/hook", "/next"]
+    # Once per request (the redirect's included), and never again by the HTTP library.
+    assert looked_up == ["localhost", "localhost"]
 
 
 def test_https_checks_the_certificate_against_the_host_name_not_the_address(
