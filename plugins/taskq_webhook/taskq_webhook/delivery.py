@@ -50,6 +50,8 @@ async def pin(url: httpx.URL, allowed: tuple[IPNetwork, ...]) -> IPAddress:
             host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
         addresses = list(dict.fromkeys(_address(str(info[4][0])) for info in infos))
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "no address")
     for address in addresses:
         reason = refusal(address, allowed)
         if reason is not None:

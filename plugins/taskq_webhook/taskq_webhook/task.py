@@ -143,7 +143,8 @@ class WebhookTask(Task):
                 answer.headers.get("retry-after"), self.settings.max_retry_after_seconds
             )
             delay = self._backoff(ctx) if asked is None else asked
-            raise Retry(delay, f"{where} answered {code} {answer.reason}; retrying in {delay:g}s")
+            then = f"; retrying in {delay:.3g}s" if ctx.attempt < ctx.max_attempts else ""
+            raise Retry(delay, f"{where} answered {code} {answer.reason}{then}")
         if 300 <= code < 400:
             raise WebhookRejectedError(
                 f"{where} answered {code} {answer.reason} (redirect to "

@@ -200,6 +200,21 @@ def test_a_closed_port_is_a_retried_connection_error(receiver: Receiver, send: S
     receiver.port = port
 
 
+def test_a_name_that_does_not_resolve_is_retried(send: Send) -> None:
+    # .invalid never resolves (RFC 2606); DNS may be down only for a while, hence a retry.
+    with pytest.raises(Retry, match=r"could not resolve hook\.invalid"):
+        send({"url": "https://hook.invalid/in"})
+
+
+def test_the_last_attempt_does_not_promise_a_retry(receiver: Receiver, send: Send) -> None:
+    receiver.replies["/hook"] = Reply(status=500)
+    with pytest.raises(Retry) as caught:
+        send({"url": receiver.url(host="localhost")}, attempt=5)  # of 5
+    assert (
+        str(caught.value) == f"http://localhost:{receiver.port} answered 500 Internal Server Error"
+    )
+
+
 def test_an_endless_response_is_cut_at_the_cap(receiver: Receiver, send: Send) -> None:
     receiver.replies["/hook"] = Reply(headers={"Content-Type": "text/plain"}, endless=True)
     out = send({"url": receiver.url(host="localhost")}, max_response_bytes=1000)
