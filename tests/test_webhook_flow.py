@@ -115,6 +115,9 @@ def test_a_webhook_is_delivered_signed_and_retried_after_a_503(
         expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
         assert headers["X-Taskq-Signature"] == f"v1={expected}"
     assert SECRET not in str(task)
+    log = workers.processes.output()
+    assert f"POST http://localhost:{hook.port} -> 503" in log
+    assert SECRET not in log
 
 
 def test_a_name_resolving_to_loopback_fails_at_once_without_a_request(
