@@ -1,0 +1,298 @@
+"""Command-line entry points: parse arguments, build settings, delegate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from taskq_core.errors import TaskqError
+from taskq_core.settings import Settings
+
+if TYPE_CHECKING:
+    from taskq_core.worker.loop import Worker
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("taskq")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    # Their INFO lines narrate every request; ours say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from taskq_core import devstate
+    from taskq_core.api import create_app
+
+    # Fail here, with the message, not inside uvicorn's start-up.
+    database_url, redis_url = devstate.resolve_urls(settings)
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": args.access_log,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Several processes share the port; each builds its app from the environment.
+    os.environ.update(TASKQ_DATABASE_URL=database_url, TASKQ_REDIS_URL=redis_url)
+    uvicorn.run("taskq_core.api:app", workers=args.workers, **options)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core import devstate
+    from taskq_core.processes import child_env
+    from taskq_core.worker.pool import RunnerPool
+
+    database_url, redis_url = devstate.resolve_urls(settings)
+    pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
+
+    async def start() -> Worker:
+        # The runners' fork server loads the plugins in its own process while this one imports
+        # the worker and loads them too: the two start-ups overlap instead of following each other.
+        await pool.prepare()
+        from taskq_core.plugins import load_registry
+        from taskq_core.worker.loop import Worker, WorkerOptions
+
+        try:
+            registry = load_registry()
+        except BaseException:
+            await pool.close()
+            raise
+        return Worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            registry=registry,
+            options=WorkerOptions(
+                concurrency=args.concurrency,
+                lease_seconds=settings.lease_seconds,
+                sweep_interval=settings.sweep_interval_seconds,
+                grace_seconds=args.grace_seconds,
+                queue=settings.queue,
+            ),
+            pool=pool,
+        )
+
+    async def main() -> None:
+        worker = await start()
+        loop = asyncio.get_running_loop()
+        stops = 0
+
+        def on_signal() -> None:
+            nonlocal stops
+            stops += 1
+            if stops > 1:
+                # A second signal: stop at once; the leases bring back what was running.
+                log.warning("second signal: exiting now")
+                os._exit(1)
+            worker.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core import devstate
+    from taskq_core.db import engines
+
+    database_url, _ = devstate.resolve_urls(settings)
+    engines.upgrade(database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
+    from taskq_core import devstate
+    from taskq_core.db import engines
+    from taskq_core.db.storage import Storage
+
+    database_url, _ = devstate.resolve_urls(settings)
+
+    async def main() -> Any:
+        engine = engines.async_engine(database_url, pool_size=1)
+        try:
+            return await action(Storage(engine, settings.queue))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.cli.render import task_table
+
+    rows = _with_storage(settings, lambda storage: storage.recent(args.count))
+    task_table(rows)
+    return 0
+
+
+def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
+    deleted = _with_storage(settings, lambda storage: storage.delete_oldest(args.count))
+    print(f"deleted {deleted} task(s)")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.cli.render import plugin_table
+    from taskq_core.plugins import load_registry
+
+    registry = load_registry()
+    plugin_table(registry)
+    return 1 if registry.failures and args.strict else 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.cli.demo import run_demo
+
+    return run_demo(settings, tasks=args.tasks, workers=args.workers)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.cli.dev import run_dev
+
+    return run_dev(settings, host=args.host, port=args.port, workers=args.workers)
+
+
+# ---- parsers --------------------------------------------------------------------------------
+
+
+def _add_worker_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=10,
+        help="tasks in flight at once; async ones share the event loop (default 10)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive,
+        default=os.cpu_count() or 1,
+        help="runner processes for sync task types, each running one task at a time "
+        f"(default: one per core, {os.cpu_count() or 1} here)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM or Ctrl-C, how long running tasks may take to finish before they are "
+        "handed back to the queue (default 20); a second signal stops at once",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq", description="taskq: a plugin-based distributed task queue."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    api = commands.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    api.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="API processes sharing the port (default 1; the API is stateless)",
+    )
+    api.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=False, help="log requests"
+    )
+    api.set_defaults(func=cmd_api)
+
+    worker = commands.add_parser("worker", help="run a worker (the same as taskq-worker)")
+    _add_worker_options(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    database = commands.add_parser("db", help="database schema")
+    db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    tasks = commands.add_parser("tasks", help="look at or delete tasks")
+    task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
+    show = task_commands.add_parser("show", help="print the last N tasks")
+    show.add_argument("count", type=_positive, metavar="N")
+    show.set_defaults(func=cmd_tasks_show)
+    clear = task_commands.add_parser("clear", help="delete the first (oldest) N tasks")
+    clear.add_argument("count", type=_positive, metavar="N")
+    clear.set_defaults(func=cmd_tasks_clear)
+
+    plugins = commands.add_parser(
+        "plugins", help="list plugins, their task types, and plugins that failed to load"
+    )
+    plugins.add_argument(
+        "--strict", action="store_true", help="exit 1 when a plugin failed to load"
+    )
+    plugins.set_defaults(func=cmd_plugins)
+
+    demo = commands.add_parser(
+        "demo", help="create random tasks, spawn workers and watch them drain"
+    )
+    demo.add_argument("--tasks", type=_positive, default=500, help="how many (default 500)")
+    demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
+    demo.set_defaults(func=cmd_demo)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run everything on this machine: PostgreSQL and Redis (embedded unless configured), "
+        "migrations, the API and workers, until Ctrl-C",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    dev.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    settings = Settings()
+    _setup_logging(settings)
+    try:
+        code: int = args.func(args, settings)
+    except TaskqError as exc:
+        print(f"taskq: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(build_parser(), argv)
+
+
+def worker_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="taskq-worker",
+        description="Run a taskq worker: pop task ids by priority, claim, run, record.",
+    )
+    _add_worker_options(parser)
+    parser.set_defaults(func=cmd_worker)
+    return _run(parser, argv)

@@ -1,0 +1,279 @@
+"""Task rows as clients see them: create (idempotently), read, list, cancel, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Interval,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taskq_core.db.models import task_attempts, tasks
+from taskq_core.errors import IdempotencyConflictError, TaskNotFoundError, TaskStateError
+from taskq_core.records import NewTask, TaskStatus
+
+SUMMARY_COLUMNS = (
+    tasks.c.id,
+    tasks.c.task_type,
+    tasks.c.status,
+    tasks.c.priority,
+    tasks.c.created_at,
+)
+DETAIL_COLUMNS = (
+    *SUMMARY_COLUMNS,
+    tasks.c.input_data,
+    tasks.c.result,
+    tasks.c.error,
+    tasks.c.attempts,
+    tasks.c.max_attempts,
+    tasks.c.timeout_seconds,
+    tasks.c.run_at,
+    tasks.c.started_at,
+    tasks.c.finished_at,
+    tasks.c.worker_id,
+    tasks.c.cancel_requested_at,
+)
+HISTORY_COLUMNS = (
+    task_attempts.c.attempt,
+    task_attempts.c.outcome,
+    task_attempts.c.worker_id,
+    task_attempts.c.started_at,
+    task_attempts.c.finished_at,
+    task_attempts.c.error,
+)
+
+# Start time: an explicit run_at, else now plus the delay (zero for most tasks). Computed by the
+# database, so one clock decides both when a task is due and when it is found due.
+_START = func.coalesce(
+    bindparam("run_at", type_=DateTime(timezone=True)),
+    func.now() + bindparam("delay", type_=Interval),
+)
+_VALUES = dict(
+    queue=bindparam("queue"),
+    task_type=bindparam("task_type"),
+    input_data=bindparam("input_data"),
+    priority=bindparam("priority"),
+    max_attempts=bindparam("max_attempts"),
+    timeout_seconds=bindparam("timeout_seconds"),
+    idempotency_key=bindparam("idempotency_key"),
+    idempotency_hash=bindparam("idempotency_hash"),
+    run_at=_START,
+    # Due now: the caller pushes the id at once. Later: the sweeper pushes it when due.
+    enqueued_at=case((func.now() >= _START, func.now()), else_=None),
+)
+_INSERT = insert(tasks).values(**_VALUES)
+_INSERT_UNLESS_KEY_EXISTS = (
+    pg_insert(tasks).values(**_VALUES).on_conflict_do_nothing(index_elements=["idempotency_key"])
+)
+_RETURNING = (*SUMMARY_COLUMNS, tasks.c.enqueued_at)
+
+
+def insert_params(task: NewTask, queue: str) -> dict[str, Any]:
+    """The parameters of INSERT_TASKS for one new task."""
+    return {
+        "queue": queue,
+        "task_type": task.task_type,
+        "input_data": task.input_data,
+        "priority": task.priority,
+        "max_attempts": task.max_attempts,
+        "timeout_seconds": task.timeout_seconds,
+        "idempotency_key": task.idempotency_key,
+        "idempotency_hash": task.idempotency_hash,
+        "run_at": task.run_at,
+        "delay": timedelta(seconds=task.delay_seconds),
+    }
+
+
+# Public for the outbox (enqueue inside a caller's own transaction): the same statement.
+INSERT_TASKS = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
+
+# Many tasks in one statement whose text does not depend on how many: the rows travel as
+# parallel arrays, so the statement is parsed and planned once per connection, not per size.
+# Identity ids follow the insertion order, which follows the arrays' order.
+_INSERT_MANY = text(
+    """
+    INSERT INTO tasks (queue, task_type, input_data, priority, max_attempts, timeout_seconds,
+                       run_at, enqueued_at)
+    SELECT :queue, n.task_type, n.input_data, n.priority, n.max_attempts, n.timeout_seconds,
+           n.start, CASE WHEN n.start <= now() THEN now() END
+    FROM (
+        SELECT u.*, coalesce(u.run_at, now() + make_interval(secs => u.delay)) AS start
+        FROM unnest(
+            CAST(:task_types AS text[]), CAST(:inputs AS jsonb[]), CAST(:priorities AS int[]),
+            CAST(:max_attempts AS int[]), CAST(:timeouts AS float8[]),
+            CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[])
+        ) WITH ORDINALITY
+            AS u(task_type, input_data, priority, max_attempts, timeout_seconds, run_at, delay,
+                 position)
+    ) AS n
+    ORDER BY n.position
+    RETURNING id, task_type, status, priority, created_at, enqueued_at
+    """
+)
+
+
+class TaskQueries:
+    engine: AsyncEngine
+    autocommit: AsyncEngine  # the same pool; each statement commits on its own
+    queue: str
+
+    def _params(self, task: NewTask) -> dict[str, Any]:
+        return insert_params(task, self.queue)
+
+    async def create(self, new: Sequence[NewTask]) -> list[dict[str, Any]]:
+        """Insert tasks as `pending` in one statement; their summaries in order, with
+        `enqueued_at` set for those due now (the caller pushes exactly those)."""
+        params = {
+            "queue": self.queue,
+            "task_types": [t.task_type for t in new],
+            "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
+            "priorities": [t.priority for t in new],
+            "max_attempts": [t.max_attempts for t in new],
+            "timeouts": [t.timeout_seconds for t in new],
+            "run_ats": [t.run_at for t in new],
+            "delays": [t.delay_seconds for t in new],
+        }
+        # One statement is its own transaction: autocommit spares the BEGIN and COMMIT trips.
+        async with self.autocommit.connect() as conn:
+            rows = [dict(row._mapping) for row in await conn.execute(_INSERT_MANY, params)]
+        rows.sort(key=lambda row: row["id"])
+        return rows
+
+    async def create_idempotent(self, task: NewTask) -> tuple[dict[str, Any], bool]:
+        """Insert unless a task with the same idempotency key exists; (summary, created).
+
+        Raises IdempotencyConflictError when the key was used for another request body.
+        """
+        params = self._params(task)
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(_INSERT_UNLESS_KEY_EXISTS.returning(*_RETURNING), params)
+            ).first()
+            if row is not None:
+                return dict(row._mapping), True
+            existing = (
+                await conn.execute(
+                    select(*_RETURNING, tasks.c.idempotency_hash).where(
+                        tasks.c.idempotency_key == task.idempotency_key
+                    )
+                )
+            ).first()
+        if existing is None:  # deleted between the two statements: rare, and safe to retry
+            return await self.create_idempotent(task)
+        if existing.idempotency_hash != task.idempotency_hash:
+            raise IdempotencyConflictError(
+                f"Idempotency-Key {task.idempotency_key!r} was already used for another request "
+                f"(task {existing.id})"
+            )
+        summary = dict(existing._mapping)
+        summary.pop("idempotency_hash")
+        return summary, False
+
+    async def discard_pending(self, ids: Sequence[int]) -> None:
+        """Delete tasks that were never dispatched (the broker push failed after the insert)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(tasks).where(tasks.c.id.in_(ids), tasks.c.status == TaskStatus.PENDING)
+            )
+
+    async def get(self, task_id: int) -> dict[str, Any] | None:
+        """A task with its attempt history, or None."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(*DETAIL_COLUMNS).where(tasks.c.id == task_id))).first()
+            if row is None:
+                return None
+            history = await conn.execute(
+                select(*HISTORY_COLUMNS)
+                .where(task_attempts.c.task_id == task_id)
+                .order_by(task_attempts.c.id)
+            )
+            task = dict(row._mapping)
+            task["history"] = [dict(h._mapping) for h in history]
+        return task
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        priority: int | None = None,
+        before_id: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Tasks newest first, filtered; page with `before_id` (the previous page's last id)."""
+        query = select(*DETAIL_COLUMNS).order_by(tasks.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        if task_type is not None:
+            query = query.where(tasks.c.task_type == task_type)
+        if priority is not None:
+            query = query.where(tasks.c.priority == priority)
+        if before_id is not None:
+            query = query.where(tasks.c.id < before_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(query)]
+
+    async def cancel(self, task_id: int) -> dict[str, Any]:
+        """Cancel a pending task at once, or flag a running one for its worker to stop.
+
+        Raises TaskNotFoundError, or TaskStateError when the task has already finished.
+        """
+        pending = tasks.c.status == TaskStatus.PENDING
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING]),
+            )
+            .values(
+                status=case((pending, TaskStatus.CANCELLED), else_=tasks.c.status),
+                finished_at=case((pending, func.now()), else_=tasks.c.finished_at),
+                cancel_requested_at=func.coalesce(tasks.c.cancel_requested_at, func.now()),
+            )
+            .returning(tasks.c.id)
+        )
+        async with self.engine.begin() as conn:
+            changed = (await conn.execute(statement)).first()
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        if changed is None:
+            raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
+        return task
+
+    async def recent(self, count: int) -> list[dict[str, Any]]:
+        """The last `count` tasks, newest first."""
+        return await self.list_tasks(limit=count)
+
+    async def delete_oldest(self, count: int) -> int:
+        """Delete the first `count` tasks by id; returns how many went."""
+        oldest = select(tasks.c.id).order_by(tasks.c.id).limit(count).scalar_subquery()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(delete(tasks).where(tasks.c.id.in_(oldest)))
+            return result.rowcount
+
+    async def count_by_status(self, since_id: int = 0) -> dict[str, int]:
+        """How many tasks with id above `since_id` are in each status."""
+        query = (
+            select(tasks.c.status, func.count())
+            .where(tasks.c.id > since_id)
+            .group_by(tasks.c.status)
+        )
+        async with self.engine.connect() as conn:
+            counts: dict[str, int] = {status.value: 0 for status in TaskStatus}
+            counts.update({row[0]: row[1] for row in await conn.execute(query)})
+        return counts

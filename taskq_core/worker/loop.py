@@ -1,0 +1,368 @@
+"""The worker: pops ids by priority, claims them with a lease, runs them, records each attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Literal
+
+from redis.exceptions import RedisError
+
+from taskq_core import broker as broker_module
+from taskq_core.broker import Broker
+from taskq_core.db import urls
+from taskq_core.plugins import Registry
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
+from taskq_core.worker import outcomes
+from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.worker.pool import RunnerPool
+from taskq_core.worker.recorder import LINGER, Recorder
+from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
+from taskq_core.worker.sweeper import Sweeper
+
+log = logging.getLogger("taskq.worker")
+
+POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop loop
+# While the queue is deep, the worker lets free slots gather for up to LINGER seconds (the
+# recorder's, for outcomes) or until a quarter of them are free before it pops again, so each pop
+# and claim serves several tasks instead of one per finished task. An idle worker never waits.
+REFILL_FRACTION = 4
+BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
+OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+
+StopReason = Literal["cancelled", "shutdown", "lost"]
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Running:
+    """A task this worker holds, and why it is being stopped, if it is."""
+
+    task: ClaimedTask
+    job: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 10  # tasks in flight at once in this process
+    lease_seconds: float = 30.0
+    sweep_interval: float = 5.0
+    grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
+    queue: str = "default"
+
+
+class Worker:
+    """One worker process. Async task types run in its event loop; sync ones in runner processes
+    (so a timeout or a cancellation can stop even CPU-bound code, by killing the runner)."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        redis_url: str,
+        registry: Registry,
+        options: WorkerOptions | None = None,
+        worker_id: str | None = None,
+        pool: RunnerPool,
+    ) -> None:
+        """`pool`: the runners for sync task types, not started yet (perhaps being prepared);
+        the worker starts it if a sync type is installed, and closes it."""
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.registry = registry
+        self.options = options or WorkerOptions()
+        self.worker_id = worker_id or new_worker_id()
+        self.pool = pool
+        self.instances = Instances()
+        self.running: dict[int, Running] = {}
+        self._stopping = asyncio.Event()
+        self.failed = False  # a background loop died; the process should exit non-zero
+        self._slot_freed = asyncio.Event()
+        # Tasks executing now. The slot frees as soon as a task ends, before its outcome is
+        # written, so the next claim overlaps the group commit; `running` keeps the task (and
+        # its lease renewed) until the outcome is durable.
+        self.executing = 0
+
+    def stop(self) -> None:
+        """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
+        self._stopping.set()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        opts = self.options
+        redis = broker_module.connect(self.redis_url)
+        popper = broker_module.connect(self.redis_url, blocking=True)
+        conninfo = urls.conninfo(self.database_url)
+        self.claims = Claims(conninfo)
+        self.sweeps = Sweeps(conninfo, opts.queue)
+        self.broker = Broker(redis, opts.queue)
+        self.popper = Broker(popper, opts.queue)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
+        has_sync = any(not t.is_async for t in self.registry)
+        background: list[asyncio.Task[None]] = []
+        try:
+            if has_sync:
+                await self.pool.start()
+            sweeper = Sweeper(
+                self.sweeps, self.broker, self.worker_id, interval=opts.sweep_interval
+            )
+            background = [
+                asyncio.create_task(self.recorder.run(), name="recorder"),
+                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+                asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
+                asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
+            ]
+            for task in background:
+                task.add_done_callback(self._background_ended)
+            log.info(
+                "worker %s started: concurrency %d, %d runner process(es), task types: %s",
+                self.worker_id,
+                opts.concurrency,
+                self.pool.size if has_sync else 0,
+                self.registry.known_names(),
+            )
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.sweeps.worker_stopped(self.worker_id)
+            await self.pool.close()
+            await self.claims.close()
+            await popper.aclose()
+            await redis.aclose()
+            await self.sweeps.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that must run for the worker's whole life ended: stop rather than limp on."""
+        if task.cancelled() or (task.exception() is None and self._stopping.is_set()):
+            return
+        exc = task.exception()
+        log.critical(
+            "worker %s: %s loop died (%r); stopping",
+            self.worker_id,
+            task.get_name(),
+            exc,
+            exc_info=exc,
+        )
+        self.failed = True
+        self.stop()
+
+    async def _drain(self) -> None:
+        """Let running tasks finish within the grace period, then hand back the rest."""
+        jobs = [r.job for r in self.running.values() if r.job is not None]
+        if not jobs:
+            return
+        log.info(
+            "worker %s stopping: %d task(s) running, %.0fs to finish",
+            self.worker_id,
+            len(jobs),
+            self.options.grace_seconds,
+        )
+        _, late = await asyncio.wait(jobs, timeout=self.options.grace_seconds)
+        for running in list(self.running.values()):
+            if running.job in late:
+                self._interrupt(running, "shutdown")
+        if late:
+            await asyncio.wait(late)
+
+    # ---- fetching ----------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backoff = BACKOFF_START
+        limit = self.options.concurrency
+        refill = max(1, limit // REFILL_FRACTION)
+        deep = False  # the last pop got all it asked for: more are waiting
+        lingering_since: float | None = None
+        while not self._stopping.is_set():
+            self._slot_freed.clear()
+            # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
+            # group commit: if PostgreSQL falls behind, the worker claims less.
+            free = min(limit - self.executing, 2 * limit - len(self.running))
+            wait = POP_TIMEOUT if free <= 0 else 0.0
+            if deep and 0 < free < refill:
+                now = time.monotonic()
+                lingering_since = lingering_since or now
+                wait = lingering_since + LINGER - now
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), wait)
+                continue
+            lingering_since = None
+            try:
+                # As many ids as there are free slots: one when idle, many when the queue is deep.
+                ids = await self.popper.pop_many(free, POP_TIMEOUT)
+                deep = len(ids) == free
+                # Between the pop and the claim the ids exist only here: a crash now loses the
+                # push, and the sweeper's lost-dispatch repair pushes them again.
+                claimed = await self._claim(ids) if ids else []
+            except OUTAGE_ERRORS as exc:
+                log.warning("broker or database unavailable (%s); retrying in %.1fs", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            for task in claimed:
+                self.executing += 1
+                running = self.running[task.id] = Running(task)
+                running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
+
+    async def _claim(self, ids: list[int]) -> list[ClaimedTask]:
+        """Claim `ids` in one statement; the result keeps their pop order (priority, then FIFO)."""
+        claimed = await self.claims.claim(ids, self.worker_id, self.options.lease_seconds)
+        if len(claimed) < len(ids):
+            log.debug(
+                "%d of %d popped ids were not pending or not due", len(ids) - len(claimed), len(ids)
+            )
+        order = {task_id: position for position, task_id in enumerate(ids)}
+        return sorted(claimed, key=lambda task: order[task.id])
+
+    # ---- running -----------------------------------------------------------------------------
+
+    async def _execute(self, running: Running) -> None:
+        task = running.task
+        try:
+            outcome = await self._run(task)
+            finish = outcomes.decide(outcome, task, self._task_class(task.task_type))
+        except asyncio.CancelledError:
+            reason = running.stop_reason
+            if reason == "lost":
+                log.warning("task %d was taken over after its lease expired; stopped", task.id)
+                self.running.pop(task.id, None)
+                return  # the finally below frees the slot
+            finish = (
+                outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
+            )
+        finally:
+            self.executing -= 1
+            self._slot_freed.set()
+        try:
+            await self._record(running, finish)
+        finally:
+            self.running.pop(task.id, None)
+            self._slot_freed.set()
+
+    async def _run(self, task: ClaimedTask) -> Outcome:
+        task_type = self.registry.types.get(task.task_type)
+        if task_type is None:
+            return Outcome(
+                error={**unknown_type_error(self.registry, task.task_type), "permanent": True}
+            )
+        job = Job(
+            task_id=task.id,
+            task_type=task.task_type,
+            input_data=task.input_data,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+            priority=task.priority,
+            worker_id=self.worker_id,
+        )
+        if not task_type.is_async:
+            return await self.pool.run(job, task.timeout_seconds)
+        if task.timeout_seconds is None:
+            return await self.instances.run_async(task_type, job)
+        try:
+            async with asyncio.timeout(task.timeout_seconds):
+                return await self.instances.run_async(task_type, job)
+        except TimeoutError:
+            return Outcome(error=timeout_error(task.timeout_seconds))
+
+    def _task_class(self, name: str) -> type | None:
+        task_type = self.registry.types.get(name)
+        return task_type.cls if task_type is not None else None
+
+    async def _record(self, running: Running, finish: Finish) -> None:
+        task = running.task
+        recorded = await self.recorder.record(task, finish)
+        handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
+        if recorded and handed_back:
+            with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
+                await self.broker.push(task.id, task.priority)
+        elapsed_ms = (time.perf_counter() - running.started) * 1000
+        detail = ""
+        if finish.error is not None:
+            detail = f": {finish.error['type']}: {finish.error['message']}"
+        if finish.status == TaskStatus.PENDING and not handed_back:
+            detail += f" (retry in {finish.retry_in:.1f}s)"
+        if not recorded:
+            detail += " (not recorded: the task was no longer this worker's)"
+        log.info(
+            "task %d %s %s in %.1f ms (attempt %d/%d)%s",
+            task.id,
+            task.task_type,
+            finish.outcome,
+            elapsed_ms,
+            task.attempt,
+            task.max_attempts,
+            detail,
+        )
+
+    def _interrupt(self, running: Running, reason: StopReason) -> None:
+        if running.job is not None and not running.job.done() and running.stop_reason is None:
+            running.stop_reason = reason
+            running.job.cancel()
+
+    # ---- background loops ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep the worker listed and its leases fresh; stop tasks cancelled or taken over."""
+        interval = self.options.lease_seconds / 3
+        hostname, pid = socket.gethostname(), os.getpid()
+        while True:
+            held = list(self.running)
+            try:
+                await self.sweeps.beat(
+                    self.worker_id, hostname, pid, self.options.concurrency, held
+                )
+                leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
+            except OUTAGE_ERRORS as exc:
+                log.warning("heartbeat failed (%s); leases may lapse", exc)
+            else:
+                for task_id in held:
+                    running = self.running.get(task_id)
+                    if running is None:
+                        continue
+                    if task_id not in leases:
+                        self._interrupt(running, "lost")
+                    elif leases[task_id]:
+                        self._interrupt(running, "cancelled")
+            await asyncio.sleep(interval)
+
+    async def _cancel_listener(self) -> None:
+        """Cancellation requests arrive here at once; the heartbeat is the slower fallback."""
+        backoff = BACKOFF_START
+        while True:
+            try:
+                async for task_id in self.broker.cancel_requests():
+                    backoff = BACKOFF_START
+                    running = self.running.get(task_id)
+                    if running is not None:
+                        self._interrupt(running, "cancelled")
+            except OUTAGE_ERRORS as exc:
+                log.debug("cancel listener lost Redis (%s)", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
+def timeout_error(seconds: float | None) -> dict[str, str]:
+    return {
+        "type": outcomes.TIMEOUT_ERROR,
+        "message": f"task exceeded its timeout of {seconds:g}s and was stopped",
+        "traceback": "",
+    }

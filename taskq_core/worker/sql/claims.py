@@ -1,0 +1,125 @@
+"""The worker's side of a task row: claim it, keep the lease, record how the attempt ended."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
+from taskq_core.worker.sql.connection import Connection
+
+# The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
+# popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id
+# from starting a task whose retry is not due yet.
+# The claim commits without waiting for its WAL flush (synchronous_commit off, for this
+# transaction only, set inside the statement so it needs no extra round trip and works through
+# PgBouncer): a claim lost in a database crash only leaves the task pending and unqueued, which the
+# sweeper repairs; the worker's outcome write is then fenced out and the task runs again.
+_CLAIM: LiteralString = """
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+    UPDATE tasks SET
+        status = 'running',
+        attempts = attempts + 1,
+        started_at = now(),
+        worker_id = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
+        AND EXISTS (SELECT FROM relaxed)
+    RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
+"""
+
+# Fenced: only the holder of the current attempt may write its outcome, and the attempt record is
+# written in the same statement, so there is never an outcome without its history row. Many
+# outcomes share one statement (group commit): the rows arrive as parallel arrays.
+_FINISH: LiteralString = """
+    WITH outcome AS (
+        SELECT * FROM unnest(
+            %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
+            %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
+            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[]
+        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now)
+    ), done AS (
+        UPDATE tasks t SET
+            status = o.status,
+            result = o.result,
+            error = o.error,
+            attempts = t.attempts - o.uncount,
+            finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
+            run_at = CASE WHEN o.status = 'pending'
+                     THEN now() + make_interval(secs => o.retry_in) ELSE t.run_at END,
+            enqueued_at = CASE WHEN o.push_now THEN now() END,
+            lease_expires_at = NULL,
+            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END
+        FROM outcome o
+        WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
+            AND t.attempts = o.attempt
+        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error
+    )
+    INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
+    SELECT id, attempt, %(worker)s, started_at, outcome, error FROM done
+    RETURNING task_id
+"""
+
+_RENEW: LiteralString = """
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
+    RETURNING id, cancel_requested_at IS NOT NULL
+"""
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+class Claims:
+    """A worker's claims, lease renewals and outcome writes. Claims and outcomes have a connection
+    each, so a group commit never waits behind a claim nor a claim behind a group commit."""
+
+    def __init__(self, conninfo: str) -> None:
+        self._claims = Connection(conninfo)
+        self._outcomes = Connection(conninfo)
+
+    async def close(self) -> None:
+        await self._claims.close()
+        await self._outcomes.close()
+
+    async def claim(
+        self, ids: Sequence[int], worker_id: str, lease_seconds: float
+    ) -> list[ClaimedTask]:
+        """Take whichever of `ids` are pending and due; the others are gone or someone else's."""
+        rows = await self._claims.fetch(
+            _CLAIM, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
+        )
+        return [ClaimedTask(*row) for row in rows]
+
+    async def finish(self, worker_id: str, items: Sequence[tuple[ClaimedTask, Finish]]) -> set[int]:
+        """Record how attempts ended, all in one statement; returns the ids recorded (the others
+        were no longer this worker's)."""
+        if not items:
+            return set()
+        params = {
+            "worker": worker_id,
+            "ids": [task.id for task, _ in items],
+            "attempts": [task.attempt for task, _ in items],
+            "statuses": [finish.status.value for _, finish in items],
+            "outcomes": [finish.outcome.value for _, finish in items],
+            "results": [_json(finish.result) for _, finish in items],
+            "errors": [_json(finish.error) for _, finish in items],
+            # A hand-back is the worker's doing, not the task's: it does not use up an attempt.
+            "uncounts": [int(f.outcome == AttemptOutcome.HANDED_BACK) for _, f in items],
+            "retry_ins": [finish.retry_in for _, finish in items],
+            "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
+        }
+        return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
+
+    async def renew(
+        self, ids: Sequence[int], worker_id: str, lease_seconds: float
+    ) -> dict[int, bool]:
+        """Extend the leases on `ids`; {id: cancel requested} for those still held."""
+        if not ids:
+            return {}
+        rows = await self._claims.fetch(
+            _RENEW, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
+        )
+        return {task_id: cancel for task_id, cancel in rows}

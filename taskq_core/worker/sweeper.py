@@ -1,0 +1,116 @@
+"""The sweeper: repairs every gap between PostgreSQL and Redis; one worker runs it at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from taskq_core.broker import PRIORITIES, Broker
+from taskq_core.records import TaskStatus
+from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
+
+log = logging.getLogger("taskq.sweeper")
+
+DUE_POLL = 0.25  # seconds between looks for due delayed or retrying tasks (leader only)
+BATCH = 1000  # rows per repair statement
+REPAIR_LIMIT = 10_000  # ids re-pushed per priority per sweep, so a repair never floods Redis
+WORKER_RETENTION = 24 * 3600.0  # seconds a silent worker stays listed in the table
+OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+
+
+class Sweeper:
+    """Runs inside every worker; only the holder of the queue's sweeper lease does the work."""
+
+    def __init__(self, sweeps: Sweeps, broker: Broker, holder: str, *, interval: float) -> None:
+        self.sweeps = sweeps
+        self.broker = broker
+        self.holder = holder
+        self.interval = interval
+        self.leader = False
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        last_lead = last_repair = float("-inf")
+        while not stopping.is_set():
+            now = time.monotonic()
+            try:
+                if now - last_lead >= self.interval:
+                    was_leader = self.leader
+                    # Three intervals of validity: a leader that dies is replaced within that.
+                    self.leader = await self.sweeps.lead(self.holder, 3 * self.interval)
+                    last_lead = now
+                    if self.leader != was_leader:
+                        log.info("sweeper %s", "active here" if self.leader else "inactive here")
+                if self.leader:
+                    await self.dispatch_due()
+                    if now - last_repair >= self.interval:
+                        await self.repair()
+                        last_repair = now
+            except OUTAGE_ERRORS as exc:
+                # Leadership is only ever decided by the lease row: an outage does not end it,
+                # the next renewal (or its failure to renew) does.
+                log.warning("sweep failed (%s); will retry", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), min(DUE_POLL, self.interval))
+
+    async def dispatch_due(self) -> int:
+        """Push delayed and retrying tasks whose time has come."""
+        total = 0
+        while True:
+            due = await self.sweeps.dispatch_due(BATCH)
+            await self.broker.push_many((d.id, d.priority) for d in due)
+            total += len(due)
+            if len(due) < BATCH:
+                return total
+
+    async def repair(self) -> None:
+        await self.recover_expired()
+        await self.redispatch_lost()
+        await self.sweeps.prune_workers(WORKER_RETENTION)
+
+    async def recover_expired(self) -> int:
+        """Tasks whose worker stopped renewing its lease: back to pending (pushed), or failed."""
+        total = 0
+        while True:
+            moved = await self.sweeps.recover_expired(BATCH)
+            await self.broker.push_many(
+                (m["id"], m["priority"]) for m in moved if m["status"] == TaskStatus.PENDING
+            )
+            for m in moved:
+                log.warning("task %d lost its worker; now %s", m["id"], m["status"])
+            total += len(moved)
+            if len(moved) < BATCH:
+                return total
+
+    async def redispatch_lost(self) -> int:
+        """Push again pending tasks that are in no Redis list (the API died between commit and
+        push, Redis was flushed or restarted empty, a worker died between pop and claim).
+
+        A healthy queue costs one count query and five LLENs: only a priority whose list is
+        shorter than its pending count is read whole and compared. Ids pushed in the last grace
+        period are left alone (their push may still be on its way); a duplicate push is harmless,
+        since the claim is conditional, so erring on that side is safe.
+        """
+        grace = max(2.0, self.interval)
+        cutoff = await self.sweeps.clock(minus_seconds=grace)
+        expected = await self.sweeps.dispatched_counts(cutoff)
+        depths = await self.broker.depths()
+        total = 0
+        for priority in PRIORITIES:
+            if depths.get(priority, 0) >= expected.get(priority, 0):
+                continue
+            queued = await self.broker.queued_ids(priority)
+            ids = await self.sweeps.dispatched_ids(priority, cutoff, REPAIR_LIMIT)
+            missing = [i for i in ids if i not in queued]
+            if missing:
+                await self.broker.push_oldest_first(missing, priority)
+                log.warning(
+                    "re-pushed %d task id(s) missing from Redis at priority %d",
+                    len(missing),
+                    priority,
+                )
+                total += len(missing)
+        return total

@@ -1,0 +1,184 @@
+"""The runner fork server: `python -m taskq_core.worker.zygote PARENT_PID CONTROL_FD`.
+
+A fresh interpreter imports taskq_core and loads the plugins once, then forks a runner whenever
+its pool asks: a new runner costs a fork, not an interpreter start, its imports and the plugins.
+The pool is never forked itself: it has an event loop, sockets and maybe threads.
+
+It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON object per message.
+It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
+the pool carries two file descriptors (SCM_RIGHTS): the read end of a runner's job pipe and the
+write end of its reply pipe. It answers each, in order, with `{"forked": PID}` (or
+`{"forked": null, "error": "..."}`), and reports each runner it reaps with
+`{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at EOF.
+
+It dies with the pool's process, and its runners die with it (parent-death signals), so nothing
+outlives a worker killed even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+from types import FrameType
+from typing import Any, NoReturn
+
+from taskq_core.plugins import Registry, load_registry
+from taskq_core.processes import set_parent_death_signal
+from taskq_core.settings import Settings
+from taskq_core.worker.execution import describe_error
+from taskq_core.worker.runner import serve
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
+MAX_ERROR_TEXT = 4000  # characters of a plugin's error message and traceback sent: one message
+
+
+def main(argv: list[str]) -> int:
+    """Load the plugins, say ready, then fork a runner for each request until EOF."""
+    # A worker killed even by SIGKILL takes us along; if it died before this line, go now.
+    set_parent_death_signal(signal.SIGKILL)
+    parent, control_fd = int(argv[0]), int(argv[1])
+    if os.getppid() != parent:
+        return 1
+    with socket.socket(fileno=control_fd) as control:
+        return _serve(control)
+
+
+def _serve(control: socket.socket) -> int:
+    # The pool started us with stdin /dev/null and stdout our stderr, and runners inherit that:
+    # a task's print() cannot corrupt a reply nor its input() swallow the next job.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # a task's prints interleave with its logs
+    try:
+        logging.basicConfig(level=Settings().log_level.upper(), format=LOG_FORMAT)
+        # The worker loaded the same plugins and already logged any that failed.
+        logging.getLogger("taskq_core.plugins").setLevel(logging.CRITICAL)
+        registry = load_registry()
+    except BaseException as exc:  # a plugin calling sys.exit() at import is a failure to report too
+        error = describe_error(exc)
+        error["message"] = error["message"][:MAX_ERROR_TEXT]
+        error["traceback"] = error["traceback"][-MAX_ERROR_TEXT:]
+        _send(control, {"ready": False, "error": error})
+        return 1
+    # What the plugins built lives as long as we do: runners' collections need not walk it, and
+    # need not write to its pages, which then stay shared.
+    gc.freeze()
+    # SIGCHLD only wakes the loop below (through the wake-up pipe), which reaps and reports.
+    wake_in, wake_out = os.pipe()
+    os.set_blocking(wake_out, False)
+    signal.set_wakeup_fd(wake_out)
+    signal.signal(signal.SIGCHLD, _wake)
+    _send(control, {"ready": True})
+    try:
+        while True:
+            readable, _, _ = select.select([control.fileno(), wake_in], [], [])
+            if wake_in in readable:
+                os.read(wake_in, 4096)
+                _reap(control)
+            if control.fileno() in readable:
+                message, fds, _, _ = socket.recv_fds(control, 64, 2, socket.MSG_CMSG_CLOEXEC)
+                if not message:
+                    return 0
+                _fork(control, registry, fds, (wake_in, wake_out))
+    except (BrokenPipeError, ConnectionResetError):  # the pool is gone
+        return 0
+
+
+def _wake(signum: int, frame: FrameType | None) -> None:
+    """SIGCHLD's handler: there only so that the signal reaches the wake-up pipe."""
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+def _reap(control: socket.socket) -> None:
+    """Report every runner that exited."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _send(control, {"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def _fork(
+    control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
+) -> None:
+    """Fork a runner serving the pipes in `fds`; they are the runner's alone afterwards."""
+    try:
+        if len(fds) != 2:
+            _send(control, {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"})
+            return
+        # Else what sits in their buffers would be written once more by every runner.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        zygote = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(control, {"forked": None, "error": str(exc)})
+            return
+        if pid == 0:
+            _runner(zygote, control, registry, fds, wake)
+        _send(control, {"forked": pid})
+    finally:
+        # The runner's copies must be the only ones: its death is EOF on the pool's reply pipe.
+        for fd in fds:
+            os.close(fd)
+
+
+def _runner(
+    zygote: int, control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
+) -> NoReturn:
+    """In the forked child: become a runner, serve its jobs, exit; never return to the loop."""
+    code = 1
+    try:
+        # Its own session: a terminal's Ctrl-C reaches only the worker, which decides when
+        # runners stop, and killing the runner's process group on a timeout also stops any
+        # subprocess the task started.
+        os.setsid()
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != zygote:  # the fork server died before the request took effect
+            os._exit(1)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a task's subprocess.run() must reap
+        control.close()
+        for fd in wake:
+            os.close(fd)
+        jobs, replies = fds
+        serve(registry, jobs, replies)
+        code = 0
+    except SystemExit as exc:  # a task called sys.exit(): exit as the interpreter would
+        code = _exit_code(exc)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # os._exit: unwinding would run the fork server's code; so flush what the task printed.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,144 @@
+"""The commands users type: help, tasks show/clear, db upgrade, demo, the unconfigured case."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+
+from taskq_core.db.engines import MIGRATIONS_DIR
+from tests.conftest import Servers, free_port, taskq, wait_for
+
+COMMANDS = [
+    ["api"],
+    ["worker"],
+    ["db"],
+    ["db", "upgrade"],
+    ["tasks"],
+    ["tasks", "show"],
+    ["tasks", "clear"],
+    ["plugins"],
+    ["demo"],
+    ["dev"],
+]
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(taskq(*command, "--help"), dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: taskq " + " ".join(command))
+
+
+def test_taskq_worker_script_has_help() -> None:
+    script = Path(sys.executable).parent / "taskq-worker"
+    result = run([str(script), "--help"], dict(os.environ))
+    assert result.returncode == 0
+    assert "--concurrency" in result.stdout
+
+
+def test_nothing_configured_and_no_dev_running_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    env["TASKQ_DATA_DIR"] = str(tmp_path)  # where a running `taskq dev` would have left its state
+    for command in (["tasks", "show", "5"], ["db", "upgrade"], ["worker"], ["api"]):
+        result = run(taskq(*command), env)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "TASKQ_DATABASE_URL" in result.stderr
+        assert "taskq dev" in result.stderr
+
+
+def test_half_configured_names_the_missing_variable(servers: Servers) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    env["TASKQ_DATABASE_URL"] = servers.database_url
+    result = run(taskq("tasks", "show", "1"), env)
+    assert result.returncode == 2
+    assert "TASKQ_REDIS_URL is not set" in result.stderr
+
+
+def test_tasks_show_and_clear(clean: Servers) -> None:
+    clean.sql(
+        "INSERT INTO tasks (task_type, priority, input_data, max_attempts) "
+        "SELECT 'FibonacciTask', 3, jsonb_build_object('n', i), 3 FROM generate_series(1, 5) i"
+    )
+    env = clean.env(COLUMNS="200")
+    shown = run(taskq("tasks", "show", "3"), env)
+    assert shown.returncode == 0, shown.stderr
+    assert "last 3 task(s)" in shown.stdout
+    lines = [line for line in shown.stdout.splitlines() if "FibonacciTask" in line]
+    assert [line.split()[1] for line in lines] == ["5", "4", "3"]
+    cleared = run(taskq("tasks", "clear", "2"), env)
+    assert cleared.stdout.strip() == "deleted 2 task(s)"
+    assert clean.sql("SELECT id FROM tasks ORDER BY id") == [(3,), (4,), (5,)]
+    assert run(taskq("tasks", "show", "0"), env).returncode == 2  # argparse: N must be >= 1
+
+
+def test_db_upgrade_is_idempotent(servers: Servers) -> None:
+    result = run(taskq("db", "upgrade"), servers.env())
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert servers.sql("SELECT version_num FROM alembic_version") == [(head,)]
+
+
+def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
+    result = run(taskq("demo", "--tasks", "60", "--workers", "2"), clean.env(COLUMNS="200"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done: 60/60 tasks finished" in result.stdout
+    counts = clean.sql("SELECT status, count(*) FROM tasks GROUP BY status")
+    assert counts == [("completed", 60)]
+    assert {p for (p,) in clean.sql("SELECT DISTINCT priority FROM tasks")} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["-m", "uvicorn", "taskq_core.api:app", "--port"],
+        ["-m", "taskq_core.cli", "api", "--workers", "2", "--port"],
+    ],
+    ids=["uvicorn", "api --workers 2"],
+)
+def test_the_api_serves_through_uvicorn_and_with_several_processes(
+    clean: Servers, tmp_path: Path, command: list[str]
+) -> None:
+    port = free_port()
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *command, str(port)],
+            env=clean.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"{url}/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, what="the API to start")
+        for n in range(4):
+            response = httpx.post(
+                f"{url}/tasks/", json={"task_type": "FibonacciTask", "input_data": {"n": n}}
+            )
+            assert response.status_code == 201, response.text + log.read_text()
+        assert clean.sql("SELECT count(*) FROM tasks") == [(4,)]
+    finally:
+        proc.terminate()
+        proc.wait(15)
