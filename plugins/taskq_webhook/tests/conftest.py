@@ -27,6 +27,16 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
+@pytest.fixture
+def receiver6() -> Iterator[Receiver]:
+    """A plain HTTP receiver on the IPv6 loopback, ::1."""
+    recv, server = start_receiver(None, host="::1")
+    yield recv
+    recv.released.set()
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for the name `localhost` only (no IP), made by openssl."""

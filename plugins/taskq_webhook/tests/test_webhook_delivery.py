@@ -104,6 +104,14 @@ def test_a_host_name_is_sent_as_host_while_the_checked_address_is_used(
     assert receiver.received[0].headers["Host"] == f"localhost:{receiver.port}"
 
 
+def test_an_ipv6_address_is_reached_when_allowed(receiver6: Receiver, send: Send) -> None:
+    out = send({"url": receiver6.url(host="[::1]"), "body": 6}, allowed="::1/128", unchecked=True)
+    assert out.status_code == 200
+    (got,) = receiver6.received
+    assert got.headers["Host"] == f"[::1]:{receiver6.port}"
+    assert got.body == b"6"
+
+
 def test_the_name_is_resolved_once_per_request(
     receiver: Receiver, send: Send, monkeypatch: pytest.MonkeyPatch
 ) -> None:

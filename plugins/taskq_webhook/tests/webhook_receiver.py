@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ class _Server(ThreadingHTTPServer):
     receiver: Receiver
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @dataclass
 class Receiver:
     """A running receiver: its base URLs, the replies per path, and what it received."""
@@ -90,8 +95,9 @@ class Receiver:
         return f"{self.scheme}://{host}:{self.port}{path}"
 
 
-def start_receiver(tls: ssl.SSLContext | None) -> tuple[Receiver, _Server]:
-    server = _Server(("127.0.0.1", 0), _Handler)
+def start_receiver(tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> tuple[Receiver, _Server]:
+    """Serve on `host` (127.0.0.1 or ::1), port chosen by the system, in a daemon thread."""
+    server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
     receiver = Receiver(port=server.server_address[1], scheme="https" if tls else "http")
     if tls is not None:
 
