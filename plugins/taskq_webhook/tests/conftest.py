@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from taskq_webhook import WebhookInput, WebhookOutput, WebhookSettings, WebhookTask
+from taskq_webhook.addresses import parse_networks
 from webhook_receiver import LOOPBACK, SECRET, Receiver, start_receiver
 
 from taskq_core import TaskContext
@@ -118,7 +119,7 @@ def send() -> Send:
         **settings: Any,
     ) -> WebhookOutput:
         settings.setdefault("secret", SECRET)
-        task = WebhookTask(WebhookSettings(allowed_networks=allowed, **settings))
+        task = WebhookTask(WebhookSettings(allowed_networks=parse_networks(allowed), **settings))
         if unchecked:
             payload = WebhookInput.model_construct(
                 **{"method": "POST", "headers": {}, "body": None, **data}

@@ -74,7 +74,7 @@ def test_a_bad_allow_list_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="CIDR"):
         parse_networks(bad)
     with pytest.raises(ValidationError):
-        WebhookSettings(allowed_networks=bad)
+        WebhookSettings.model_validate({"allowed_networks": bad})
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass, field
-from http.client import HTTPMessage
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,7 +32,7 @@ class Received:
 
     method: str
     path: str
-    headers: HTTPMessage
+    headers: Message
     body: bytes
 
 
