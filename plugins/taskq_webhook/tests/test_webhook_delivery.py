@@ -72,6 +72,15 @@ def test_a_delivery_arrives_exactly_and_its_signature_verifies(
     stamp = int(got.headers["X-Taskq-Timestamp"])
     assert not verify(SECRET.encode(), got.headers, got.body, now=stamp + 301)
     assert verify(SECRET.encode(), got.headers, got.body, now=stamp + 299)
+    # Forged or missing headers are a False, never an exception (a 500 at the receiver).
+    signature = got.headers["X-Taskq-Signature"]
+    for forged in [{}, {"X-Taskq-Timestamp": str(stamp)}, {"X-Taskq-Signature": signature}]:
+        assert not verify(SECRET.encode(), forged, got.body)
+    for bad in ["v1=é", "v2=" + signature[3:], "", "v1", "v1=" + "0" * 64]:
+        assert not verify(
+            SECRET.encode(), {**dict(got.headers), "X-Taskq-Signature": bad}, got.body
+        )
+    assert not verify(SECRET.encode(), {**dict(got.headers), "X-Taskq-Timestamp": "soon"}, got.body)
 
     assert out.status_code == 200
     assert out.reason == "OK"
