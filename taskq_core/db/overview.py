@@ -56,20 +56,19 @@ _OLDEST_PENDING = text(
     """
 )
 
-# One pass over the window (the CTE is read twice but materialised once): the buckets, and how
-# many rows the window held, to tell a full window (a floor) from a complete count.
+# date_part gives a float (extract a numeric, three times slower here). Ids roughly follow
+# finishing order, so when every row of the window finished within the 15 minutes the window was
+# too small to see them all, and the chart says "at least".
 _THROUGHPUT = text(
     f"""
-    WITH recent AS (
+    SELECT floor(date_part('epoch', now() - finished_at) / {BUCKET_SECONDS})::int AS bucket,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status = 'failed') AS failed
+    FROM (
         SELECT status, finished_at FROM tasks
         WHERE status IN ('completed', 'failed')
         ORDER BY id DESC LIMIT {THROUGHPUT_WINDOW}
-    )
-    SELECT floor(extract(epoch FROM now() - finished_at) / {BUCKET_SECONDS})::int AS bucket,
-           count(*) FILTER (WHERE status = 'completed') AS completed,
-           count(*) FILTER (WHERE status = 'failed') AS failed,
-           (SELECT count(*) FROM recent) AS seen
-    FROM recent
+    ) recent
     WHERE finished_at > now() - make_interval(mins => {THROUGHPUT_MINUTES})
     GROUP BY bucket
     """
@@ -135,8 +134,8 @@ class OverviewQueries:
             "bucket_seconds": BUCKET_SECONDS,
             "completed": completed,
             "failed": failed,
-            # The window was full: finishes older than it were not looked at.
-            "at_least": any(row.seen >= THROUGHPUT_WINDOW for row in rows),
+            # The whole window fell within the 15 minutes: earlier finishes were not looked at.
+            "at_least": sum(r.completed + r.failed for r in rows) >= THROUGHPUT_WINDOW,
         }
 
     async def list_summaries(
