@@ -122,6 +122,7 @@ def test_the_task_list_filters_through_the_url(
     rows.first.get_by_role("link").click()
     expect(page.locator(".card.error")).to_contain_text("ValueError: boom")
     expect(page.locator(".card.error pre")).to_contain_text("Traceback")
+    shoot(page, screenshots, "task-failed")
 
 
 def test_the_overview_shows_queues_counts_throughput_and_workers(
@@ -176,6 +177,11 @@ def test_every_post_needs_the_sessions_csrf_token(api: Api, clean: Servers) -> N
         assert forged.status_code == 403
         assert browser.cookies["taskq_session"] == cookie
     assert clean.sql("SELECT status FROM tasks") == [("pending",)]
+
+
+def test_the_dashboard_stays_out_of_the_api_schema(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    assert not [p for p in paths if p.startswith("/ui")]
 
 
 def test_the_session_cookie_is_httponly_strict_and_signed(api: Api, clean: Servers) -> None:
