@@ -194,3 +194,19 @@ def test_the_session_cookie_is_httponly_strict_and_signed(api: Api, clean: Serve
     payload = value.rsplit(".", 1)[0]
     tampered = httpx.get(f"{api.url}/ui", cookies={"taskq_session": f"{payload}.{'0' * 64}"})
     assert "set-cookie" in tampered.headers  # refused, and a new session issued in its place
+
+
+def test_the_task_list_pages_by_cursor(api: Api, clean: Servers, page: Page) -> None:
+    batch = [{"task_type": "FibonacciTask", "input_data": {"n": n}} for n in range(60)]
+    ids = [t["id"] for t in api.client.post("/tasks/batch", json={"tasks": batch}).json()["tasks"]]
+    page.goto(f"{api.url}/ui/tasks?task_type=FibonacciTask")
+    rows = page.locator("table.tasks tbody tr")
+    expect(rows).to_have_count(50)
+    expect(rows.first.locator("td").first).to_have_text(str(ids[-1]))
+    page.get_by_role("link", name="older »").click()
+    expect(page).to_have_url(re.compile(rf"task_type=FibonacciTask&cursor={ids[10]}$"))
+    expect(rows).to_have_count(10)
+    expect(rows.last.locator("td").first).to_have_text(str(ids[0]))
+    expect(page.get_by_role("link", name="older »")).to_have_count(0)
+    page.get_by_role("link", name="« newest").click()
+    expect(rows).to_have_count(50)

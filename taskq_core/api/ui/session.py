@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from taskq_core.api.ui import keys
 
 COOKIE = "taskq_session"
-LIFETIME_SECONDS = 12 * 3600
+LIFETIME_SECONDS = 8 * 3600  # a working day; a revoked key's session ends with it at the latest
 # Used when Settings.session_secret is unset: sessions then last as long as this process.
 _PROCESS_SECRET = secrets.token_bytes(32)
 
