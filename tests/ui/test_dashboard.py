@@ -25,7 +25,10 @@ def test_a_task_submitted_from_the_form_reaches_completed(
     api: Api, workers: Workers, page: Page, screenshots: Path
 ) -> None:
     workers.start()
-    page.goto(f"{api.url}/ui/task-types/FibonacciTask")
+    page.goto(f"{api.url}/ui/task-types")
+    expect(page.locator("body")).to_contain_text("taskq-fibonacci 0.1.0")
+    shoot(page, screenshots, "task-types")
+    page.get_by_role("link", name="FibonacciTask", exact=True).click()
     expect(page.get_by_role("heading", name="FibonacciTask")).to_be_visible()
     page.fill("#f-n", "10")
     page.select_option("#f-priority", "4")
@@ -56,6 +59,17 @@ def test_an_invalid_input_shows_its_error_beside_the_field(
     page.fill("#f-n", "ten")
     page.get_by_role("button", name="Submit task").click()
     expect(error).to_contain_text("valid integer")
+
+    # A list field (one address per line): the error names which line is wrong.
+    page.goto(f"{api.url}/ui/task-types/EmailTask")
+    page.fill("#f-to", "ann@example.com\nnot-an-address")
+    page.fill("#f-subject", "Hello")
+    page.get_by_role("button", name="Submit task").click()
+    expect(page.locator('[data-error-for="to"]')).to_contain_text(
+        "line 2: value is not a valid email address"
+    )
+    expect(page.locator('[data-error-for="body"]')).to_contain_text("Field required")
+    shoot(page, screenshots, "invalid-email")
     assert clean.sql("SELECT count(*) FROM tasks") == [(0,)]
 
 

@@ -39,6 +39,10 @@ def test_values_that_do_not_parse_are_left_for_validation_to_name() -> None:
 
 
 def test_errors_are_sorted_to_their_fields() -> None:
+    fields = [
+        forms.FormField("n", "N", "integer", True),
+        forms.FormField("to", "To", "lines", True),
+    ]
     errors = forms.errors_by_field(
         [
             {"loc": ("input_data", "n"), "msg": "Input should be a valid integer"},
@@ -46,11 +50,11 @@ def test_errors_are_sorted_to_their_fields() -> None:
             {"loc": ("input_data",), "msg": "give html or body"},
             {"loc": ("priority",), "msg": "must be 1..5"},
         ],
-        {"n", "to"},
+        fields,
     )
     assert errors == {
         "n": "Input should be a valid integer",
-        "to": "1: not an address",
+        "to": "line 2: not an address",
         forms.FORM_ERRORS: "give html or body",
         "priority": "must be 1..5",
     }

@@ -111,7 +111,7 @@ async def submit(request: Request, sess: SessionDep, backends: BackendsDep, name
         try:
             new = enqueue.prepare(backends.registry, name, data, priority, delay_seconds=delay)
         except InvalidTaskError as exc:
-            errors = forms.errors_by_field(exc.errors, {f.name for f in fields})
+            errors = forms.errors_by_field(exc.errors, fields)
     if errors:
         return task_type_page(request, sess, backends, name, form, errors, status_code=422)
     rows = await enqueue.submit(backends.storage, backends.broker, [new])

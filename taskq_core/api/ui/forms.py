@@ -126,14 +126,18 @@ def parse(fields: list[FormField], form: dict[str, str]) -> tuple[dict[str, Any]
     return data, errors
 
 
-def errors_by_field(errors: list[dict[str, Any]], known: set[str]) -> dict[str, str]:
+def errors_by_field(errors: list[dict[str, Any]], fields: list[FormField]) -> dict[str, str]:
     """Validation errors (loc, msg) keyed by the form input they concern."""
+    kinds = {f.name: f.kind for f in fields}
     result: dict[str, str] = {}
     for error in errors:
         loc = tuple(error.get("loc", ()))
-        if len(loc) >= 2 and loc[0] == "input_data" and loc[1] in known:
+        if len(loc) >= 2 and loc[0] == "input_data" and loc[1] in kinds:
             name = str(loc[1])
-            detail = ".".join(map(str, loc[2:]))
+            if kinds[name] == "lines" and len(loc) == 3 and isinstance(loc[2], int):
+                detail = f"line {loc[2] + 1}"  # the textarea's own numbering, not the index
+            else:
+                detail = ".".join(map(str, loc[2:]))
             message = f"{detail}: {error['msg']}" if detail else str(error["msg"])
         elif loc and loc[0] in ("priority", "delay_seconds"):
             name, message = str(loc[0]), str(error["msg"])
