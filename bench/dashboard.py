@@ -85,6 +85,7 @@ async def statements(url: str, redis_url: str, count: int) -> dict[str, dict[str
         "oldest pending": queries.oldest_pending,
         "throughput": queries.throughput,
         "workers": lambda: storage.list_workers(30),
+        "running tasks by worker": queries.running_by_worker,
         "queue depths (Redis)": queue.depths,
         "tasks page (50)": lambda: queries.list_summaries(limit=50),
         "tasks page, failed": lambda: queries.list_summaries(status="failed", limit=50),

@@ -17,6 +17,7 @@ COUNT_CAP = 100_000
 # this wide covers 15 minutes below ~55 tasks/s finishing, and is marked as a floor above that.
 THROUGHPUT_WINDOW = 50_000
 THROUGHPUT_MINUTES = 15
+RUNNING_CAP = 500  # running tasks listed on the overview, across all workers
 BUCKET_SECONDS = 30
 
 _LIVE_COUNTS = text(
@@ -137,6 +138,23 @@ class OverviewQueries:
             # The whole window fell within the 15 minutes: earlier finishes were not looked at.
             "at_least": sum(r.completed + r.failed for r in rows) >= THROUGHPUT_WINDOW,
         }
+
+    async def running_by_worker(self, limit: int = RUNNING_CAP) -> dict[str, list[dict[str, Any]]]:
+        """Running tasks (id, task_type) by the worker holding them, from the tasks themselves (the
+        workers' own lists are only as fresh as their last heartbeat); at most `limit`."""
+        query = (
+            select(tasks.c.id, tasks.c.task_type, tasks.c.worker_id)
+            .where(tasks.c.status == "running")
+            .order_by(tasks.c.id)
+            .limit(limit)
+        )
+        result: dict[str, list[dict[str, Any]]] = {}
+        async with self.engine.connect() as conn:
+            for row in await conn.execute(query):
+                result.setdefault(row.worker_id, []).append(
+                    {"id": row.id, "task_type": row.task_type}
+                )
+        return result
 
     async def list_summaries(
         self,

@@ -142,19 +142,22 @@ def test_the_task_list_filters_through_the_url(
 def test_the_overview_shows_queues_counts_throughput_and_workers(
     api: Api, workers: Workers, page: Page, screenshots: Path
 ) -> None:
-    # Work that finished (for the chart), a worker online, and work queued behind a delay.
-    workers.start()
+    # Work that finished (for the chart and the counts) on a worker with one slot...
+    workers.start(concurrency=1)
     batch = [{"task_type": "FibonacciTask", "input_data": {"n": n % 90}} for n in range(300)]
     batch += [{"task_type": "FailTask", "input_data": {}, "max_attempts": 1} for _ in range(20)]
     assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
     wait_finished(workers.servers, len(batch))
     workers.servers.sql("ANALYZE tasks")  # the finished counts are the planner's estimates
-    # Then a worker online that serves another queue, so what is submitted now stays queued.
-    workers.processes.stop_all()
-    workers.start(TASKQ_QUEUE="elsewhere")
+    # ...then that slot taken by a long task, so what comes next stays queued in Redis.
+    sleeper = api.client.post(
+        "/tasks/", json={"task_type": "AsyncSleepTask", "input_data": {"seconds": 60}}
+    ).json()
     wait_for(
-        lambda: workers.servers.sql("SELECT 1 FROM workers WHERE queue = 'elsewhere'"),
-        what="the second worker to register",
+        lambda: workers.servers.sql(
+            "SELECT 1 FROM tasks WHERE id = %s AND status = 'running'", [sleeper["id"]]
+        ),
+        what="the long task to start",
     )
     queued = [{"task_type": "FibonacciTask", "input_data": {"n": 7}, "priority": 5}] * 7
     queued += [{"task_type": "FibonacciTask", "input_data": {"n": 7}, "priority": 2}] * 3
@@ -168,7 +171,9 @@ def test_the_overview_shows_queues_counts_throughput_and_workers(
     expect(page.locator('[data-priority="2"]')).to_have_text("3")
     expect(page.locator('[data-count="pending"]')).to_have_text("11")
     expect(page.locator("#overview")).to_contain_text("≈ 300")
+    expect(page.locator('[data-count="running"]')).to_have_text("1")
     expect(page.locator("#overview")).to_contain_text("Workers online (1)")
+    expect(page.locator("td.running")).to_have_text(f"{sleeper['id']} AsyncSleepTask")
     expect(page.locator("[data-oldest-age]")).to_have_text(re.compile(r"^\d+s$"))
     expect(page.locator(f'a[href="/ui/tasks/{first["id"]}"]')).to_be_visible()
     # Live: the overview refreshes itself.

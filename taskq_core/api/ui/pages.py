@@ -56,10 +56,15 @@ async def _throughput(request: Request, queries: OverviewQueries) -> dict[str, A
     return cached[1]
 
 
+RUNNING_SHOWN = 12  # running tasks listed per worker; the rest are counted
+
+
 async def _overview(request: Request, backends: BackendsDep) -> dict[str, Any]:
     queries = overview_queries(backends)
     settings = request.app.state.settings
     return {
+        "running": await queries.running_by_worker(),
+        "running_shown": RUNNING_SHOWN,
         "depths": await backends.broker.depths(),
         "counts": await queries.status_counts(),
         "oldest": await queries.oldest_pending(),

@@ -19,8 +19,10 @@
           element.innerHTML = await response.text();
           element.dataset.refreshedAt = String(Date.now());
         }
+        document.body.classList.toggle("stale", !response.ok);
       } catch (error) {
-        // The API restarting or the network blinking: the next tick tries again.
+        // The API restarting or the network blinking: say so, and the next tick tries again.
+        document.body.classList.add("stale");
       } finally {
         busy = false;
       }
