@@ -177,7 +177,7 @@ def test_the_overview_shows_queues_counts_throughput_and_workers(
     expect(page.locator("[data-oldest-age]")).to_have_text(re.compile(r"^\d+s$"))
     expect(page.locator(f'a[href="/ui/tasks/{first["id"]}"]')).to_be_visible()
     # Live: the overview refreshes itself.
-    page.wait_for_function("document.getElementById('overview').dataset.refreshedAt")
+    expect(page.locator("#overview[data-refreshed-at]")).to_have_count(1)
     shoot(page, screenshots, "overview")
     README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(screenshots / "overview.png", README_IMAGE)
@@ -209,6 +209,8 @@ def test_the_session_cookie_is_httponly_strict_and_signed(api: Api, clean: Serve
     assert "HttpOnly" in header
     assert "SameSite=strict" in header or "SameSite=Strict" in header
     assert "Path=/ui" in header
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
     value = response.cookies["taskq_session"]
     payload = value.rsplit(".", 1)[0]
     tampered = httpx.get(f"{api.url}/ui", cookies={"taskq_session": f"{payload}.{'0' * 64}"})

@@ -21,6 +21,14 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 TEMPLATES = views.templates()
 PAGE_SIZE = 50
 LIVE_MS = 2000  # how often live parts refresh
+# Our own files only, and never inside another site's frame (a framed Cancel button could be
+# clicked by a visitor who did not mean to).
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 THROUGHPUT_TTL = 5.0  # seconds a throughput reading serves every viewer of this process
 
 
@@ -32,7 +40,7 @@ def render(
     response = TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
     if sess.fresh:
         session.store(request, response, sess)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(HEADERS)
     return response
 
 
