@@ -113,9 +113,8 @@ def test_a_read_key_sees_but_cannot_cancel(keyed: Keyed, page: Page, screenshots
     # Even a hand-made POST with this session's cookie and valid CSRF token is refused.
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
-    response = httpx.post(
-        f"{keyed.url}/ui/tasks/{task_id}/cancel", data={"csrf_token": token}, cookies=cookies
-    )
+    with httpx.Client(base_url=keyed.url, cookies=cookies) as client:
+        response = client.post(f"/ui/tasks/{task_id}/cancel", data={"csrf_token": token})
     assert response.status_code == 403
     assert "need admin" in response.text
     assert keyed.sql("SELECT status FROM tasks WHERE id = %s", [task_id]) == [("pending",)]
