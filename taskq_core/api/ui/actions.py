@@ -128,8 +128,9 @@ async def _checked(request: Request, sess: Session) -> Response | None:
     return None
 
 
-def _back(task_id: int, notice: str) -> str:
-    return f"/ui/tasks/{task_id}?{urlencode({'notice': notice})}"
+def _back(task_id: int, done: str) -> str:
+    # A code, not the text: a link someone sends cannot make our page say what they like.
+    return f"/ui/tasks/{task_id}?{urlencode({'done': done})}"
 
 
 @router.post("/tasks/{task_id}/cancel")
@@ -142,12 +143,12 @@ async def cancel(
         task = await backends.storage.cancel(task_id)
     except TaskNotFoundError:
         return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
-    except TaskStateError as exc:
-        return redirect(request, sess, _back(task_id, f"Not cancelled: {exc}"))
+    except TaskStateError:
+        return redirect(request, sess, _back(task_id, "not-cancelled"))
     if task["status"] == TaskStatus.RUNNING:
         await backends.broker.request_cancel(task_id)  # as POST /tasks/{id}/cancel does
-        return redirect(request, sess, _back(task_id, "Its worker was asked to stop it."))
-    return redirect(request, sess, _back(task_id, "Cancelled."))
+        return redirect(request, sess, _back(task_id, "stopping"))
+    return redirect(request, sess, _back(task_id, "cancelled"))
 
 
 @router.post("/tasks/{task_id}/retry")
@@ -161,9 +162,9 @@ async def retry(
         task = await backends.storage.retry(task_id)
     except TaskNotFoundError:
         return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
-    except TaskStateError as exc:
-        return redirect(request, sess, _back(task_id, f"Not retried: {exc}"))
+    except TaskStateError:
+        return redirect(request, sess, _back(task_id, "not-retried"))
     # Committed as pending and marked dispatched: if Redis is away, the sweeper pushes it.
     with contextlib.suppress(RedisError):
         await backends.broker.push(task_id, task["priority"])
-    return redirect(request, sess, _back(task_id, "Pending again: it will run shortly."))
+    return redirect(request, sess, _back(task_id, "retried"))

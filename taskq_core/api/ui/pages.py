@@ -30,6 +30,15 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 THROUGHPUT_TTL = 5.0  # seconds a throughput reading serves every viewer of this process
+# What the task page says after an action (actions.py redirects with ?done=<code>).
+NOTICES = {
+    "cancelled": "Cancelled.",
+    "stopping": "It was running: its worker was asked to stop it.",
+    "not-cancelled": "Not cancelled: it had already finished.",
+    "retried": "Pending again: it will run shortly.",
+    "not-retried": "Not retried: only a failed or cancelled task can be retried.",
+}
+RUNNING_SHOWN = 12  # running tasks listed per worker; the rest are counted
 
 
 def render(
@@ -62,9 +71,6 @@ async def _throughput(request: Request, queries: OverviewQueries) -> dict[str, A
         cached = (now, await queries.throughput())
         request.app.state.ui_throughput = cached
     return cached[1]
-
-
-RUNNING_SHOWN = 12  # running tasks listed per worker; the rest are counted
 
 
 async def _overview(request: Request, backends: BackendsDep) -> dict[str, Any]:
@@ -148,7 +154,7 @@ async def task_page(
     backends: BackendsDep,
     task_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     fragment: bool = False,
-    notice: Annotated[str | None, Query(max_length=200)] = None,
+    done: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
     """One task: input, result, error with its traceback, every attempt, and what can be done."""
     if not sess.can_see:
@@ -161,7 +167,7 @@ async def task_page(
         sess,
         "_task.html" if fragment else "task.html",
         task=task,
-        notice=notice,
+        notice=NOTICES.get(done or ""),
         finished=task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED),
     )
 
