@@ -231,3 +231,16 @@ def test_the_task_list_pages_by_cursor(api: Api, clean: Servers, page: Page) -> 
     expect(page.get_by_role("link", name="older »")).to_have_count(0)
     page.get_by_role("link", name="« newest").click()
     expect(rows).to_have_count(50)
+
+
+def test_a_running_task_is_stopped_from_its_page(api: Api, workers: Workers, page: Page) -> None:
+    workers.start()
+    created = api.client.post(
+        "/tasks/", json={"task_type": "AsyncSleepTask", "input_data": {"seconds": 60}}
+    ).json()
+    page.goto(f"{api.url}/ui/tasks/{created['id']}")
+    expect(page.locator("#task-status")).to_have_text("running", timeout=FINISHED)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".notice")).to_have_text("It was running: its worker was asked to stop it.")
+    expect(page.locator("#task-status")).to_have_text("cancelled", timeout=FINISHED)
+    expect(page.locator("table.list tbody tr").first).to_contain_text("cancelled")  # the attempt
