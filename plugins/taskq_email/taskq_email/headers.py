@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import unicodedata
 from email.headerregistry import Address
 from typing import Annotated
@@ -13,21 +14,59 @@ from pydantic.networks import validate_email
 # `str.splitlines` and some mail software also treat as line breaks.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
+# How messages are written: CRLF line ends, as on the wire; a defect found when reading one
+# back raises instead of being noted and ignored.
+POLICY = email.policy.SMTP.clone(raise_on_defect=True)
+
+SINGLE_LINE = (
+    "must be a single line: CR, LF and other control characters are not allowed in email "
+    "header fields, nor encoded words (=?...?=) that decode to them"
+)
+
+
+def _has_control(value: str) -> bool:
+    return any(ch != "\t" and unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value)
+
 
 def single_line(value: str) -> str:
     """Reject CR, LF and other control characters: in a header they would inject new headers."""
-    if any(ch != "\t" and unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in value):
-        raise ValueError(
-            "must be a single line: CR, LF and other control characters are not allowed "
-            "in email header fields"
-        )
+    if _has_control(value):
+        raise ValueError(SINGLE_LINE)
+    return value
+
+
+def check_folded(name: str, value: str) -> None:
+    """Raise ValueError unless `value` is written as one header field and nothing more.
+
+    The email package decodes RFC 2047 encoded words when it writes a header, so text free of
+    control characters can still become a line break on the wire (`=?utf-8?q?a=0D=0ABcc:...?=`;
+    Python before 3.11.10 writes it raw). This folds the value exactly as the message will and
+    checks the result: the field's own name first, continuation lines only, no control character.
+    """
+    try:
+        # Through a header object, as the message writes it: `POLICY.fold` on a short string
+        # would skip the parsing that decodes encoded words.
+        folded = POLICY.header_factory(name, value).fold(policy=POLICY)
+    except Exception:  # the header parser's errors, whatever their class (a CR or LF, mostly)
+        raise ValueError(SINGLE_LINE) from None
+    first, *rest = folded.removesuffix("\r\n").split("\r\n")
+    if (
+        not first.lower().startswith(f"{name.lower()}:")
+        or any(not line.startswith((" ", "\t")) for line in rest)
+        or any(_has_control(line) for line in (first, *rest))
+    ):
+        raise ValueError(SINGLE_LINE)
+
+
+def _header_text(value: str) -> str:
+    check_folded("Subject", value)
     return value
 
 
 def _valid_address(value: str) -> str:
     # Validated here, converted by `parse_address` when the message is built: the input keeps
     # the caller's spelling, and validating it again (API, then worker) changes nothing.
-    parse_address(value)
+    check_folded("To", str(parse_address(value)))
     return value.strip()
 
 
@@ -41,7 +80,12 @@ def parse_address(value: str) -> Address:
     return Address(display_name=name.replace('\\"', '"') if has_name else "", addr_spec=addr_spec)
 
 
-HeaderText = Annotated[str, AfterValidator(single_line)]
+def domain_of(addr_spec: str) -> str:
+    """The domain of a normalized address (email-validator lowercases it and decodes IDNA)."""
+    return addr_spec.rpartition("@")[2]
+
+
+HeaderText = Annotated[str, AfterValidator(single_line), AfterValidator(_header_text)]
 """Text for a header such as Subject."""
 
 EmailAddress = Annotated[str, AfterValidator(single_line), AfterValidator(_valid_address)]

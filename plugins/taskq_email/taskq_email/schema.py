@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taskq_email.headers import EmailAddress, HeaderText
+from taskq_email.headers import EmailAddress, HeaderText, domain_of, parse_address
+from taskq_email.limits import MAX_RECIPIENTS, current_limits
 
-MAX_RECIPIENTS = 100  # to + cc + bcc, per message
 MAX_SUBJECT_LENGTH = 998  # characters; RFC 5322's line limit
+
+__all__ = ["MAX_RECIPIENTS", "MAX_SUBJECT_LENGTH", "EmailInput", "EmailOutput"]
+
+
+def _allowed_recipient(value: str) -> str:
+    domain = domain_of(parse_address(value).addr_spec)
+    if not current_limits().allows(domain):
+        raise ValueError(
+            f"mail to {domain} is not allowed here (TASKQ_EMAIL_ALLOWED_DOMAINS lists the "
+            "domains this server sends to)"
+        )
+    return value
+
+
+Recipient = Annotated[EmailAddress, AfterValidator(_allowed_recipient)]
+"""An address mail goes to: to, cc or bcc (not reply_to), so the domain allow-list applies."""
+
+_BODY_LIMIT = "at most TASKQ_EMAIL_MAX_BODY_BYTES (default 1 MiB) in UTF-8."
 
 
 class EmailInput(BaseModel):
@@ -17,29 +35,46 @@ class EmailInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: list[EmailAddress] = Field(
+    to: list[Recipient] = Field(
         min_length=1,
         max_length=MAX_RECIPIENTS,
         description="Recipients: `ada@example.com` or `Ada Lovelace <ada@example.com>`.",
     )
     subject: HeaderText = Field(max_length=MAX_SUBJECT_LENGTH)
-    body: str = Field(description="The plain-text body.")
+    body: str = Field(description=f"The plain-text body; {_BODY_LIMIT}")
     html: str | None = Field(
-        default=None, description="An HTML version of the body, sent as an alternative part."
+        default=None,
+        description=f"An HTML version of the body, sent as an alternative part; {_BODY_LIMIT}",
     )
-    cc: list[EmailAddress] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    bcc: list[EmailAddress] = Field(
+    cc: list[Recipient] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[Recipient] = Field(
         default_factory=list,
         max_length=MAX_RECIPIENTS,
         description="Recipients who get the message without appearing in its headers.",
     )
     reply_to: EmailAddress | None = None
 
+    @field_validator("body", "html")
+    @classmethod
+    def _cap_size(cls, value: str | None) -> str | None:
+        limit = current_limits().max_body_bytes
+        # Every character is 1 to 4 bytes in UTF-8: encode only when the length can't tell.
+        if value is not None and len(value) * 4 > limit and (
+            len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit
+        ):
+            raise ValueError(f"at most {limit} bytes in UTF-8 (TASKQ_EMAIL_MAX_BODY_BYTES)")
+        return value
+
     @model_validator(mode="after")
     def _cap_recipients(self) -> Self:
+        # The schema's per-list cap is static; the operator's limit may be lower.
+        limit = current_limits().max_recipients
         total = len(self.to) + len(self.cc) + len(self.bcc)
-        if total > MAX_RECIPIENTS:
-            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together")
+        if total > limit:
+            raise ValueError(
+                f"at most {limit} recipients in to, cc and bcc together "
+                "(TASKQ_EMAIL_MAX_RECIPIENTS)"
+            )
         return self
 
 
