@@ -6,6 +6,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from taskq_email.errors import EmailHeaderError
 from taskq_email.headers import EmailAddress, HeaderText, domain_of, parse_address
 from taskq_email.limits import MAX_RECIPIENTS, current_limits
 
@@ -59,11 +60,24 @@ class EmailInput(BaseModel):
     def _cap_size(cls, value: str | None) -> str | None:
         limit = current_limits().max_body_bytes
         # Every character is 1 to 4 bytes in UTF-8: encode only when the length can't tell.
-        if value is not None and len(value) * 4 > limit and (
-            len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit
+        if (
+            value is not None
+            and len(value) * 4 > limit
+            and (len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit)
         ):
             raise ValueError(f"at most {limit} bytes in UTF-8 (TASKQ_EMAIL_MAX_BODY_BYTES)")
         return value
+
+    @model_validator(mode="after")
+    def _check_headers(self) -> Self:
+        # Imported here: message.py builds from an EmailInput.
+        from taskq_email.message import check_headers
+
+        try:
+            check_headers(self.to, self.cc, self.reply_to, self.subject)
+        except EmailHeaderError as exc:
+            raise ValueError(f"the headers cannot be written as given: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _cap_recipients(self) -> Self:

@@ -185,9 +185,7 @@ def test_missing_sender_raises_config_error(smtp_server: ServerFactory) -> None:
 # -- AUTH and TLS -----------------------------------------------------------------------------
 
 
-def test_login_over_plain_smtp_when_allowed(
-    smtp_server: ServerFactory, credentials: Any
-) -> None:
+def test_login_over_plain_smtp_when_allowed(smtp_server: ServerFactory, credentials: Any) -> None:
     server = smtp_server(auth=True, auth_require_tls=False)
     task = email_task(
         server,

@@ -303,7 +303,9 @@ def test_stricter_worker_fails_the_task_for_good(
     server = smtp_server()
     use_server(monkeypatch, server, max_recipients="1", allowed_domains="example.com")
 
-    too_many = run_as_worker({"to": ["a@example.com", "b@example.com"], "subject": "s", "body": "b"})
+    too_many = run_as_worker(
+        {"to": ["a@example.com", "b@example.com"], "subject": "s", "body": "b"}
+    )
     elsewhere = run_as_worker({"to": ["a@other.example"], "subject": "s", "body": "b"})
 
     assert too_many.error is not None
@@ -366,9 +368,7 @@ def test_implicit_tls_refuses_an_untrusted_certificate(
 ) -> None:
     server = smtp_server(ssl_context=server_tls_context)
     task = EmailTask(
-        EmailSettings(
-            smtp_host=server.host, smtp_port=server.port, ssl=True, from_address=SENDER
-        )
+        EmailSettings(smtp_host=server.host, smtp_port=server.port, ssl=True, from_address=SENDER)
     )
 
     with pytest.raises(EmailDeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -475,3 +475,12 @@ def test_a_settings_error_never_carries_the_password(
         EmailSettings()
     assert PASSWORD not in str(caught.value)
     assert PASSWORD not in repr(caught.value)
+
+
+def test_a_header_the_folder_would_break_is_refused() -> None:
+    # Found by hypothesis: Python 3.11.7 folds this To with raw UTF-8 (SMTPUTF8) into an empty
+    # line, ending the header section early. Each address alone folds cleanly.
+    name = "=0Ahookimplęý+ds±ăò'YCW®ĭ¤SĪûĲ ĺ5.¹Ï0ßS:ķ]8Īĥ5ô'ÅYİß©ĢÁ¶;2ľÖĞ¾ŀ "
+    escaped = json.dumps(name * 2)  # \uXXXX escapes make long unbreakable words
+    with pytest.raises(ValidationError, match="headers cannot be written as given"):
+        email_input(to=["dskiwlae@example.net", f"{escaped} <ffic@bücher.example>"])
