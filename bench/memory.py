@@ -19,10 +19,11 @@ import psycopg
 
 from bench import report
 from bench.peers.taskq import write_site
-from taskq_core import broker, db, enqueue
+from taskq_core import broker, enqueue
+from taskq_core.db import engines
+from taskq_core.db.storage import Storage
 from taskq_core.processes import child_env
 from taskq_core.records import NewTask
-from taskq_core.storage import Storage
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 1000
@@ -53,7 +54,7 @@ def rss_kib(pid: int) -> int:
 
 
 async def seed(url: str, redis_url: str, count: int, task_type: str) -> None:
-    engine = db.async_engine(url, pool_size=2)
+    engine = engines.async_engine(url, pool_size=2)
     redis = broker.connect(redis_url)
     storage, queue = Storage(engine), broker.Broker(redis)
     new = [NewTask(task_type=task_type, input_data={}, priority=3, max_attempts=3)] * BATCH
@@ -66,7 +67,7 @@ async def seed(url: str, redis_url: str, count: int, task_type: str) -> None:
 
 
 def run(url: str, redis_url: str, args: argparse.Namespace, site: Path) -> dict[str, Any]:
-    db.upgrade(url)
+    engines.upgrade(url)
     asyncio.run(seed(url, redis_url, args.tasks, args.task_type))
     env = child_env(url, redis_url)
     env["PYTHONPATH"] = f"{site}:{REPO}"

@@ -19,10 +19,11 @@ from typing import Any
 import psycopg
 
 from bench import report
-from taskq_core import broker, db, enqueue
+from taskq_core import broker, enqueue
+from taskq_core.db import engines, urls
+from taskq_core.db.storage import Storage
 from taskq_core.records import NewTask
-from taskq_core.storage import Storage
-from taskq_core.workerdb import Claims
+from taskq_core.worker.sql import Claims
 
 NEW = NewTask(task_type="NoopTask", input_data={}, priority=3, max_attempts=3)
 
@@ -92,10 +93,10 @@ def plans(url: str) -> dict[str, str]:
 
 
 async def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    db.upgrade(url)
-    engine = db.async_engine(url, pool_size=2)
+    engines.upgrade(url)
+    engine = engines.async_engine(url, pool_size=2)
     redis = broker.connect(redis_url)
-    storage, claims, queue = Storage(engine), Claims(db.conninfo(url)), broker.Broker(redis)
+    storage, claims, queue = Storage(engine), Claims(urls.conninfo(url)), broker.Broker(redis)
     try:
         # warm-up: connections, plans, caches
         await measure(storage, claims, queue, min(args.ops, 200))

@@ -10,12 +10,13 @@ import redis
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
-from taskq_core import broker, db, devstate, enqueue
+from taskq_core import broker, devstate, enqueue
+from taskq_core.db import engines
+from taskq_core.db.tasks import INSERT_TASKS, insert_params
 from taskq_core.faults import fault_point
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.records import NewTask
 from taskq_core.settings import Settings
-from taskq_core.storage.tasks import INSERT_TASKS, insert_params
 
 log = logging.getLogger("taskq.client")
 
@@ -39,7 +40,7 @@ class Client:
         self.registry = registry if registry is not None else load_registry()
         self.queue = queue
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
-        self._engine: Engine | None = db.sync_engine(database_url) if database_url else None
+        self._engine: Engine | None = engines.sync_engine(database_url) if database_url else None
         # Session.info keys of this client: ids to push once the session commits, and whether
         # this client listens to the session's commits yet.
         self._pending_key = f"taskq_pending_{id(self)}"

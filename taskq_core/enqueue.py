@@ -11,11 +11,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskq_core.broker import Broker
+from taskq_core.db.storage import Storage
 from taskq_core.errors import InvalidTaskError, UnknownTaskTypeError
 from taskq_core.faults import fault_point
 from taskq_core.plugins import Registry
 from taskq_core.records import NewTask
-from taskq_core.storage import Storage
 
 log = logging.getLogger("taskq.enqueue")
 

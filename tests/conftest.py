@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import redis
 
-from taskq_core import db
+from taskq_core.db import engines, urls
 from taskq_core.processes import spawn
 
 # A developer's own TASKQ_* settings must not leak into the suite (TASKQ_TEST_* choose servers).
@@ -104,11 +104,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     if base_db and redis_url:
         # A database of our own on the given server, so a developer's data is never touched.
         name = f"taskq_test_{uuid.uuid4().hex[:8]}"
-        base = db.normalize_url(base_db).replace("postgresql+psycopg://", "postgresql://")
+        base = urls.normalize_url(base_db).replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         url = base.rsplit("/", 1)[0] + f"/{name}"
-        db.upgrade(url)
+        engines.upgrade(url)
         yield Servers(url, redis_url)
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
@@ -118,7 +118,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     embedded = EmbeddedServers(tmp_path_factory.mktemp("servers"), durable=False)
     embedded.start()
     try:
-        db.upgrade(embedded.database_url)
+        engines.upgrade(embedded.database_url)
         yield Servers(embedded.database_url, embedded.redis_url, embedded)
     finally:
         embedded.stop()

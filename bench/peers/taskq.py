@@ -55,11 +55,11 @@ class Taskq(Peer):
     distributions = ("taskq-core", "fastapi", "uvicorn", "sqlalchemy", "psycopg", "redis")
 
     def prepare(self) -> None:
-        from taskq_core import db
         from taskq_core.client import Client
+        from taskq_core.db import engines
         from taskq_core.plugins import load_registry
 
-        db.upgrade(self.ctx.database_url)
+        engines.upgrade(self.ctx.database_url)
         self.db = Database(self.ctx.database_url)
         self.redis = redis.Redis.from_url(self.ctx.redis_urls["queue"], socket_timeout=10)
         registry = load_registry()
@@ -171,9 +171,9 @@ class Taskq(Peer):
                 self.reset()
         from sqlalchemy.orm import Session
 
-        from taskq_core import db
+        from taskq_core.db import engines
 
-        engine = db.sync_engine(self.ctx.database_url)
+        engine = engines.sync_engine(self.ctx.database_url)
         try:
             with Session(engine) as session, session.begin():  # one transaction for all
                 for _ in range(count):

@@ -1,4 +1,11 @@
-"""The REST API. `uvicorn taskq_core.api:app` serves it; `create_app()` builds one."""
+"""The REST API: HTTP only. `uvicorn taskq_core.api:app` serves it; `create_app()` builds one.
+
+`factory` builds the app, `routes/` mirrors the URLs (`routes/tasks.py` serves `/tasks`),
+`deps` names the dependencies routes take, `schemas` the request and response models, `errors`
+maps taskq's exceptions to status codes in one table, `limits` and `fastpath` keep the hot
+`POST /tasks/` cheap. May import the shared top level, `broker`, `enqueue` and `db`; never
+`worker` or `cli`.
+"""
 
 from __future__ import annotations
 

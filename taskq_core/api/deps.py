@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from taskq_core.broker import Broker
+from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
 from taskq_core.plugins import Registry
-from taskq_core.storage import Storage
 
 
 @dataclass

@@ -9,16 +9,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import taskq_core
-from taskq_core import broker, db, devstate
+from taskq_core import broker, devstate
 from taskq_core.api import errors
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.routes import health, task_types, tasks, workers
+from taskq_core.db import engines
+from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.settings import MAX_BODY_BYTES, Settings
-from taskq_core.storage import Storage
 
 log = logging.getLogger("taskq.api")
 
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         config = settings or Settings()
         database_url, redis_url = devstate.resolve_urls(config)
         types = registry if registry is not None else load_registry()
-        engine = db.async_engine(database_url, pool_size=config.db_pool_size)
+        engine = engines.async_engine(database_url, pool_size=config.db_pool_size)
         redis = broker.connect(redis_url)
         app.state.settings = config
         storage = Storage(engine, config.queue)

@@ -12,15 +12,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from taskq_core import broker, db, enqueue
-from taskq_core.dev import servers_for
+from taskq_core import broker, enqueue
+from taskq_core.cli.dev import servers_for
+from taskq_core.cli.render import STATUS_STYLES
+from taskq_core.db import engines
+from taskq_core.db.storage import Storage
 from taskq_core.errors import ConfigurationError
 from taskq_core.plugins import load_registry
 from taskq_core.processes import child_env, python_module, spawn, terminate
 from taskq_core.records import NewTask, TaskStatus
-from taskq_core.render import STATUS_STYLES
 from taskq_core.settings import Settings
-from taskq_core.storage import Storage
 
 DEMO_TYPE = "FibonacciTask"
 BATCH = 500  # tasks per INSERT while seeding
@@ -50,7 +51,7 @@ def run_demo(settings: Settings, *, tasks: int, workers: int) -> int:
         )
     console = Console()
     with servers_for(settings, "demo") as (database_url, redis_url):
-        db.upgrade(database_url)
+        engines.upgrade(database_url)
         procs = [
             spawn(
                 python_module("taskq_core.cli", "worker"),
@@ -74,7 +75,7 @@ async def _drive(
     count: int,
     workers: int,
 ) -> int:
-    engine = db.async_engine(database_url, pool_size=2)
+    engine = engines.async_engine(database_url, pool_size=2)
     redis = broker.connect(redis_url)
     storage = Storage(engine, settings.queue)
     queue = broker.Broker(redis, settings.queue)

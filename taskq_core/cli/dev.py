@@ -14,7 +14,8 @@ from types import FrameType
 import httpx
 from rich.console import Console
 
-from taskq_core import db, devstate
+from taskq_core import devstate
+from taskq_core.db import engines, urls
 from taskq_core.errors import ConfigurationError, TaskqError
 from taskq_core.processes import child_env, python_module, set_parent_death_signal, spawn, terminate
 from taskq_core.settings import Settings
@@ -87,7 +88,7 @@ def run_dev(settings: Settings, *, host: str, port: int, workers: int) -> int:
     code = 0
     try:
         with servers_for(settings, "dev") as (database_url, redis_url):
-            db.upgrade(database_url)
+            engines.upgrade(database_url)
             children: list[subprocess.Popen[bytes]] = []
             try:
                 _supervise(
@@ -149,7 +150,7 @@ def _banner(
         f"[bold green]taskq is running[/]\n"
         f"  API        {api_url}   (docs: {api_url}/docs)\n"
         f"  workers    {workers}\n"
-        f"  PostgreSQL {db.normalize_url(database_url).split('@')[-1]}\n"
+        f"  PostgreSQL {urls.normalize_url(database_url).split('@')[-1]}\n"
         f"  Redis      {redis_url.split('@')[-1]}\n"
         f"  state      {state}  (other taskq commands find these servers through it)\n"
         "Try:\n"

@@ -15,7 +15,7 @@ from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
 if TYPE_CHECKING:
-    from taskq_core.worker import Worker
+    from taskq_core.worker.loop import Worker
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("taskq")
@@ -63,7 +63,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
     from taskq_core.processes import child_env
-    from taskq_core.runner import RunnerPool
+    from taskq_core.worker.pool import RunnerPool
 
     database_url, redis_url = devstate.resolve_urls(settings)
     pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
@@ -73,7 +73,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # the worker and loads them too: the two start-ups overlap instead of following each other.
         await pool.prepare()
         from taskq_core.plugins import load_registry
-        from taskq_core.worker import Worker, WorkerOptions
+        from taskq_core.worker.loop import Worker, WorkerOptions
 
         try:
             registry = load_registry()
@@ -117,22 +117,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core import db, devstate
+    from taskq_core import devstate
+    from taskq_core.db import engines
 
     database_url, _ = devstate.resolve_urls(settings)
-    db.upgrade(database_url)
+    engines.upgrade(database_url)
     print("database schema is up to date")
     return 0
 
 
 def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from taskq_core import db, devstate
-    from taskq_core.storage import Storage
+    from taskq_core import devstate
+    from taskq_core.db import engines
+    from taskq_core.db.storage import Storage
 
     database_url, _ = devstate.resolve_urls(settings)
 
     async def main() -> Any:
-        engine = db.async_engine(database_url, pool_size=1)
+        engine = engines.async_engine(database_url, pool_size=1)
         try:
             return await action(Storage(engine, settings.queue))
         finally:
@@ -142,7 +144,7 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
 
 
 def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core.render import task_table
+    from taskq_core.cli.render import task_table
 
     rows = _with_storage(settings, lambda storage: storage.recent(args.count))
     task_table(rows)
@@ -156,8 +158,8 @@ def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core.cli.render import plugin_table
     from taskq_core.plugins import load_registry
-    from taskq_core.render import plugin_table
 
     registry = load_registry()
     plugin_table(registry)
@@ -165,13 +167,13 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core.demo import run_demo
+    from taskq_core.cli.demo import run_demo
 
     return run_demo(settings, tasks=args.tasks, workers=args.workers)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core.dev import run_dev
+    from taskq_core.cli.dev import run_dev
 
     return run_dev(settings, host=args.host, port=args.port, workers=args.workers)
 
@@ -294,7 +296,3 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     _add_worker_options(parser)
     parser.set_defaults(func=cmd_worker)
     return _run(parser, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
-"""PostgreSQL connections: URL normalisation, engines and schema migrations.
+"""SQLAlchemy engines for the API and the command line, and schema migrations with Alembic.
 
-SQLAlchemy is imported inside the functions that build engines: the worker talks to psycopg
-directly (`taskq_core.workerdb`) and starts faster without it.
+SQLAlchemy is imported inside the functions that build engines, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -9,44 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskq_core.errors import ConfigurationError
+from taskq_core.db.urls import CONNECT_TIMEOUT, POOL_TIMEOUT, normalize_url
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-
-# taskq speaks to PostgreSQL through psycopg 3 only: it is the one driver with both a blocking and
-# an asyncio side under SQLAlchemy, so the API, the workers and Alembic share one driver. A URL
-# naming another driver (psycopg2, asyncpg) or none at all is mapped onto it.
-_POSTGRES_SCHEMES = {"postgres", "postgresql"}
-# An unreachable server must fail a request in seconds (the API answers 503), not hang it.
-CONNECT_TIMEOUT = 3  # seconds
-POOL_TIMEOUT = 5  # seconds to wait for a free pooled connection
-
-
-def _location(url: str) -> str:
-    """What follows `scheme://` in a PostgreSQL URL, whatever driver the scheme named."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        raise ConfigurationError(f"TASKQ_DATABASE_URL is not a URL: {url.split('@')[-1]!r}")
-    backend = scheme.split("+", 1)[0]
-    if backend not in _POSTGRES_SCHEMES:
-        raise ConfigurationError(
-            f"TASKQ_DATABASE_URL must be a PostgreSQL URL (postgresql://...), got {backend!r}"
-        )
-    return rest
-
-
-def normalize_url(url: str) -> str:
-    """Return `url` with the psycopg (3) driver, for SQLAlchemy, whatever driver it named."""
-    return "postgresql+psycopg://" + _location(url)
-
-
-def conninfo(url: str) -> str:
-    """`url` as libpq takes it (postgresql://...), for code that talks to psycopg directly."""
-    return "postgresql://" + _location(url)
 
 
 def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:

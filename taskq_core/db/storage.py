@@ -1,13 +1,13 @@
 """The API's and the command line's storage: task rows, their history and the worker list, read
-and written through SQLAlchemy. (The worker's own statements are in `taskq_core.workerdb`.)"""
+and written through SQLAlchemy. (The worker's own statements are in `taskq_core.worker.sql`.)"""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taskq_core.storage.tasks import TaskQueries
-from taskq_core.storage.workers import WorkerQueries
+from taskq_core.db.tasks import TaskQueries
+from taskq_core.db.workers import WorkerQueries
 
 __all__ = ["Storage"]
 

@@ -22,8 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taskq_core.db.models import task_attempts, tasks
 from taskq_core.errors import IdempotencyConflictError, TaskNotFoundError, TaskStateError
-from taskq_core.models import task_attempts, tasks
 from taskq_core.records import NewTask, TaskStatus
 
 SUMMARY_COLUMNS = (

@@ -15,15 +15,16 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from taskq_core import broker as broker_module
-from taskq_core import db, outcomes
 from taskq_core.broker import Broker
-from taskq_core.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.db import urls
 from taskq_core.plugins import Registry
-from taskq_core.recorder import LINGER, Recorder
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
-from taskq_core.runner import RunnerPool
-from taskq_core.sweeper import Sweeper
-from taskq_core.workerdb import CONNECTION_ERRORS, Claims, Sweeps
+from taskq_core.worker import outcomes
+from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.worker.pool import RunnerPool
+from taskq_core.worker.recorder import LINGER, Recorder
+from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
+from taskq_core.worker.sweeper import Sweeper
 
 log = logging.getLogger("taskq.worker")
 
@@ -103,7 +104,7 @@ class Worker:
         opts = self.options
         redis = broker_module.connect(self.redis_url)
         popper = broker_module.connect(self.redis_url, blocking=True)
-        conninfo = db.conninfo(self.database_url)
+        conninfo = urls.conninfo(self.database_url)
         self.claims = Claims(conninfo)
         self.sweeps = Sweeps(conninfo, opts.queue)
         self.broker = Broker(redis, opts.queue)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from taskq_core.execution import Outcome
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.task import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, Task
+from taskq_core.worker.execution import Outcome
 
 TIMEOUT_ERROR = "TaskTimeoutError"
 

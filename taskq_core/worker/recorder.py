@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from taskq_core.records import ClaimedTask, Finish
-from taskq_core.workerdb import Claims
+from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
 

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from taskq_core.broker import PRIORITIES, Broker
 from taskq_core.records import TaskStatus
-from taskq_core.workerdb import CONNECTION_ERRORS, Sweeps
+from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
 
 log = logging.getLogger("taskq.sweeper")
 

@@ -1,4 +1,4 @@
-"""The runner fork server: `python -m taskq_core.zygote PARENT_PID CONTROL_FD`.
+"""The runner fork server: `python -m taskq_core.worker.zygote PARENT_PID CONTROL_FD`.
 
 A fresh interpreter imports taskq_core and loads the plugins once, then forks a runner whenever
 its pool asks: a new runner costs a fork, not an interpreter start, its imports and the plugins.
@@ -31,11 +31,11 @@ import traceback
 from types import FrameType
 from typing import Any, NoReturn
 
-from taskq_core.execution import describe_error
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import set_parent_death_signal
-from taskq_core.runner import serve
 from taskq_core.settings import Settings
+from taskq_core.worker.execution import describe_error
+from taskq_core.worker.runner import serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
 MAX_ERROR_TEXT = 4000  # characters of a plugin's error message and traceback sent: one message

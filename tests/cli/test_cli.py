@@ -11,7 +11,7 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
-from taskq_core.db import MIGRATIONS_DIR
+from taskq_core.db.engines import MIGRATIONS_DIR
 from tests.conftest import Servers, free_port, taskq, wait_for
 
 COMMANDS = [

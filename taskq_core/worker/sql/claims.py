@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
-from taskq_core.workerdb.connection import Connection
+from taskq_core.worker.sql.connection import Connection
 
 # The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
 # popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id

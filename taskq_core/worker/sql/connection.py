@@ -7,7 +7,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from taskq_core.db import CONNECT_TIMEOUT
+from taskq_core.db.urls import CONNECT_TIMEOUT
 
 # What a broken or unreachable database raises here; the connection is dropped and made again on
 # next use, and the worker treats the error as an outage (it backs off and retries).

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 from taskq_core.records import Dispatch
-from taskq_core.workerdb.connection import Connection
+from taskq_core.worker.sql.connection import Connection
 
 _LEAD: LiteralString = """
     INSERT INTO sweeper_leases (queue, holder, expires_at)
