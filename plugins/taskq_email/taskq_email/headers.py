@@ -7,8 +7,10 @@ import unicodedata
 from email.headerregistry import Address
 from typing import Annotated
 
+import email_validator
 from pydantic import AfterValidator
 from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
 
 # Cc: C0/C1 controls (CR, LF, NUL, VT, FF, NEL...); Zl/Zp: U+2028 and U+2029, which
 # `str.splitlines` and some mail software also treat as line breaks.
@@ -52,10 +54,16 @@ def check_folded(name: str, value: str) -> None:
     first, *rest = folded.removesuffix("\r\n").split("\r\n")
     if (
         not first.lower().startswith(f"{name.lower()}:")
-        or any(not line.startswith((" ", "\t")) for line in rest)
+        or any(line and not line.startswith((" ", "\t")) for line in rest)
         or any(_has_control(line) for line in (first, *rest))
     ):
         raise ValueError(SINGLE_LINE)
+    if any(not line.strip() for line in rest):
+        # Python's folding puts empty lines in some long words with nowhere to break.
+        raise ValueError(
+            "cannot be written as one header field (the email package would break it with an "
+            "empty line): use shorter words"
+        )
 
 
 def _header_text(value: str) -> str:
@@ -71,17 +79,26 @@ def _valid_address(value: str) -> str:
 
 
 def parse_address(value: str) -> Address:
-    """Turn `ada@example.com` or `Ada Lovelace <ada@example.com>` into a header Address."""
+    """Turn `ada@example.com` or `Ada Lovelace <ada@example.com>` into a header Address.
+
+    The address is the ASCII form (an international domain as IDNA A-labels): what SMTP needs
+    without the SMTPUTF8 extension, and what a header holds without raw UTF-8.
+    """
     # pydantic's validator (email-validator underneath) checks the address and splits off a
     # display name; without one it returns the local part as the name, which we don't want.
-    name, addr_spec = validate_email(value)
+    name, normalized = validate_email(value)
+    ascii_form = email_validator.validate_email(normalized, check_deliverability=False).ascii_email
+    if ascii_form is None:
+        raise PydanticCustomError(
+            "value_error", "value is not a valid email address: the local part must be ASCII"
+        )
     stripped = value.strip()
     has_name = stripped.endswith(">") and not stripped.startswith("<")
-    return Address(display_name=name.replace('\\"', '"') if has_name else "", addr_spec=addr_spec)
+    return Address(display_name=name.replace('\\"', '"') if has_name else "", addr_spec=ascii_form)
 
 
 def domain_of(addr_spec: str) -> str:
-    """The domain of a normalized address (email-validator lowercases it and decodes IDNA)."""
+    """The domain of an address from `parse_address`: lowercase, IDNA A-labels."""
     return addr_spec.rpartition("@")[2]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Any
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import Field, ValidationError, field_validator
-from pydantic.networks import validate_email
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from taskq_email.errors import EmailConfigError
@@ -60,16 +60,15 @@ class EmailLimits(BaseSettings):
 
 
 def _normalize_entry(entry: str) -> str:
-    # The same normalization as the addresses' (lowercase, IDNA decoded), so they compare.
+    # The same normalization as the addresses' (lowercase, IDNA A-labels), so they compare.
     wildcard = entry.startswith("*.")
     bare = entry[2:] if wildcard else entry
     try:
-        _, address = validate_email(f"postmaster@{bare}")
-    except ValueError:
+        domain = validate_email(f"postmaster@{bare}", check_deliverability=False).ascii_domain
+    except EmailNotValidError:
         raise ValueError(
             f"{entry!r} is not a domain (write example.com, or *.example.com for its subdomains)"
         ) from None
-    domain = address.rpartition("@")[2]
     return f"*.{domain}" if wildcard else domain
 
 

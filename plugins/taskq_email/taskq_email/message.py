@@ -40,7 +40,6 @@ class Envelope:
     data: bytes  # CRLF line ends throughout; the header section checked by `check_wire`
     sender: str
     recipients: list[str]
-    international: bool  # an address needs SMTPUTF8
 
 
 def build_envelope(data: EmailInput, sender: str, id_hint: str) -> Envelope:
@@ -65,17 +64,15 @@ def build_envelope(data: EmailInput, sender: str, id_hint: str) -> Envelope:
     if data.html is not None:
         message.add_alternative(data.html, subtype="html")
 
-    recipients = _unique(to + cc + bcc)
-    international = not all(a.isascii() for a in (from_.addr_spec, *recipients))
-    # As smtplib's send_message would: raw UTF-8 headers only when an address needs them.
-    wire = message.as_bytes(policy=POLICY.clone(utf8=True) if international else POLICY)
+    # ASCII addresses (parse_address), so never SMTPUTF8 nor raw UTF-8 in a header: non-ASCII
+    # text goes in encoded words.
+    wire = message.as_bytes()
     check_wire(wire, expected=[name.lower() for name in message])  # iterating: header names
     return Envelope(
         message_id=message_id,
         data=wire,
         sender=from_.addr_spec,
-        recipients=recipients,
-        international=international,
+        recipients=_unique(to + cc + bcc),
     )
 
 
@@ -97,8 +94,7 @@ def check_headers(to: list[str], cc: list[str], reply_to: str | None, subject: s
     """Raise EmailHeaderError unless these headers are written as themselves and nothing more.
 
     The validation of an input: each value alone can fold cleanly yet not next to the others
-    (the email package's folding has had bugs that emit an empty line mid-header), and whether
-    raw UTF-8 is used depends on the sender, which the API doesn't know; so both ways are tried.
+    (the email package's folding has had bugs that emit an empty line mid-header).
     """
     message = _with_headers(
         parse_address("noreply@example.com"),
@@ -108,8 +104,7 @@ def check_headers(to: list[str], cc: list[str], reply_to: str | None, subject: s
         subject,
     )
     expected = [name.lower() for name in message]  # its header names
-    for policy in (POLICY, POLICY.clone(utf8=True)):
-        check_wire(message.as_bytes(policy=policy) + b"\r\n", expected)
+    check_wire(message.as_bytes() + b"\r\n", expected)
 
 
 def _set(message: EmailMessage, name: str, value: str | Address | list[Address]) -> None:

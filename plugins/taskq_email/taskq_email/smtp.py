@@ -30,12 +30,7 @@ def deliver(settings: EmailSettings, envelope: Envelope) -> dict[str, str]:
 
     try:
         # The checked bytes themselves: send_message would generate them a second time.
-        refused = connection.sendmail(
-            envelope.sender,
-            envelope.recipients,
-            envelope.data,
-            mail_options=_mail_options(connection, envelope),
-        )
+        refused = connection.sendmail(envelope.sender, envelope.recipients, envelope.data)
     except smtplib.SMTPRecipientsRefused as exc:
         reasons = "; ".join(f"{rcpt}: {_reply(err)}" for rcpt, err in exc.recipients.items())
         raise EmailDeliveryError(
@@ -77,18 +72,6 @@ def _connect(settings: EmailSettings) -> smtplib.SMTP:
         _close(connection)
         raise
     return connection
-
-
-def _mail_options(connection: smtplib.SMTP, envelope: Envelope) -> list[str]:
-    # What send_message does for addresses outside ASCII, which the server must support.
-    if not envelope.international:
-        return []
-    connection.ehlo_or_helo_if_needed()
-    if not connection.has_extn("smtputf8"):
-        raise smtplib.SMTPNotSupportedError(
-            "an address is not ASCII, but the server does not offer SMTPUTF8"
-        )
-    return ["SMTPUTF8", "BODY=8BITMIME"]
 
 
 def _close(connection: smtplib.SMTP) -> None:
