@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from taskq_email.errors import EmailConfigError
@@ -40,6 +40,9 @@ class EmailSettings(BaseSettings):
     # Log in over a connection without TLS: only for a relay on the same host or a network the
     # operator trusts, as the password crosses it readable.
     allow_plaintext_login: bool = False
+    # A PEM file of CA certificates trusted for the SMTP server, besides the system's: a private
+    # CA without SSL_CERT_FILE, which would replace the trust store of the whole worker.
+    tls_ca_file: FilePath | None = None
     # `from` is a keyword, hence the field name; the variable is TASKQ_EMAIL_FROM.
     from_address: EmailAddress | None = Field(default=None, validation_alias="TASKQ_EMAIL_FROM")
     timeout_seconds: float = Field(default=30, gt=0)

@@ -6,6 +6,7 @@ import json
 import logging
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -391,6 +392,39 @@ def test_host_name_is_checked(
     with pytest.raises(EmailDeliveryError, match="IP address mismatch"):
         task.run(email_input(), CTX)
     assert server.received == []
+
+
+def test_private_ca_from_the_setting(
+    smtp_server: ServerFactory,
+    server_tls_context: ssl.SSLContext,
+    tls_files: tuple[Path, Path],
+    credentials: Any,
+) -> None:
+    server = smtp_server(
+        tls_context=server_tls_context, require_starttls=True, auth=True, auth_required=True
+    )
+    task = EmailTask(
+        EmailSettings(
+            smtp_host=server.host,
+            smtp_port=server.port,
+            starttls=True,
+            tls_ca_file=tls_files[0],
+            username=credentials.username,
+            password=credentials.password,
+            from_address=SENDER,
+        )
+    )
+
+    task.run(email_input(), CTX)
+
+    assert server.received[0].tls
+    assert server.received[0].authenticated
+
+
+def test_missing_ca_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKQ_EMAIL_TLS_CA_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(EmailConfigError, match="TASKQ_EMAIL_TLS_CA_FILE: Path does not point"):
+        EmailTask()
 
 
 def test_international_domains_go_as_a_labels(smtp_server: ServerFactory) -> None:
