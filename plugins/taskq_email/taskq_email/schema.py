@@ -57,14 +57,18 @@ class EmailInput(BaseModel):
 
     @field_validator("body", "html")
     @classmethod
-    def _cap_size(cls, value: str | None) -> str | None:
+    def _check_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         limit = current_limits().max_body_bytes
-        # Every character is 1 to 4 bytes in UTF-8: encode only when the length can't tell.
-        if (
-            value is not None
-            and len(value) * 4 > limit
-            and (len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit)
-        ):
+        size = len(value)  # a lower bound: each character is 1 to 4 bytes in UTF-8
+        if size <= limit and not value.isascii():
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:
+                # JSON's \ud800: the message could never be encoded, on any attempt.
+                raise ValueError("must be valid Unicode text: no lone surrogates") from None
+        if size > limit:
             raise ValueError(f"at most {limit} bytes in UTF-8 (TASKQ_EMAIL_MAX_BODY_BYTES)")
         return value
 

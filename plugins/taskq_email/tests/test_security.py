@@ -518,3 +518,14 @@ def test_a_header_the_folder_would_break_is_refused() -> None:
     [error] = caught.value.errors()
     assert error["loc"] == ("to", 1)
     assert "cannot be written as one header field" in error["msg"]
+
+
+@pytest.mark.parametrize("field", ["body", "html"])
+def test_lone_surrogates_in_the_text_are_refused(field: str) -> None:
+    # JSON may carry "\ud800"; the message could never be encoded, so no attempt could succeed.
+    text = '{"to": ["a@example.com"], "subject": "s", "body": "b", "FIELD": "a\\ud800"}'
+    with pytest.raises(ValidationError) as caught:
+        EmailInput.model_validate(json.loads(text.replace("FIELD", field)))
+    [error] = caught.value.errors()
+    assert error["loc"] == (field,)
+    assert "no lone surrogates" in error["msg"]
