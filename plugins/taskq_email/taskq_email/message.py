@@ -49,12 +49,12 @@ def build_envelope(data: EmailInput, sender: str, id_hint: str) -> Envelope:
     it will be written, and the bytes produced are checked to hold no other header, so even an
     input that skipped validation cannot add a header or end the header section early.
     """
-    from_ = parse_address(sender)
-    to = [parse_address(a) for a in data.to]
-    cc = [parse_address(a) for a in data.cc]
-    bcc = [parse_address(a) for a in data.bcc]
+    from_ = _address("From", sender)
+    to = [_address("To", a) for a in data.to]
+    cc = [_address("Cc", a) for a in data.cc]
+    bcc = [_address("Bcc", a) for a in data.bcc]
+    reply_to = _address("Reply-To", data.reply_to) if data.reply_to is not None else None
 
-    reply_to = parse_address(data.reply_to) if data.reply_to is not None else None
     message = _with_headers(from_, to, cc, reply_to, data.subject)
     message["Date"] = datetime.now(UTC)
     # The sender's domain rather than this host's name, which make_msgid would use (and leak).
@@ -105,6 +105,13 @@ def check_headers(to: list[str], cc: list[str], reply_to: str | None, subject: s
     )
     expected = [name.lower() for name in message]  # its header names
     check_wire(message.as_bytes() + b"\r\n", expected)
+
+
+def _address(field: str, value: str) -> Address:
+    try:
+        return parse_address(value)
+    except ValueError as exc:  # pydantic's errors are ValueErrors
+        raise EmailHeaderError(f"refusing to write the {field} address: {exc}") from None
 
 
 def _set(message: EmailMessage, name: str, value: str | Address | list[Address]) -> None:
