@@ -7,7 +7,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taskq_email.errors import EmailHeaderError
-from taskq_email.headers import EmailAddress, HeaderText, domain_of, parse_address
+from taskq_email.headers import EmailAddress, HeaderText, domain_of, parse_address, plain
 from taskq_email.limits import MAX_RECIPIENTS, current_limits
 
 MAX_SUBJECT_LENGTH = 998  # characters; RFC 5322's line limit
@@ -77,6 +77,14 @@ class EmailInput(BaseModel):
         # Imported here: message.py builds from an EmailInput.
         from taskq_email.message import check_headers
 
+        # Each value was folded alone, as a To header (or is plain): what remains are addresses
+        # sharing a header, and Reply-To's longer name, which shifts where it folds.
+        addresses = [*self.to, *self.cc, *([self.reply_to] if self.reply_to else [])]
+        shared = len(self.to) > 1 or len(self.cc) > 1
+        if all(plain(a) for a in addresses) or (
+            not shared and (self.reply_to is None or plain(self.reply_to))
+        ):
+            return self  # nothing there for the email package to decode or fold badly
         try:
             check_headers(self.to, self.cc, self.reply_to, self.subject)
         except EmailHeaderError as exc:
