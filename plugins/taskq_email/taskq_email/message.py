@@ -135,7 +135,8 @@ def check_wire(data: bytes, expected: list[str]) -> None:
     """Raise EmailHeaderError unless `data`'s header section holds exactly the `expected`
     header names, once each and all known, and the message has no line end but CRLF."""
     # A bare CR or LF: some servers take it as a line end (header injection, SMTP smuggling).
-    if b"\r" in data.replace(b"\r\n", b"") or b"\n" in data.replace(b"\r\n", b""):
+    bare = data.replace(b"\r\n", b"")
+    if b"\r" in bare or b"\n" in bare:
         raise EmailHeaderError("refusing to send a message with a bare CR or LF")
     head = data.partition(b"\r\n\r\n")[0]
     names = [
