@@ -44,12 +44,16 @@ __all__ = [
     "Scope",
     "authorization_token",
     "env_keys",
+    "forbidden",
     "require",
 ]
 
 log = logging.getLogger("taskq.api.auth")
 
 CACHE_SECONDS = 5.0  # how long a key check trusts its snapshot: a revoked key works this long
+# An unknown key reloads the keys if they are older than this, so a key just created works at
+# once; guessing can cost PostgreSQL at most one small SELECT per second per API process.
+MISS_RELOAD_SECONDS = 1.0
 TOUCH_SECONDS = 60.0  # a key's last_used_at is written at most this often
 MIN_ENV_KEY_LENGTH = 20  # characters; shorter secrets in TASKQ_API_KEYS are refused at start
 
@@ -97,9 +101,10 @@ class KeyRing:
     """Every usable key of this process, reloaded from PostgreSQL when older than `ttl`.
 
     A request costs a SHA-256 and a dict lookup. At most one request per `ttl` waits for the
-    reload (one SELECT of the whole, small table; concurrent requests share it), and unknown
-    keys cost nothing more, so guessing cannot load the database. `last_used_at` is written
-    in the background, at most every `touch_every` seconds per key.
+    reload (one SELECT of the whole, small table; concurrent requests share it); an unknown key
+    triggers one too, at most once per MISS_RELOAD_SECONDS, so a new key works at once while
+    guessing cannot load the database. `last_used_at` is written in the background, at most
+    every `touch_every` seconds per key.
     """
 
     def __init__(
@@ -134,6 +139,9 @@ class KeyRing:
             return None
         key_hash = keys.digest(token)
         principal = snapshot.by_hash.get(key_hash)
+        if principal is None and time.monotonic() - snapshot.loaded_at >= MISS_RELOAD_SECONDS:
+            snapshot = await self._reload()
+            principal = snapshot.by_hash.get(key_hash)
         if principal is not None and key_hash in snapshot.stored:
             self._used(key_hash)
         return principal
@@ -238,14 +246,19 @@ async def authorize(ring: KeyRing, token: str | None, scopes: Iterable[Scope]) -
         raise _unauthorized("this API key is not valid (unknown or revoked)", "invalid_token")
     wanted = list(scopes)
     if not any(principal.allows(scope) for scope in wanted):
-        needed = " or ".join(wanted)
-        raise HTTPException(
-            403,
-            f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not cover "
-            f"this call; it needs {needed}",
-            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{needed}"'},
-        )
+        raise forbidden(principal, *wanted)
     return principal
+
+
+def forbidden(principal: Principal, *needed: Scope, why: str = "") -> HTTPException:
+    """The 403 for a key whose scopes do not cover a call (RFC 6750's insufficient_scope)."""
+    wanted = " or ".join(needed)
+    return HTTPException(
+        403,
+        f"this API key's scopes ({', '.join(sorted(principal.scopes))}) do not cover this call; "
+        f"it needs {wanted}{f' ({why})' if why else ''}",
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
+    )
 
 
 def _dependency(scopes: tuple[Scope, ...]) -> Any:

@@ -6,11 +6,11 @@ import hashlib
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
-from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, require
+from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, forbidden, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import (
     TaskBatch,
@@ -195,7 +195,7 @@ async def get_task(
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
     if not principal.allows(Scope.READ) and row["submitted_by"] != principal.owner:
-        raise HTTPException(403, "a submit key reads only the tasks it submitted")
+        raise forbidden(principal, Scope.READ, why="a submit key reads only the tasks it submitted")
     return for_reader(row, principal)
 
 
