@@ -6,7 +6,9 @@ Each round starts a fresh `taskq api` (one process) per mode, in turn, on the sa
 Redis (TASKQ_BENCH_DATABASE_URL / TASKQ_BENCH_REDIS_URL, else taskq's embedded pair, fsync on):
 `open` has no key anywhere and sends none; `key` creates one submit key with `taskq keys create`
 and sends it as `Authorization: Bearer`; `header` sends a key but creates none (the "before" of
-code without keys). The tasks table is emptied before each measurement.
+code without keys); `base` is `header` with the API run from another source tree (`--base DIR`,
+e.g. `git archive main | tar -x -C DIR`), so before and after alternate in one invocation. The
+tasks table is emptied before each measurement.
 Modes alternate so a busy machine weighs on both alike; the medians are what to compare.
 """
 
@@ -43,11 +45,19 @@ def _taskq(*args: str, env: dict[str, str], **popen: object) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "taskq_core.cli", *args], env=env, **popen)  # type: ignore[call-overload,no-any-return]
 
 
-def _measure(env: dict[str, str], database_url: str, mode: str, seconds: int) -> float:
+def _measure(
+    env: dict[str, str], database_url: str, mode: str, seconds: int, base: str | None
+) -> float:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE tasks, task_attempts, api_keys RESTART IDENTITY")
     headers: dict[str, str] = {}
-    if mode == "header":  # a key sent, none created: what code without auth does with it
+    cwd = None
+    if mode == "base":  # the API from another tree: the current directory comes first on sys.path
+        if base is None:
+            raise SystemExit("mode base needs --base DIR")
+        env = {**env, "PYTHONPATH": base}
+        cwd = base
+    if mode in ("header", "base"):  # a key sent, none created: what code without auth does
         headers["Authorization"] = "Bearer tq_" + "x" * 43
     if mode == "key":
         out = subprocess.run(
@@ -59,7 +69,7 @@ def _measure(env: dict[str, str], database_url: str, mode: str, seconds: int) ->
         )
         headers["Authorization"] = f"Bearer {out.stdout.strip()}"
     port = _free_port()
-    api = _taskq("api", "--port", str(port), env=env, stdout=subprocess.DEVNULL)
+    api = _taskq("api", "--port", str(port), env=env, stdout=subprocess.DEVNULL, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -87,11 +97,35 @@ def _measure(env: dict[str, str], database_url: str, mode: str, seconds: int) ->
     return float(result["count"]) / float(result["seconds"])
 
 
+def check_cost(database_url: str, calls: int = 200_000) -> float:
+    """Microseconds of CPU one key check costs the API, with a warm cache."""
+    import asyncio
+
+    from taskq_core.api.auth import KeyRing
+    from taskq_core.db.keys import new_token
+
+    async def run() -> float:
+        key = new_token()
+        engine = engines.async_engine(database_url, pool_size=1)
+        ring = KeyRing(engine, [key], ttl=3600)
+        try:
+            assert await ring.authenticate(key) is not None
+            start = time.process_time()
+            for _ in range(calls):
+                await ring.authenticate(key)
+            return (time.process_time() - start) / calls * 1e6
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.apikey", description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", default="open,key")
+    parser.add_argument("--modes", default="open,key", help="of open, key, header, base")
+    parser.add_argument("--base", help="source tree the `base` mode runs the API from")
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
 
@@ -121,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         rates: dict[str, list[float]] = {m: [] for m in modes}
         for round_ in range(args.rounds):
             for mode in modes:
-                rate = _measure(env, database_url, mode, args.seconds)
+                rate = _measure(env, database_url, mode, args.seconds, args.base)
                 rates[mode].append(rate)
                 print(f"round {round_ + 1} {mode}: {rate:,.0f} req/s", flush=True)
+        print(f"one key check: {check_cost(database_url):.2f} µs CPU (warm cache)")
         for mode, values in rates.items():
             print(
                 f"{mode}: median {statistics.median(values):,.0f} req/s "
