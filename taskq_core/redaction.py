@@ -76,12 +76,21 @@ def install(logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter())
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration with the filter on each of its handlers."""
+def uvicorn_log_config(root_format: str, level: str) -> dict[str, Any]:
+    """uvicorn's own logging configuration with the filter on each of its handlers, and a
+    filtered stderr handler for everything else (taskq's loggers), in `root_format`. uvicorn
+    applies it in each API process, the extra ones of `--workers N` included."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact"] = {"()": RedactingFilter}
+    config["formatters"]["taskq"] = {"format": root_format}
+    config["handlers"]["taskq"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "taskq",
+        "stream": "ext://sys.stderr",
+    }
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
+    config["root"] = {"handlers": ["taskq"], "level": level.upper()}
     return config

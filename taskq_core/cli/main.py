@@ -55,7 +55,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         "port": args.port,
         "log_level": settings.log_level.lower(),
         "access_log": args.access_log,
-        "log_config": redaction.uvicorn_log_config(),
+        "log_config": redaction.uvicorn_log_config(LOG_FORMAT, settings.log_level),
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
