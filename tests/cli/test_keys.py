@@ -200,3 +200,41 @@ def test_dev_banner_and_logs_hold_no_password(
         dev.terminate()
         dev.wait(60)
     assert secret not in log.read_text()
+
+
+def test_list_on_a_terminal_is_a_table(env: dict[str, str]) -> None:
+    import os
+    import pty
+
+    # Names cannot carry terminal markup: brackets are refused.
+    assert run(env, "keys", "create", "--scope", "read", "--name", "[bold]x").returncode == 2
+    key = run(env, "keys", "create", "--scope", "read", "--name", "ok").stdout.strip()
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            taskq("keys", "list"),
+            env={**env, "COLUMNS": "200", "TERM": "xterm"},
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower side is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert done.returncode == 0, done.stderr
+    screen = b"".join(chunks).decode()
+    assert "API keys" in screen
+    assert "last used" in screen
+    assert "\t" not in screen
+    assert "ok" in screen
+    assert "read" in screen
+    assert key not in screen
