@@ -229,7 +229,11 @@ def test_only_admin_keys_see_tracebacks(keyed: Keyed, processes: Processes) -> N
         "POST",
         "/tasks/",
         "submit",
-        json={"task_type": "FailTask", "input_data": {"message": "no luck"}, "max_attempts": 1},
+        json={
+            "task_type": "FailTask",
+            "input_data": {"message": "no luck at postgresql://app:Pa55word@db/x"},
+            "max_attempts": 1,
+        },
     )
     assert failing.status_code == 201
     number = failing.json()["id"]
@@ -241,6 +245,9 @@ def test_only_admin_keys_see_tracebacks(keyed: Keyed, processes: Processes) -> N
     )
     admin = keyed.call("GET", f"/tasks/{number}", "admin").json()
     assert admin["error"]["type"] == "ValueError"
+    # A password quoted by a task's own error is masked before it is stored.
+    assert admin["error"]["message"] == "no luck at postgresql://app:***@db/x"
+    assert "Pa55word" not in str(keyed.sql("SELECT error FROM tasks WHERE id = %s", [number]))
     assert "Traceback" in admin["error"]["traceback"]
     assert "Traceback" in admin["history"][-1]["error"]["traceback"]
     for key in ("read", "submit"):
