@@ -186,9 +186,10 @@ def check_exposure(host: str, settings: Settings, *, insecure: bool) -> None:
         exists = _with_engine(settings, keys.any_created)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "; run `taskq db upgrade`" if "api_keys" in first else ""
         raise ConfigurationError(
             f"cannot tell whether an API key exists before serving on {host} "
-            f"(PostgreSQL: {redact(first)}); run `taskq db upgrade` if the schema is old"
+            f"(PostgreSQL: {redact(first)}){hint}"
         ) from None
     if exists:
         return
