@@ -9,6 +9,8 @@ scheme on each of them):
     async def things(principal: Annotated[Principal, require(Scope.READ)]) -> ...: ...
 
 or, when the route does not need to know who called, `dependencies=[require(Scope.ADMIN)]`.
+A route about one task that submit keys may follow takes `require(Scope.READ, Scope.SUBMIT)` and
+calls `check_reader(principal, row["submitted_by"])`.
 `require(a, b)` lets in a key with either scope; admin keys pass every check. Code below FastAPI
 (api/fastpath.py) calls `KeyRing.authenticate` directly with the `Authorization` header's value.
 
@@ -43,6 +45,7 @@ __all__ = [
     "Principal",
     "Scope",
     "authorization_token",
+    "check_reader",
     "env_keys",
     "forbidden",
     "require",
@@ -259,6 +262,13 @@ def forbidden(principal: Principal, *needed: Scope, why: str = "") -> HTTPExcept
         f"it needs {wanted}{f' ({why})' if why else ''}",
         headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'},
     )
+
+
+def check_reader(principal: Principal, submitted_by: str) -> None:
+    """For routes taking `require(Scope.READ, Scope.SUBMIT)` on one task: a submit key may read
+    only the tasks it submitted (`tasks.submitted_by`); 403 otherwise."""
+    if not principal.allows(Scope.READ) and submitted_by != principal.owner:
+        raise forbidden(principal, Scope.READ, why="a submit key reads only the tasks it submitted")
 
 
 def _dependency(scopes: tuple[Scope, ...]) -> Any:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
-from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, forbidden, require
+from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, check_reader, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import (
     TaskBatch,
@@ -194,8 +194,7 @@ async def get_task(
     row = await backends.storage.get(task_id)
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
-    if not principal.allows(Scope.READ) and row["submitted_by"] != principal.owner:
-        raise forbidden(principal, Scope.READ, why="a submit key reads only the tasks it submitted")
+    check_reader(principal, row["submitted_by"])
     return for_reader(row, principal)
 
 
