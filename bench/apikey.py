@@ -45,9 +45,15 @@ def _taskq(*args: str, env: dict[str, str], **popen: object) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "taskq_core.cli", *args], env=env, **popen)  # type: ignore[call-overload,no-any-return]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _measure(
     env: dict[str, str], database_url: str, mode: str, seconds: int, base: str | None
-) -> float:
+) -> tuple[float, float]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE tasks, task_attempts, api_keys RESTART IDENTITY")
     headers: dict[str, str] = {}
@@ -88,13 +94,16 @@ def _measure(
         if check.status_code != 201:
             raise SystemExit(f"{mode}: {check.status_code} {check.text}")
         http_load.post_for(f"{url}/tasks/", BODY, 1, headers)  # warm-up
+        cpu = _cpu_seconds(api.pid)
         result = http_load.post_for(f"{url}/tasks/", BODY, seconds, headers)
+        cpu = _cpu_seconds(api.pid) - cpu
     finally:
         api.terminate()
         api.wait(15)
     if result["non_2xx"] or result["socket_errors"]:
         raise SystemExit(f"{mode}: errors under load: {result}")
-    return float(result["count"]) / float(result["seconds"])
+    # The API's own CPU per request depends far less on what else the machine runs than the rate.
+    return float(result["count"]) / float(result["seconds"]), cpu / result["count"] * 1e6
 
 
 def check_cost(database_url: str, calls: int = 200_000) -> float:
@@ -153,16 +162,23 @@ def main(argv: list[str] | None = None) -> int:
             TASKQ_LOG_LEVEL="WARNING",
         )
         rates: dict[str, list[float]] = {m: [] for m in modes}
+        cpus: dict[str, list[float]] = {m: [] for m in modes}
         for round_ in range(args.rounds):
             for mode in modes:
-                rate = _measure(env, database_url, mode, args.seconds, args.base)
+                rate, cpu = _measure(env, database_url, mode, args.seconds, args.base)
                 rates[mode].append(rate)
-                print(f"round {round_ + 1} {mode}: {rate:,.0f} req/s", flush=True)
+                cpus[mode].append(cpu)
+                print(
+                    f"round {round_ + 1} {mode}: {rate:,.0f} req/s, API {cpu:.0f} µs CPU/request",
+                    flush=True,
+                )
         print(f"one key check: {check_cost(database_url):.2f} µs CPU (warm cache)")
         for mode, values in rates.items():
             print(
                 f"{mode}: median {statistics.median(values):,.0f} req/s "
-                f"({min(values):,.0f}-{max(values):,.0f}), {http_load.CONNECTIONS} connections"
+                f"({min(values):,.0f}-{max(values):,.0f}), {http_load.CONNECTIONS} connections; "
+                f"API CPU median {statistics.median(cpus[mode]):.0f} µs/request "
+                f"({min(cpus[mode]):.0f}-{max(cpus[mode]):.0f})"
             )
     finally:
         if embedded is not None:
