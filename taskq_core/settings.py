@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # Comma-separated API keys with every scope, for deployments that inject secrets; keys made
+    # with `taskq keys create` live in PostgreSQL. A SecretStr, so no repr or log shows them.
+    api_keys: SecretStr = SecretStr("")
+
     # Signs the dashboard's session cookies; unset, each API process draws its own at start (a
     # restart logs everyone out; several API processes behind one address need it set).
     session_secret: SecretStr | None = None

@@ -6,6 +6,7 @@ the shared, open API for every other test."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,14 @@ class Keyed:
     url: str
     database_url: str
     keys: dict[str, str]  # scope -> a key with only that scope
+    env: dict[str, str]  # for `taskq keys ...` against this API's database
+
+    def keys_command(self, *args: str) -> str:
+        done = subprocess.run(
+            taskq("keys", *args), env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
 
     def sql(self, statement: str, params: object = None) -> list[tuple[object, ...]]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -86,7 +95,7 @@ def keyed(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             return False
 
     wait_for(up, what="the keyed API to start")
-    yield Keyed(url, database_url, keys)
+    yield Keyed(url, database_url, keys, env)
     proc.terminate()
     proc.wait(15)
     with psycopg.connect(servers.database_url, autocommit=True) as conn:
@@ -147,3 +156,12 @@ def test_logging_out_ends_the_session(keyed: Keyed, page: Page) -> None:
     expect(page).to_have_url(f"{keyed.url}/ui/login")
     page.goto(f"{keyed.url}/ui/tasks")
     expect(page).to_have_url(f"{keyed.url}/ui/login?next=%2Fui%2Ftasks")
+
+
+def test_a_revoked_keys_session_ends(keyed: Keyed, page: Page) -> None:
+    keyed.keys["doomed"] = keyed.keys_command("create", "--scope", "read", "--name", "ui-doomed")
+    log_in(page, keyed, "doomed", "/ui/tasks")
+    expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    keyed.keys_command("revoke", "ui-doomed")
+    # Within the key cache's expiry (5 s) the live refresh is refused and the page goes to login.
+    expect(page).to_have_url(re.compile(r"/ui/login\?next="), timeout=20_000)

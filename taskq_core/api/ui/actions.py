@@ -69,7 +69,9 @@ async def login(request: Request, sess: SessionDep) -> Response:
         error = "That key cannot read tasks: the dashboard needs a read or admin key."
         return render(request, sess, "login.html", 403, next=target, error=error)
     # A new session id on login, so a token or cookie planted before it is worthless.
-    fresh = session.new_session(holder.scopes, holder.owner, open_api=False)
+    fresh = session.new_session(
+        holder.scopes, holder.owner, open_api=False, key_hash=holder.key_hash
+    )
     return redirect(request, fresh, target)
 
 
@@ -109,7 +111,14 @@ async def submit(request: Request, sess: SessionDep, backends: BackendsDep, name
         errors["delay_seconds"] = "A number of seconds."
     if not errors:
         try:
-            new = enqueue.prepare(backends.registry, name, data, priority, delay_seconds=delay)
+            new = enqueue.prepare(
+                backends.registry,
+                name,
+                data,
+                priority,
+                delay_seconds=delay,
+                submitted_by=sess.owner or "",
+            )
         except InvalidTaskError as exc:
             errors = forms.errors_by_field(exc.errors, fields)
     if errors:

@@ -38,8 +38,9 @@ class Session:
 
     sid: str
     scopes: frozenset[str]
-    owner: str | None  # whose key logged in (the key ring's owner name), never the key
+    owner: str | None  # whose key logged in (the key ring's owner name)
     expires: int
+    key_hash: str | None = None  # the key's SHA-256, looked up on every request; never the key
     open_api: bool = False  # no keys configured: nobody logs in
     fresh: bool = field(default=False, compare=False)  # not yet in the browser's cookie
 
@@ -65,18 +66,22 @@ class Session:
                 "scopes": sorted(self.scopes),
                 "owner": self.owner,
                 "exp": self.expires,
+                "kh": self.key_hash,
             }
         ).encode()
         payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
         return f"{payload}.{_sign(secret, payload.encode())}"
 
 
-def new_session(scopes: frozenset[str], owner: str | None, open_api: bool) -> Session:
+def new_session(
+    scopes: frozenset[str], owner: str | None, open_api: bool, key_hash: str | None = None
+) -> Session:
     return Session(
         sid=secrets.token_urlsafe(18),
         scopes=scopes,
         owner=owner,
         expires=int(time.time()) + LIFETIME_SECONDS,
+        key_hash=key_hash,
         open_api=open_api,
         fresh=True,
     )
@@ -96,6 +101,7 @@ def decode(secret: bytes, cookie: str | None) -> Session | None:
             scopes=frozenset(str(s) for s in data["scopes"]),
             owner=data["owner"],
             expires=int(data["exp"]),
+            key_hash=data.get("kh"),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -111,7 +117,11 @@ async def current_session(request: Request) -> Session:
             session = new_session(keys.ALL_SCOPES, keys.OPEN_OWNER, open_api=True)
         session.open_api = True
         return session
-    if session is not None and session.owner == keys.OPEN_OWNER:
+    if session is not None and session.key_hash is not None:
+        holder = await keys.recheck(request, session.key_hash)
+        # Revoked since login: the session ends. Otherwise the key's scopes as they are now.
+        session.scopes = holder.scopes if holder is not None else frozenset()
+    elif session is not None and session.scopes:
         session = None  # issued while the API was open: keys exist now, so log in
     return session or new_session(frozenset(), None, open_api=False)
 
