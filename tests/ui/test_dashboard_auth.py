@@ -149,11 +149,12 @@ def test_wrong_and_submit_only_keys_are_turned_away(keyed: Keyed, page: Page) ->
     assert httpx.get(f"{keyed.url}/ui/live/overview").status_code == 401
 
 
-def test_logging_out_ends_the_session(keyed: Keyed, page: Page) -> None:
+def test_logging_out_ends_the_session(keyed: Keyed, page: Page, screenshots: Path) -> None:
     log_in(page, keyed, "read")
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(f"{keyed.url}/ui/login")
+    page.screenshot(path=str(screenshots / "login.png"), full_page=True)
     page.goto(f"{keyed.url}/ui/tasks")
     expect(page).to_have_url(f"{keyed.url}/ui/login?next=%2Fui%2Ftasks")
 
