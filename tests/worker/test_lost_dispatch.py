@@ -47,7 +47,9 @@ def test_a_lost_id_runs_in_its_turn_behind_a_backlog_under_inflow(
     try:
         workers.start(concurrency=2, **FAST)  # about 40 tasks a second: the backlog lasts
         wait_for(
-            lambda: clean.sql("SELECT 1 FROM tasks WHERE id = %s AND status = 'completed'", (lost,)),
+            lambda: clean.sql(
+                "SELECT 1 FROM tasks WHERE id = %s AND status = 'completed'", (lost,)
+            ),
             timeout=60,
             what="the lost task to run",
         )
