@@ -152,6 +152,7 @@ def test_the_seed_reproduces_the_schedule() -> None:
     assert len(kinds) == 7  # ten minutes meet every kind of fault
 
 
+@pytest.mark.timeout(DURATION + SETTLE_SECONDS + 180)
 def test_chaos(
     chaos_servers: Servers,
     sites: dict[str, Path],
