@@ -233,9 +233,9 @@ class Traffic:
                     except httpx.HTTPError:
                         time.sleep(0.5)
                         continue
+                    with self.ledger.lock:
+                        self.ledger.cancels[task_id] = response.status_code
                     if response.status_code in (200, 202, 409):
-                        with self.ledger.lock:
-                            self.ledger.cancels[task_id] = response.status_code
                         return
                     time.sleep(0.5)
 

@@ -109,7 +109,10 @@ def _outcome(v: Verdict, ledger: Ledger, task_id: int, kind: str, status: str, e
         # Asked while running, but the worker's outcome was written before it heard of it.
         v.explained["cancel answered 202 as the task completed"] += 1
         return
-    v.problem(f"task {task_id} ({kind}) ended {status} ({error_type}), expected {expected}")
+    v.problem(
+        f"task {task_id} ({kind}) ended {status} ({error_type}), expected {expected}"
+        + (f"; its cancel was last answered {answer}" if kind == "cancel" else "")
+    )
 
 
 def table(
