@@ -45,7 +45,7 @@ def _paused_holding(h: Harness, seconds: float) -> tuple[subprocess.Popen[bytes]
     paused_id = h.worker_id(paused)
     task_id = h.post(api, "AsyncSleepTask", {"seconds": seconds})
     h.wait(
-        lambda: any(e.task_id == task_id for e in h.executions()), 20, "the task to start running"
+        lambda: any(e.task_id == task_id for e in h.executions()), 60, "the task to start running"
     )
     paused.send_signal(signal.SIGSTOP)
     return paused, paused_id, task_id, len(h.accepted)
@@ -53,7 +53,7 @@ def _paused_holding(h: Harness, seconds: float) -> tuple[subprocess.Popen[bytes]
 
 def _resume_and_wait_refused(h: Harness, paused: subprocess.Popen[bytes]) -> None:
     paused.send_signal(signal.SIGCONT)
-    h.wait(lambda: STALE.search(h.log_of(paused)), 20, "the resumed worker to meet the fence")
+    h.wait(lambda: STALE.search(h.log_of(paused)), 60, "the resumed worker to meet the fence")
 
 
 def test_a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_finished(
@@ -65,7 +65,7 @@ def test_a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_finish
         # Its lease runs out while it is stopped; another worker takes the task and finishes it.
         other = h.start_worker(concurrency=1)
         other_id = h.worker_id(other)
-        h.wait(lambda: _status(h, task_id) == "completed", 30, "the other worker to finish it")
+        h.wait(lambda: _status(h, task_id) == "completed", 60, "the other worker to finish it")
         before = h.servers.sql(
             "SELECT status, attempts, worker_id, result, finished_at FROM tasks WHERE id = %s",
             (task_id,),
@@ -89,7 +89,7 @@ def test_a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_finish
     assert paused.poll() is None
     api = h.start_api()
     again = [h.post(api, "AsyncSleepTask", {"seconds": 0.3}) for _ in range(4)]
-    h.wait(lambda: all(_status(h, i) == "completed" for i in again), 30, "tasks after the resume")
+    h.wait(lambda: all(_status(h, i) == "completed" for i in again), 60, "tasks after the resume")
 
 
 def test_a_worker_paused_while_a_cancel_arrives_cannot_overwrite_the_cancellation(
@@ -105,7 +105,7 @@ def test_a_worker_paused_while_a_cancel_arrives_cannot_overwrite_the_cancellatio
         # the task as asked.
         other = h.start_worker(concurrency=1)
         h.worker_id(other)
-        h.wait(lambda: _status(h, task_id) == "cancelled", 30, "the sweeper to cancel it")
+        h.wait(lambda: _status(h, task_id) == "cancelled", 60, "the sweeper to cancel it")
         before = h.servers.sql(
             "SELECT status, attempts, worker_id, error, finished_at FROM tasks WHERE id = %s",
             (task_id,),
