@@ -163,7 +163,7 @@ def test_cancelling_a_running_task_stops_it(api: Api, workers: Workers, task_typ
     response = api.client.post(f"/tasks/{task['id']}/cancel")
     assert response.status_code == 202
     assert response.json()["cancel_requested_at"] is not None
-    done = finished(api, task["id"], timeout=10)
+    done = finished(api, task["id"], timeout=30)
     assert done["status"] == "cancelled"
     assert outcomes(done) == ["cancelled"]
     again = api.client.post(f"/tasks/{task['id']}/cancel")
