@@ -244,3 +244,28 @@ def test_a_running_task_is_stopped_from_its_page(api: Api, workers: Workers, pag
     expect(page.locator(".notice")).to_have_text("It was running: its worker was asked to stop it.")
     expect(page.locator("#task-status")).to_have_text("cancelled", timeout=FINISHED)
     expect(page.locator("table.list tbody tr").first).to_contain_text("cancelled")  # the attempt
+
+
+def test_a_failed_task_retried_keeps_its_history(api: Api, workers: Workers, page: Page) -> None:
+    workers.start()
+    created = api.client.post(
+        "/tasks/", json={"task_type": "FailTask", "input_data": {}, "max_attempts": 1}
+    ).json()
+    page.goto(f"{api.url}/ui/tasks/{created['id']}")
+    expect(page.locator("#task-status")).to_have_text("failed", timeout=FINISHED)
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".notice")).to_contain_text("Pending again")
+    attempts = page.locator("table.list tbody tr")
+    expect(attempts).to_have_count(2, timeout=FINISHED)  # the first failure, then the retry's
+    expect(page.locator("#task-status")).to_have_text("failed")
+    # Retrying what is not failed or cancelled is refused, and changes nothing.
+    workers.servers.sql("UPDATE tasks SET status = 'completed' WHERE id = %s", [created["id"]])
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    with httpx.Client(base_url=api.url, cookies=cookies) as client:
+        response = client.post(f"/ui/tasks/{created['id']}/retry", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert response.headers["location"].endswith("done=not-retried")
+    assert workers.servers.sql("SELECT status FROM tasks WHERE id = %s", [created["id"]]) == [
+        ("completed",)
+    ]

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from taskq_core import enqueue
 from taskq_core.api.deps import BackendsDep
 from taskq_core.api.ui import forms, keys, session
-from taskq_core.api.ui.pages import render, task_type_page
+from taskq_core.api.ui.pages import overview_queries, render, task_type_page
 from taskq_core.api.ui.session import Session, SessionDep
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError, TaskStateError
 from taskq_core.records import TaskStatus
@@ -168,7 +168,7 @@ async def retry(
     if (refusal := await _checked(request, sess)) is not None:
         return refusal
     try:
-        task = await backends.storage.retry(task_id)
+        task = await overview_queries(backends).retry(task_id)
     except TaskNotFoundError:
         return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
     except TaskStateError:
