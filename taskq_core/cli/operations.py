@@ -34,20 +34,21 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
     return asyncio.run(main())
 
 
-def duration(text: str) -> float:
-    """argparse type: `30d`, `12h`, `15m`, `45s`."""
+def age(text: str) -> tuple[str, float]:
+    """argparse type: `30d`, `12h`, `15m`, `45s`, as written and in seconds."""
     try:
         seconds = parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     assert seconds is not None
-    return seconds
+    return text, seconds
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     statuses = (args.status,) if args.status else FINISHED
-    deleted = _with_storage(settings, lambda s: s.purge(args.older_than, statuses))
-    print(f"deleted {deleted} {'/'.join(statuses)} task(s) finished more than {args.raw_age} ago")
+    written, seconds = args.older_than
+    deleted = _with_storage(settings, lambda s: s.purge(seconds, statuses))
+    print(f"deleted {deleted} {'/'.join(statuses)} task(s) finished more than {written} ago")
     return 0
 
 
@@ -164,19 +165,13 @@ def cmd_task_types_paused(args: argparse.Namespace, settings: Settings) -> int:
 # ---- parsers --------------------------------------------------------------------------------
 
 
-class _Age(argparse.Action):
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        namespace.raw_age = values
-        setattr(namespace, self.dest, duration(values))
-
-
 def add_task_commands(task_commands: Any) -> None:
     """`tasks purge` (and the `clear` options) on the `tasks` sub-command."""
     purge = task_commands.add_parser(
         "purge", help="delete finished tasks older than a duration, now (the sweeper's retention)"
     )
     purge.add_argument(
-        "--older-than", required=True, action=_Age, metavar="D", help="e.g. 7d, 12h, 15m, 45s"
+        "--older-than", required=True, type=age, metavar="D", help="e.g. 7d, 12h, 15m, 45s"
     )
     purge.add_argument("--status", choices=FINISHED, help="only this status (default: all three)")
     purge.set_defaults(func=cmd_purge)
