@@ -32,6 +32,7 @@ TEST_PLUGINS = {
     "taskq-testkit": ("taskq_testkit", "testkit"),
     "taskq-broken": ("taskq_broken", "broken"),
     "taskq-dupe": ("taskq_dupe", "dupe"),
+    "taskq-cron": ("taskq_cron", "cron"),
 }
 
 

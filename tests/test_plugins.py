@@ -170,3 +170,44 @@ def test_a_broken_plugin_does_not_stop_a_worker(
     finally:
         worker.terminate()
         assert worker.wait(15) == 0
+
+
+def test_hook_register_schedules_declares_periodic_tasks() -> None:
+    module = types.ModuleType("cron_plugin")
+
+    @hookimpl
+    def register_schedules(register):  # type: ignore[no-untyped-def]
+        register("nightly", "0 3 * * *", "Double", {"n": 2}, timezone="Europe/Paris", priority=2)
+
+    module.register_schedules = register_schedules  # type: ignore[attr-defined]
+    module.register_task_types = plugin_module("x", Double).register_task_types  # type: ignore[attr-defined]
+    registry = load_registry([module], use_entry_points=False)
+    (declared,) = registry.schedules
+    assert (declared.plugin, declared.name, declared.cron, declared.task_type) == (
+        "cron_plugin",
+        "nightly",
+        "0 3 * * *",
+        "Double",
+    )
+    assert (declared.input_data, declared.timezone, declared.priority) == (
+        {"n": 2},
+        "Europe/Paris",
+        2,
+    )
+    assert declared.catch_up == "once"
+
+
+def test_a_plugin_whose_register_schedules_raises_is_recorded() -> None:
+    module = types.ModuleType("bad_cron")
+
+    @hookimpl
+    def register_schedules(register):  # type: ignore[no-untyped-def]
+        register("no-cron")  # missing arguments
+
+    module.register_schedules = register_schedules  # type: ignore[attr-defined]
+    registry = load_registry([module, plugin_module("fine", Double)], use_entry_points=False)
+    assert "Double" in registry
+    assert registry.schedules == []
+    (failure,) = registry.failures
+    assert failure.plugin == "bad_cron"
+    assert "TypeError" in failure.error
