@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import time
@@ -128,7 +129,7 @@ def test_every_tick_is_one_task_with_several_workers(api: Api, workers: Workers)
     wait_for(lambda: len(ticks(servers, "each-second")) >= 6, timeout=30, what="six ticks")
     api.client.patch("/schedules/each-second", json={"paused": True})
     rows = ticks(servers, "each-second")
-    gaps = {b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)}
+    gaps = {b[0] - a[0] for a, b in itertools.pairwise(rows)}
     assert gaps == {timedelta(seconds=1)}, rows  # no tick missed, none doubled
     assert len({task_id for _, task_id, _ in rows}) == len(rows)
     assert all(data == {"n": 9} for _, _, data in rows)
@@ -152,11 +153,11 @@ def test_sigkill_of_the_scheduling_worker_loses_and_doubles_no_tick(
         # Kill whichever worker most recently turned a tick into a task, mid-stride.
         logs = {proc: log for proc, log in workers.processes.started if proc.poll() is None}
         before = {proc: _scheduled_by(log) for proc, log in logs.items()}
-        busy = wait_for(
-            lambda: next((p for p, log in logs.items() if _scheduled_by(log) > before[p]), None),
-            timeout=20,
-            what="a worker to fire a tick",
-        )
+
+        def firing(logs: dict[Any, Path] = logs, before: dict[Any, int] = before) -> Any:
+            return next((p for p, log in logs.items() if _scheduled_by(log) > before[p]), None)
+
+        busy = wait_for(firing, timeout=20, what="a worker to fire a tick")
         busy.send_signal(signal.SIGKILL)
         busy.wait(10)
         kills += 1
@@ -166,7 +167,7 @@ def test_sigkill_of_the_scheduling_worker_loses_and_doubles_no_tick(
     wait_for(lambda: len(ticks(servers, "each-second")) >= done + 3, what="ticks after the kills")
     api.client.patch("/schedules/each-second", json={"paused": True})
     rows = ticks(servers, "each-second")
-    gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(rows)]
     assert set(gaps) == {timedelta(seconds=1)}, rows
     total = servers.sql("SELECT count(*) FROM tasks WHERE input_data = '{\"n\": 5}'")[0][0]
     assert total == len(rows)
