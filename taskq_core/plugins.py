@@ -225,6 +225,19 @@ def _declared_schedules(
         priority: int | None = None,
         catch_up: str = "once",
     ) -> None:
+        for label, value in (
+            ("name", name),
+            ("cron", cron),
+            ("task_type", task_type),
+            ("timezone", timezone),
+            ("catch_up", catch_up),
+        ):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"register_schedules: {label} must be a non-empty string")
+        if input_data is not None and not isinstance(input_data, dict):
+            raise TypeError(f"register_schedules: {name}: input_data must be a dict")
+        if priority is not None and not isinstance(priority, int):
+            raise TypeError(f"register_schedules: {name}: priority must be an int")
         declared.append(
             ScheduleDeclaration(
                 plugin, name, cron, task_type, dict(input_data or {}), timezone, priority, catch_up

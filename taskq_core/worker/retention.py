@@ -7,6 +7,9 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
+import psycopg
+
+from taskq_core.worker.sql.connection import CONNECTION_ERRORS
 from taskq_core.worker.sql.retention import Retention
 
 log = logging.getLogger("taskq.retention")
@@ -25,7 +28,15 @@ async def purge_expired(
             continue
         total = 0
         while total < MAX_PER_SWEEP:
-            count = await retention.purge_batch(status, seconds, batch)
+            try:
+                count = await retention.purge_batch(status, seconds, batch)
+            except CONNECTION_ERRORS:
+                raise  # an outage: the sweeper logs it and tries again
+            except psycopg.Error:
+                # Refused (a statement timeout, say): the next sweep tries again; the worker's
+                # tasks must not stop over it.
+                log.exception("retention: deleting %s tasks failed", status)
+                break
             total += count
             if count < batch:
                 break

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import psycopg
 import pytest
 from pydantic import ValidationError
 
 from taskq_core.settings import Settings
+from taskq_core.worker.sql.retention import _PURGE
 from tests.conftest import Api, Servers, Workers, taskq, wait_finished, wait_for
 
 FAST = {"TASKQ_LEASE_SECONDS": "2", "TASKQ_SWEEP_INTERVAL_SECONDS": "0.5"}
@@ -194,3 +196,20 @@ def test_the_command_line_pauses_and_resumes(clean: Servers) -> None:
     assert cli("task-types", "paused").splitlines()[1].startswith("FibonacciTask\t")
     assert cli("task-types", "resume", "FibonacciTask") == "FibonacciTask resumed\n"
     assert cli("task-types", "paused").splitlines() == ["task_type\tpaused_at"]
+
+
+def test_the_retention_batch_reads_through_its_index_not_the_table(clean: Servers) -> None:
+    clean.sql(
+        "INSERT INTO tasks (task_type, priority, input_data, max_attempts, status, finished_at) "
+        "SELECT 'FibonacciTask', 3, '{}', 3, CASE WHEN i % 20 = 0 THEN 'completed' ELSE "
+        "'pending' END, CASE WHEN i % 20 = 0 THEN now() - interval '1 day' END "
+        "FROM generate_series(1, 20000) i"
+    )
+    clean.sql("ANALYZE tasks")
+    params = {"status": "completed", "age": 3600.0, "queue": "default", "limit": 500}
+    with psycopg.connect(clean.database_url, cursor_factory=psycopg.ClientCursor) as conn:
+        plan = "\n".join(
+            row[0] for row in conn.execute(b"EXPLAIN " + _PURGE.encode(), params).fetchall()
+        )
+    assert "ix_tasks_finished" in plan, plan
+    assert "Seq Scan on tasks" not in plan, plan
