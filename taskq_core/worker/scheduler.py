@@ -71,12 +71,12 @@ class Scheduler:
                 )
 
     async def run(self, stopping: asyncio.Event) -> None:
-        try:
-            await self.declare_plugin_schedules()
-        except self.errors as exc:
-            log.warning("could not store the plugins' schedules (%s)", exc)
+        declared = False
         while not stopping.is_set():
             try:
+                if not declared:  # until it succeeds: the database may be down at start
+                    await self.declare_plugin_schedules()
+                    declared = True
                 await self.fire_due()
             except self.errors as exc:
                 log.warning("scheduling failed (%s); will retry", exc)
