@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskq_core.durations import parse_duration
@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     # the sweeper hands it to another worker. Heartbeats come every third of it.
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # Comma-separated API keys with every scope, for deployments that inject secrets; keys made
+    # with `taskq keys create` live in PostgreSQL. A SecretStr, so no repr or log shows them.
+    api_keys: SecretStr = SecretStr("")
 
     db_pool_size: int = Field(default=10, ge=1)
     # `off` turns psycopg's automatic prepared statements off, for PgBouncer in transaction mode

@@ -8,11 +8,18 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, Field
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
 from taskq_core.db.operations import CANCELLABLE, RETRYABLE, TaskFilter
 from taskq_core.records import TaskStatus
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+# Both act on many tasks at once: admin keys only.
+router = APIRouter(
+    prefix="/tasks",
+    tags=["tasks"],
+    dependencies=[require(Scope.ADMIN)],
+    responses=AUTH_RESPONSES,
+)
 
 
 def task_filter(

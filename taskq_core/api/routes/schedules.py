@@ -10,10 +10,18 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskq_core import schedules
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.errors import InvalidTaskError
 
-router = APIRouter(prefix="/schedules", tags=["schedules"])
+# Reading needs the read scope; creating, changing and deleting need admin.
+router = APIRouter(
+    prefix="/schedules",
+    tags=["schedules"],
+    dependencies=[require(Scope.READ)],
+    responses=AUTH_RESPONSES,
+)
+ADMIN = [require(Scope.ADMIN)]
 
 ScheduleName = Annotated[str, Path(pattern=schedules.NAME_PATTERN)]
 CatchUp = Literal["once", "skip"]
@@ -97,6 +105,7 @@ def _first_tick(values: dict[str, Any]) -> datetime:
 
 @router.post(
     "",
+    dependencies=ADMIN,
     status_code=status.HTTP_201_CREATED,
     response_model=Schedule,
     responses={
@@ -125,6 +134,7 @@ async def get_schedule(name: ScheduleName, backends: BackendsDep) -> dict[str, A
 
 @router.patch(
     "/{name}",
+    dependencies=ADMIN,
     response_model=Schedule,
     responses={
         404: {"description": "No such schedule"},
@@ -154,6 +164,7 @@ async def change_schedule(
 
 @router.delete(
     "/{name}",
+    dependencies=ADMIN,
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "No such schedule"}},
 )

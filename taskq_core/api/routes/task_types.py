@@ -9,11 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import TaskTypes
 from taskq_core.errors import TaskNotFoundError
 
-router = APIRouter(tags=["task types"])
+router = APIRouter(
+    tags=["task types"], dependencies=[require(Scope.READ)], responses=AUTH_RESPONSES
+)
 
 TypeName = Annotated[str, Path(min_length=1, max_length=200)]
 
@@ -47,8 +50,12 @@ async def _set(backends: Backends, name: str, paused: bool) -> dict[str, Any]:
     return {"name": name, "paused": since is not None, "paused_at": since}
 
 
+ADMIN = [require(Scope.ADMIN)]
+
+
 @router.post(
     "/task-types/{name}/pause",
+    dependencies=ADMIN,
     response_model=PauseState,
     responses={404: {"description": "No installed plugin provides this task type"}},
 )
@@ -60,6 +67,7 @@ async def pause_task_type(name: TypeName, backends: BackendsDep) -> dict[str, An
 
 @router.post(
     "/task-types/{name}/resume",
+    dependencies=ADMIN,
     response_model=PauseState,
     responses={404: {"description": "No installed plugin provides this task type"}},
 )
