@@ -160,6 +160,16 @@ def test_enqueue_drain_retries_sweeper_and_scheduler_through_pgbouncer(
         assert client.get(f"/tasks/{ids[-1]}").json()["status"] == "completed"
         bulk = client.post("/tasks/retry", params={"task_type": "FailTask"})
         assert bulk.json() == {"retried": 1}
+        # The command line through it too: a migration run, a listing, a purge, keys.
+        for args in (
+            ("db", "upgrade"),
+            ("schedules", "list"),
+            ("tasks", "purge", "--older-than", "1d"),
+            ("task-types", "paused"),
+            ("keys", "list"),
+        ):
+            result = subprocess.run(taskq(*args), env=env, capture_output=True, text=True)
+            assert result.returncode == 0, (args, result.stderr)
         output = "\n".join(log.read_text() for log in logs)
         assert "prepared statement" not in output
         assert "Traceback" not in output
