@@ -21,7 +21,7 @@ from taskq_core.plugins import Registry
 
 CATCH_UP_POLICIES = ("once", "skip")
 # A tick still not turned into a task this long after its time counts as missed (the workers
-# were all down, or every one of them paused): it follows the schedule's catch-up policy
+# were all down or stalled, or PostgreSQL was unreachable): it follows the schedule's catch-up policy
 # instead of running late.
 MISSED_AFTER = timedelta(seconds=60)
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"

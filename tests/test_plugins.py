@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from taskq_core import Task, TaskContext, hookimpl
+from taskq_core import Task, TaskContext, hookimpl, hookspecs
 from taskq_core.errors import DuplicateTaskTypeError, UnknownTaskTypeError
 from taskq_core.plugins import load_registry
 from tests.conftest import Servers, free_port, taskq, wait_for
@@ -52,7 +52,7 @@ def test_installed_plugins_load_through_entry_points() -> None:
     assert registry.failures == []
 
 
-def test_modules_can_be_registered_directly() -> None:
+def test_hook_register_task_types_from_modules_registered_directly() -> None:
     registry = load_registry([plugin_module("my_plugin", Double)], use_entry_points=False)
     assert [t.name for t in registry] == ["Double"]
     assert registry.types["Double"].plugin.name == "my_plugin"
@@ -211,3 +211,13 @@ def test_a_plugin_whose_register_schedules_raises_is_recorded() -> None:
     (failure,) = registry.failures
     assert failure.plugin == "bad_cron"
     assert "TypeError" in failure.error
+
+
+def test_every_hookspec_has_a_test() -> None:
+    """As datasette does: a hook nobody tests is a hook nobody knows works."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    specs = {name for name, obj in vars(hookspecs).items() if hasattr(obj, marker)}
+    assert specs == {"register_task_types", "register_schedules"}
+    tests = [name for name in globals() if name.startswith("test_hook_")]
+    for spec in specs:
+        assert any(t.startswith(f"test_hook_{spec}") for t in tests), f"no test_hook_{spec}_*"
