@@ -115,27 +115,32 @@ def _reap(control: socket.socket) -> None:
 def _fork(
     control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
 ) -> None:
-    """Fork a runner serving the pipes in `fds`; they are the runner's alone afterwards."""
+    """Fork a runner serving the pipes in `fds`; they are the runner's alone before the answer."""
+    answer: dict[str, Any]
     try:
         if len(fds) != 2:
-            _send(control, {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"})
-            return
-        # Else what sits in their buffers would be written once more by every runner.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        zygote = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _send(control, {"forked": None, "error": str(exc)})
-            return
-        if pid == 0:
-            _runner(zygote, control, registry, fds, wake)
-        _send(control, {"forked": pid})
+            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"}
+        else:
+            # Else what sits in their buffers would be written once more by every runner.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            zygote = os.getpid()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                answer = {"forked": None, "error": str(exc)}
+            else:
+                if pid == 0:
+                    _runner(zygote, control, registry, fds, wake)
+                answer = {"forked": pid}
     finally:
-        # The runner's copies must be the only ones: its death is EOF on the pool's reply pipe.
+        # Closed BEFORE the answer: the runner's copies must be the only ones once the pool has
+        # it, as its death is EOF on the pool's reply pipe. Closed after, a fork server stopped or
+        # descheduled in between would keep them open: the pool would see no EOF, write jobs into
+        # a pipe nobody reads, and, the stuck fork server reporting no exit, wait forever.
         for fd in fds:
             os.close(fd)
+    _send(control, answer)
 
 
 def _runner(
