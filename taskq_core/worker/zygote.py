@@ -8,8 +8,9 @@ It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON obj
 It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
 the pool carries two file descriptors (SCM_RIGHTS): the read end of a runner's job pipe and the
 write end of its reply pipe. It answers each, in order, with `{"forked": PID}` (or
-`{"forked": null, "error": "..."}`), and reports each runner it reaps with
-`{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at EOF.
+`{"forked": null, "error": "..."}`), having closed its copies of both first, and reports each
+runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
+EOF.
 
 It dies with the pool's process, and its runners die with it (parent-death signals), so nothing
 outlives a worker killed even by SIGKILL.
