@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
+MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413 (the default limit)
 
 
 class Settings(BaseSettings):
@@ -32,3 +32,13 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+
+    # What one request may carry (api/limits.py, taskq_core/inputs.py); over a limit is 413/422.
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    max_input_bytes: int = Field(default=256 * 1024, ge=64, le=64 * 1024 * 1024)
+    max_input_depth: int = Field(default=32, ge=1, le=200)
+    max_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # Requests per client per window, counted in Redis across API replicas: "100/s", "6000/min",
+    # "100000/hour"; unset: no limit. 429 with Retry-After beyond it (api/ratelimit.py).
+    rate_limit: str | None = None

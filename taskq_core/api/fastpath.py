@@ -65,7 +65,8 @@ class SubmitFastPath:
         try:
             # As FastAPI reads a JSON body: json.loads, then the model in Python mode.
             new = prepare(TaskCreate.model_validate(json.loads(body)), backends)
-        except (ValueError, ValidationError, InvalidTaskError):  # JSONDecodeError is a ValueError
+        # JSONDecodeError is a ValueError; RecursionError: nested deeper than json can read.
+        except (ValueError, RecursionError, ValidationError, InvalidTaskError):
             await self.app(scope, replaying(body, receive), send)
             return
         response: Response

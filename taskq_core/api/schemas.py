@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from taskq_core.records import TaskStatus
+from taskq_core.task import MIN_TIMEOUT_SECONDS
 
 
 class TaskCreate(BaseModel):
@@ -23,10 +24,16 @@ class TaskCreate(BaseModel):
         default=None, ge=1, le=5, description="1 (lowest) .. 5 (highest); default: the type's."
     )
     max_attempts: int | None = Field(
-        default=None, ge=1, le=100, description="Attempts before failing; default: the type's."
+        default=None,
+        ge=1,
+        le=100,
+        description="Attempts before failing; default: the type's; at most its max_attempts.",
     )
     timeout_seconds: float | None = Field(
-        default=None, gt=0, le=7 * 24 * 3600, description="Stop an attempt after this long."
+        default=None,
+        ge=MIN_TIMEOUT_SECONDS,
+        le=7 * 24 * 3600,
+        description="Stop an attempt after this long; at most the type's max_timeout_seconds.",
     )
     run_at: AwareDatetime | None = Field(
         default=None, description="Not before this instant (ISO 8601 with a time zone)."
@@ -42,7 +49,7 @@ class TaskCreate(BaseModel):
         return self
 
 
-MAX_BATCH = 1000  # tasks per POST /tasks/batch
+MAX_BATCH = 10_000  # tasks per POST /tasks/batch at most; TASKQ_MAX_BATCH_SIZE sets the limit
 
 
 class TaskBatch(BaseModel):
@@ -100,8 +107,19 @@ class TaskWithHistory(TaskDetail):
     history: list[Attempt] = Field(description="Every attempt, oldest first.")
 
 
+class TaskListItem(TaskSummary):
+    """A task in a listing: its state, none of its bodies (GET /tasks/{id} has them)."""
+
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
+
+
 class TaskPage(BaseModel):
-    tasks: list[TaskDetail]
+    tasks: list[TaskListItem]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
 
 
@@ -133,6 +151,9 @@ class TaskTypeInfo(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     defaults: dict[str, Any]
+    limits: dict[str, Any] = Field(
+        description="The most a request may ask for: max_attempts, max_timeout_seconds."
+    )
 
 
 class PluginFailureInfo(BaseModel):
@@ -144,3 +165,9 @@ class PluginFailureInfo(BaseModel):
 class TaskTypes(BaseModel):
     task_types: list[TaskTypeInfo]
     errors: list[PluginFailureInfo]
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready or unavailable")
+    postgresql: str
+    redis: str

@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from taskq_core.api.deps import BackendsDep
+from taskq_core.api.responses import GUARDED, documented
 from taskq_core.api.schemas import TaskTypes
 
 router = APIRouter(tags=["task types"])
 
 
-@router.get("/task-types", response_model=TaskTypes)
+@router.get("/task-types", response_model=TaskTypes, responses=documented(*GUARDED))
 async def list_task_types(backends: BackendsDep) -> dict[str, Any]:
     registry = backends.registry
     return {

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
-from taskq_core.api.deps import Backends, BackendsDep
+from taskq_core.api.deps import Backends, BackendsDep, SettingsDep
+from taskq_core.api.responses import GUARDED, WITH_BODY, documented
 from taskq_core.api.schemas import (
     TaskBatch,
     TaskCreate,
@@ -24,8 +25,12 @@ from taskq_core.records import NewTask, TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-MAX_PAGE = 1000
-TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_PAGE = 10_000  # the most TASKQ_MAX_PAGE_SIZE may allow
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# `{task_id:int}`: only digits reach the task routes, so /tasks/batch is never read as an id
+# (GET /tasks/batch is a 405, not a 422 about an integer).
+ONE = "/{task_id:int}"
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -56,11 +61,16 @@ def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = 
         delay_seconds=body.delay_seconds,
         idempotency_key=idempotency_key,
         idempotency_hash=fingerprint(body) if idempotency_key else None,
+        limits=backends.limits,
     )
 
 
 def _invalid(errors: list[dict[str, Any]], *prefix: object) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])} for e in errors])
+
+
+def _over(loc: tuple[str, ...], value: object, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "limit", "loc": loc, "msg": msg, "input": value}])
 
 
 def summary_response(row: dict[str, Any], status_code: int) -> Response:
@@ -80,11 +90,18 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
     status_code=status.HTTP_201_CREATED,
     response_model=TaskSummary,
     responses={
-        200: {"description": "A replay of an earlier request with the same Idempotency-Key"},
-        409: {"description": "The Idempotency-Key was used for a different request"},
-        413: {"description": "Body over 1 MiB"},
-        422: {"description": "Unknown task type or invalid input"},
-        503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
+        200: {
+            "model": TaskSummary,
+            "description": "A replay of an earlier request with the same Idempotency-Key",
+        },
+        **documented(
+            *GUARDED,
+            *WITH_BODY,
+            409,
+            422,
+            _409="The Idempotency-Key was used for a different request",
+            _422="Unknown task type or invalid input (NUL characters, NaN, too deep or too large)",
+        ),
     },
 )
 async def create_task(
@@ -109,14 +126,24 @@ async def create_task(
     "/batch",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskSummaries,
-    responses={
-        413: {"description": "Body over 1 MiB"},
-        422: {"description": "Some task is invalid (`loc` names its index); nothing was created"},
-        503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
-    },
+    responses=documented(
+        *GUARDED,
+        *WITH_BODY,
+        422,
+        _422="Some task is invalid (`loc` names its index), or too many; nothing was created",
+    ),
 )
-async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]:
-    """Create up to 1,000 tasks at once, all or none: one INSERT, one pipelined push."""
+async def create_tasks(
+    body: TaskBatch, backends: BackendsDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Create up to TASKQ_MAX_BATCH_SIZE (1,000) tasks at once, all or none: one INSERT, one
+    pipelined push."""
+    if len(body.tasks) > settings.max_batch_size:
+        raise _over(
+            ("body", "tasks"),
+            len(body.tasks),
+            f"at most {settings.max_batch_size} tasks per batch (TASKQ_MAX_BATCH_SIZE)",
+        )
     new: list[NewTask] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(body.tasks):
@@ -129,16 +156,30 @@ async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]
     return {"tasks": await enqueue.submit(backends.storage, backends.broker, new)}
 
 
-@router.get("/", response_model=TaskPage)
+@router.get("/", response_model=TaskPage, responses=documented(*GUARDED, 422))
 async def list_tasks(
     backends: BackendsDep,
+    settings: SettingsDep,
     status: Annotated[TaskStatus | None, Query()] = None,
-    task_type: Annotated[str | None, Query()] = None,
+    task_type: Annotated[str | None, Query(max_length=255)] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE, description="At most TASKQ_MAX_PAGE_SIZE (1,000).")
+    ] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
 ) -> dict[str, Any]:
-    """Tasks newest first; follow `next_cursor` for older ones."""
+    """Tasks newest first, as summaries (no input, result or error: `GET /tasks/{id}` has
+    them); follow `next_cursor` for older ones."""
+    if limit > settings.max_page_size:
+        raise _over(
+            ("query", "limit"),
+            limit,
+            f"at most {settings.max_page_size} tasks per page (TASKQ_MAX_PAGE_SIZE)",
+        )
+    if cursor is not None and int(cursor) > MAX_ID:
+        raise _over(("query", "cursor"), cursor, "is not a cursor this API gave out")
+    if task_type is not None and "\x00" in task_type:
+        raise _over(("query", "task_type"), None, "must not contain the NUL character")
     rows = await backends.storage.list_tasks(
         status=status,
         task_type=task_type,
@@ -150,9 +191,7 @@ async def list_tasks(
     return {"tasks": rows, "next_cursor": next_cursor}
 
 
-@router.get(
-    "/{task_id}", response_model=TaskWithHistory, responses={404: {"description": "No such task"}}
-)
+@router.get(ONE, response_model=TaskWithHistory, responses=documented(*GUARDED, 404, 422))
 async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
     row = await backends.storage.get(task_id)
     if row is None:
@@ -161,13 +200,15 @@ async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
 
 
 @router.post(
-    "/{task_id}/cancel",
+    ONE + "/cancel",
     response_model=TaskWithHistory,
     responses={
         200: {"description": "Cancelled: it was pending and will never run"},
-        202: {"description": "It is running: its worker was asked to stop it"},
-        404: {"description": "No such task"},
-        409: {"description": "It has already finished"},
+        202: {
+            "model": TaskWithHistory,
+            "description": "It is running: its worker was asked to stop it",
+        },
+        **documented(*GUARDED, 404, 409, 413, 422, _409="It has already finished"),
     },
 )
 async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response) -> dict[str, Any]:
