@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Match
+from starlette.types import Scope
 
 from taskq_core.errors import (
     BackendUnavailableError,
@@ -85,19 +86,26 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def allowed_methods(app: Any, path: str) -> list[str]:
-    """Every method some route serves at `path` (HEAD with GET)."""
-    methods: set[str] = set()
-    for route in app.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
-    return sorted(methods)
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route fully matches at this request's path: the router stops at the
+    first route whose path matches, which names only its own methods."""
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+        )
+    ]
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse | Any:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        allow = ", ".join(allowed_methods(request.app, request.url.path))
+        allow = ", ".join(allowed_methods(request.app, request.scope))
         return JSONResponse(
             {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow}
         )
