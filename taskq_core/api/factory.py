@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 import taskq_core
 from taskq_core import broker, devstate
-from taskq_core.api import errors
+from taskq_core.api import errors, openapi
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         app.add_middleware(RateLimit, rate=rate)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     errors.install(app)
+    openapi.install(app, config)
     app.include_router(tasks.router)
     app.include_router(task_types.router)
     app.include_router(workers.router)

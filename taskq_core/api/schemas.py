@@ -14,7 +14,27 @@ from taskq_core.task import MIN_TIMEOUT_SECONDS
 class TaskCreate(BaseModel):
     """The body of `POST /tasks/`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The schema says what _one_start_time checks: not both start times at once.
+        json_schema_extra={
+            "examples": [
+                {"task_type": "FibonacciTask", "input_data": {"n": 10}},
+                {
+                    "task_type": "FibonacciTask",
+                    "input_data": {"n": 90},
+                    "priority": 5,
+                    "max_attempts": 2,
+                    "timeout_seconds": 30,
+                    "delay_seconds": 5,
+                },
+            ],
+            "not": {
+                "required": ["run_at", "delay_seconds"],
+                "properties": {"run_at": {"type": "string"}, "delay_seconds": {"type": "number"}},
+            },
+        },
+    )
 
     task_type: str = Field(description="A registered task type, e.g. FibonacciTask.")
     input_data: dict[str, Any] = Field(
@@ -55,7 +75,14 @@ MAX_BATCH = 10_000  # tasks per POST /tasks/batch at most; TASKQ_MAX_BATCH_SIZE 
 class TaskBatch(BaseModel):
     """The body of `POST /tasks/batch`: validated all together, created all or none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tasks": [{"task_type": "FibonacciTask", "input_data": {"n": n}} for n in (1, 2)]}
+            ]
+        },
+    )
 
     tasks: list[TaskCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
