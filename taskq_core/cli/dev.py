@@ -13,6 +13,7 @@ from types import FrameType
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from taskq_core import devstate
 from taskq_core.db import engines, urls
@@ -103,7 +104,7 @@ def run_dev(settings: Settings, *, host: str, port: int, workers: int) -> int:
     except _StopRequested:
         pass
     except TaskqError as exc:
-        console.print(f"[red]taskq dev: {exc}[/]")
+        console.print(f"[red]taskq dev: {escape(str(exc))}[/]")
         code = 1
     console.print("stopped")
     return code
