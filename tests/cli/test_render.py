@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import Servers
 from tests.cli.test_cli import run, taskq
+from tests.conftest import Servers
 
 HOSTILE = {"a": "[link=https://a.example/]x"}  # shown in 40 characters
 
