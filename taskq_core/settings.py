@@ -42,3 +42,14 @@ class Settings(BaseSettings):
     # Requests per client per window, counted in Redis across API replicas: "100/s", "6000/min",
     # "100000/hour"; unset: no limit. 429 with Retry-After beyond it (api/ratelimit.py).
     rate_limit: str | None = None
+
+    # How `taskq api` holds connections (cli/serve.py): past api_max_connections, uvicorn answers
+    # 503 at once; an idle keep-alive connection closes after api_keep_alive_seconds. Slow
+    # clients (headers or bodies trickled in) are the reverse proxy's to cut: docs/deployment.md.
+    api_max_connections: int = Field(default=1000, ge=1)
+    api_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)  # h11 only
+    # uvicorn's HTTP parser: auto is httptools when installed (faster; it bounds no header size,
+    # so the proxy must), h11 enforces api_max_header_bytes.
+    api_http: str = Field(default="auto", pattern=r"^(auto|h11|httptools)$")
+    api_shutdown_seconds: int = Field(default=15, ge=1)

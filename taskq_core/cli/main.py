@@ -42,6 +42,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from taskq_core import devstate
     from taskq_core.api import create_app
+    from taskq_core.cli.serve import server_options
 
     # Fail here, with the message, not inside uvicorn's start-up.
     database_url, redis_url = devstate.resolve_urls(settings)
@@ -50,6 +51,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         "port": args.port,
         "log_level": settings.log_level.lower(),
         "access_log": args.access_log,
+        **server_options(settings),
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
