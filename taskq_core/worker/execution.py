@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -9,8 +10,20 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
+from taskq_core.inputs import problems, size_problem
 from taskq_core.plugins import Registry, TaskType
-from taskq_core.task import PermanentError, Retry, Task, TaskContext
+from taskq_core.task import DEFAULT_BACKOFF_MAX, PermanentError, Retry, Task, TaskContext
+
+# What a task's outcome may put in its row: PostgreSQL's jsonb refuses NUL characters (the write
+# would fail and the task never end), and a result is read whole by every GET of its task.
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_RESULT_DEPTH = 64
+MAX_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 32 * 1024
+
+
+class UnstorableResultError(PermanentError):
+    """The task's result cannot be stored: too large, or holding what jsonb refuses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +60,25 @@ class Outcome:
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
     """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for."""
+    message = _storable(str(exc) or type(exc).__qualname__)
+    trace = _storable("".join(traceback.format_exception(exc)))
+    if len(trace) > MAX_TRACEBACK_CHARS:  # the end says where it failed: keep that
+        trace = "…" + trace[-MAX_TRACEBACK_CHARS:]
     error: dict[str, Any] = {
         "type": type(exc).__qualname__,
-        "message": str(exc) or type(exc).__qualname__,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": message[:MAX_MESSAGE_CHARS],
+        "traceback": trace,
     }
     if isinstance(exc, Retry):
-        error["retry_after"] = exc.after
+        error["retry_after"] = exc.after if math.isfinite(exc.after) else DEFAULT_BACKOFF_MAX
     elif isinstance(exc, PermanentError):
         error["permanent"] = True
     return error
+
+
+def _storable(text: str) -> str:
+    # An exception's text may hold NUL (bytes decoded from a peer): shown escaped, as repr would.
+    return text.replace("\x00", "\\x00")
 
 
 def input_error(exc: ValidationError) -> dict[str, Any]:
@@ -78,7 +100,16 @@ def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
     output_model = task_type.cls.Output
     if isinstance(value, BaseModel) and not isinstance(value, output_model):
         value = value.model_dump()
-    return output_model.model_validate(value).model_dump(mode="json")
+    result: dict[str, Any] = output_model.model_validate(value).model_dump(mode="json")
+    found = problems(result, ("result",), MAX_RESULT_DEPTH)
+    too_large = size_problem(result, ("result",), MAX_RESULT_BYTES)
+    if too_large is not None:
+        found.append(too_large)
+    if found:
+        raise UnstorableResultError(
+            "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg']}" for e in found[:5])
+        )
+    return result
 
 
 def run_sync(task_type: TaskType, instance: Task, job: Job) -> Outcome:

@@ -247,6 +247,28 @@ class AppendTask(Task):
         return PidOutput(pid=os.getpid())
 
 
+class UnstorableInput(BaseModel):
+    kind: str  # nul (in the result), huge (a 2 MiB result), error_nul (in the error message)
+
+
+class UnstorableOutput(BaseModel):
+    text: str
+
+
+class UnstorableTask(Task):
+    name = "UnstorableTask"
+    description = "Return (or raise) what PostgreSQL's jsonb cannot store, or too much of it."
+    Input = UnstorableInput
+    Output = UnstorableOutput
+
+    def run(self, data: UnstorableInput, ctx: TaskContext) -> UnstorableOutput:
+        if data.kind == "error_nul":
+            raise ValueError("bad\x00thing")
+        if data.kind == "huge":
+            return UnstorableOutput(text="x" * (2 * 1024 * 1024))
+        return UnstorableOutput(text="a\x00b")
+
+
 @hookimpl
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (
@@ -262,5 +284,6 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         SpawnTask,
         Fib20Task,
         AppendTask,
+        UnstorableTask,
     ):
         register(task_type)
