@@ -195,3 +195,11 @@ def test_openapi_lists_every_status_with_the_error_schema(api: Api) -> None:
     cancel = spec["paths"]["/tasks/{task_id}/cancel"]["post"]["responses"]
     assert {"200", "202", "404", "409", "413", "422", "429", "503"} <= set(cancel)
     assert {"200", "503"} <= set(spec["paths"]["/ready"]["get"]["responses"])
+    # The limits this API runs with and the task types it has, not only the models' bounds.
+    schemas = spec["components"]["schemas"]
+    assert {"FibonacciTask", "FailTask"} <= set(
+        schemas["TaskCreate"]["properties"]["task_type"]["enum"]
+    )
+    assert schemas["TaskBatch"]["properties"]["tasks"]["maxItems"] == 1000
+    (limit,) = [p for p in spec["paths"]["/tasks/"]["get"]["parameters"] if p["name"] == "limit"]
+    assert limit["schema"]["maximum"] == 1000
