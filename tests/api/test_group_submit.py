@@ -4,12 +4,15 @@ request only; the others of its group are written one by one and answered."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import DataError, OperationalError
+from starlette.requests import Request
 
 from taskq_core import broker
+from taskq_core.api import errors
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
@@ -45,6 +48,12 @@ def test_one_refused_row_fails_only_its_own_request(clean: Servers) -> None:
     assert clean.sql("SELECT count(*) FROM tasks") == [(20,)]
     with clean.redis() as client:
         assert client.llen("taskq:{default}:3") == 20
+    # Were it to reach a client, the refusal is the request's fault (422), not an outage (503).
+    handler = errors.handler_for(answers[10])
+    assert handler is not None
+    response = asyncio.run(handler(Request({"type": "http", "headers": []}), answers[10]))
+    assert response.status_code == 422
+    assert json.loads(response.body)["detail"][0]["type"] == "data_error"
 
 
 def test_an_outage_still_fails_the_whole_group_at_once(
