@@ -40,17 +40,24 @@ class TaskCreate(BaseModel):
     input_data: dict[str, Any] = Field(
         default_factory=dict, description="Validated against the task type's input schema."
     )
+    # Numbers strictly: `true` is not a priority, nor `false` a delay.
     priority: int | None = Field(
-        default=None, ge=1, le=5, description="1 (lowest) .. 5 (highest); default: the type's."
+        default=None,
+        ge=1,
+        le=5,
+        strict=True,
+        description="1 (lowest) .. 5 (highest); default: the type's.",
     )
     max_attempts: int | None = Field(
         default=None,
+        strict=True,
         ge=1,
         le=100,
         description="Attempts before failing; default: the type's; at most its max_attempts.",
     )
     timeout_seconds: float | None = Field(
         default=None,
+        strict=True,
         ge=MIN_TIMEOUT_SECONDS,
         le=7 * 24 * 3600,
         description="Stop an attempt after this long; at most the type's max_timeout_seconds.",
@@ -59,7 +66,11 @@ class TaskCreate(BaseModel):
         default=None, description="Not before this instant (ISO 8601 with a time zone)."
     )
     delay_seconds: float | None = Field(
-        default=None, ge=0, le=365 * 24 * 3600, description="Not before this many seconds."
+        default=None,
+        strict=True,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Not before this many seconds.",
     )
 
     @model_validator(mode="after")

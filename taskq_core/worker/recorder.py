@@ -1,12 +1,14 @@
 """Group commit of attempt outcomes: whatever finished while one write was in flight goes into
-the next statement together."""
+the next statement together. An outcome PostgreSQL refuses (not an outage) never holds up the
+others: the group is written again one outcome at a time, and the refused one is recorded as a
+failure saying why."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from taskq_core.records import ClaimedTask, Finish
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
@@ -17,7 +19,10 @@ MAX_GROUP = 500  # outcomes per statement
 LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
+UNRECORDABLE = "UnrecordableOutcomeError"
+
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
+Item = tuple[ClaimedTask, Finish]
 
 
 class Recorder:
@@ -56,17 +61,48 @@ class Recorder:
                     future.set_result(task.id in recorded)
 
     async def _write(self, group: list[Pending]) -> set[int]:
+        return await self._write_items([(task, finish) for task, finish, _ in group])
+
+    async def _write_items(self, items: list[Item]) -> set[int]:
         backoff = BACKOFF_START
-        items = [(task, finish) for task, finish, _ in group]
         while True:
             try:
                 return await self.claims.finish(self.worker_id, items)
             except self.outage_errors as exc:
                 log.warning(
                     "recording %d outcome(s) failed (%s); retrying in %.1fs",
-                    len(group),
+                    len(items),
                     exc,
                     backoff,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+            except Exception as exc:
+                return await self._refused(items, exc)
+
+    async def _refused(self, items: list[Item], exc: Exception) -> set[int]:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if len(items) > 1:
+            log.warning(
+                "PostgreSQL refused a group of %d outcomes (%s); writing them one by one",
+                len(items),
+                first_line,
+            )
+            recorded: set[int] = set()
+            for item in items:
+                recorded |= await self._write_items([item])
+            return recorded
+        task, finish = items[0]
+        if finish.error is not None and finish.error.get("type") == UNRECORDABLE:
+            raise exc  # even the plain failure is refused: nothing sensible is left to write
+        log.error("task %d: PostgreSQL refused its outcome (%s); it fails", task.id, first_line)
+        failed = Finish(
+            TaskStatus.FAILED,
+            AttemptOutcome.FAILED,
+            error={
+                "type": UNRECORDABLE,
+                "message": f"PostgreSQL refused to store the outcome: {first_line}",
+                "traceback": "",
+            },
+        )
+        return await self._write_items([(task, failed)])
