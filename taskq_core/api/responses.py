@@ -1,10 +1,11 @@
 """Every error status the API answers, in one table, so /openapi.json documents each route's.
 
 A route lists what it can answer with `documented(...)`: `responses=documented(404, 409)`.
-`GUARDED` is what every route behind the API's guards adds (the rate limit today; the API key's
-401 and 403 belong there too once keys are checked); `WITH_BODY` what every route taking a body
-adds. The bodies are `ErrorMessage` (`{"detail": "..."}`), or FastAPI's validation error list for
-422, which FastAPI documents itself on every route that takes parameters or a body.
+`GUARDED` is what every route behind the API's guards adds (the rate limit's 429, and 503 when
+Redis cannot count); api/auth.py's `AUTH_RESPONSES` (401, 403) are made here too; `WITH_BODY`
+what every route taking a body adds. The bodies are `ErrorMessage` (`{"detail": "..."}`), or
+FastAPI's validation error list for 422, which FastAPI documents itself on every route that takes
+parameters or a body.
 """
 
 from __future__ import annotations
@@ -39,9 +40,22 @@ DESCRIPTIONS: dict[int, str] = {
     503: "PostgreSQL or Redis is unavailable; nothing was written",
 }
 
-HEADERS: dict[int, dict[str, Any]] = {429: _RETRY_AFTER, 503: _RETRY_AFTER}
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": "`Bearer`, with `error` and `scope` when a key was refused (RFC 6750).",
+        "schema": {"type": "string"},
+    }
+}
 
-# Added to every route behind the API's guards (every route but /health and /ready).
+HEADERS: dict[int, dict[str, Any]] = {
+    401: _CHALLENGE,
+    403: _CHALLENGE,
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+# Added to every route behind the API's guards (every route but /health and /ready), besides
+# api/auth.py's AUTH_RESPONSES (401, 403), which its routers carry.
 GUARDED: tuple[int, ...] = (429, 503)
 # Added to every route that reads a request body.
 WITH_BODY: tuple[int, ...] = (400, 413)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from taskq_core.inputs import problems, size_problem
 from taskq_core.plugins import Registry, TaskType
+from taskq_core.redaction import redact
 from taskq_core.task import DEFAULT_BACKOFF_MAX, PermanentError, Retry, Task, TaskContext
 
 # What a task's outcome may put in its row: PostgreSQL's jsonb refuses NUL characters (the write
@@ -59,9 +60,13 @@ class Outcome:
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for."""
-    message = _storable(str(exc) or type(exc).__qualname__)
-    trace = _storable("".join(traceback.format_exception(exc)))
+    """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for.
+
+    URL passwords and API keys in them are masked: a driver's error often quotes its DSN, and
+    whoever may read the task would see it. NUL characters (which jsonb refuses) are escaped, and
+    a long traceback keeps its end."""
+    message = _storable(redact(str(exc) or type(exc).__qualname__))
+    trace = _storable(redact("".join(traceback.format_exception(exc))))
     if len(trace) > MAX_TRACEBACK_CHARS:  # the end says where it failed: keep that
         trace = "…" + trace[-MAX_TRACEBACK_CHARS:]
     error: dict[str, Any] = {

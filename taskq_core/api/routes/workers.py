@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep, SettingsDep
 from taskq_core.api.responses import GUARDED, documented
 from taskq_core.api.schemas import WorkerList
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(tags=["workers"], dependencies=[require(Scope.READ)], responses=AUTH_RESPONSES)
 
 
 @router.get("/workers", response_model=WorkerList, responses=documented(*GUARDED))
