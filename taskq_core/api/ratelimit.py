@@ -2,9 +2,10 @@
 
 `TASKQ_RATE_LIMIT` ("100/s", "6000/min", "100000/hour") turns it on. The count lives in Redis
 (`Broker.count_request`, one round trip), so every API replica shares it. Who "a client" is, is
-the `identify` function the middleware is built with: `client_address` until requests carry API
-keys; an API-key check installed outside this middleware can put the key's name in
-`scope["state"]["identity"]`, which `client_address` prefers when present.
+the `identify` function the middleware is built with: by default `key_or_address`, the API key's
+owner when the request carries a valid key (checked through api/auth.py's cache, so it costs a
+hash and a dict lookup), else the client's address: unknown keys cannot buy fresh counts, and
+while the API is open (no key exists) every client is its address.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskq_core.api import errors
+from taskq_core.api.auth import OPEN, KeyRing, authorization_token
 from taskq_core.errors import ConfigurationError
 
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes are never limited
@@ -29,7 +31,7 @@ WINDOWS = {
 }  # fmt: skip
 _RATE = re.compile(r"^\s*([0-9]+)\s*/\s*([a-z]+)\s*$")
 
-Identify = Callable[[Scope], str]
+Identify = Callable[[Scope], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -49,20 +51,29 @@ def parse_rate(text: str) -> Rate:
 
 
 def client_address(scope: Scope) -> str:
-    """The identity a request is counted under: the one an outer guard set, else its address."""
-    state = scope.get("state") or {}
-    identity = state.get("identity")
-    if isinstance(identity, str) and identity:
-        return identity
     client = scope.get("client")
     return f"addr:{client[0]}" if client else "addr:unknown"
+
+
+async def key_or_address(scope: Scope) -> str:
+    """The identity a request is counted under: its valid API key's owner, else its address."""
+    token = authorization_token(dict(scope["headers"]).get(b"authorization"))
+    if token is not None:
+        ring: KeyRing = scope["app"].state.keyring
+        try:
+            principal = await ring.authenticate(token)
+        except Exception:  # the keys cannot be read: the route will answer that (503)
+            principal = None
+        if principal is not None and principal is not OPEN:
+            return principal.owner
+    return client_address(scope)
 
 
 class RateLimit:
     """Install outside the routes and the fast path, inside the body-size limit (so a refused
     request's body has been read: its client hears the 429)."""
 
-    def __init__(self, app: ASGIApp, rate: Rate, identify: Identify = client_address) -> None:
+    def __init__(self, app: ASGIApp, rate: Rate, identify: Identify = key_or_address) -> None:
         self.app = app
         self.rate = rate
         self.identify = identify
@@ -73,9 +84,8 @@ class RateLimit:
             return
         broker = scope["app"].state.backends.broker
         try:
-            wait = await broker.count_request(
-                self.identify(scope), self.rate.limit, self.rate.window
-            )
+            identity = await self.identify(scope)
+            wait = await broker.count_request(identity, self.rate.limit, self.rate.window)
         except Exception as exc:
             # Fails closed: without its count the limit cannot hold, so Redis down is a 503.
             handler = errors.handler_for(exc)

@@ -13,10 +13,10 @@ from tests.conftest import Processes, Servers, free_port, taskq, wait_for
 FIB = {"task_type": "FibonacciTask", "input_data": {"n": 3}}
 
 
-def _start_api(processes: Processes, servers: Servers, rate: str) -> str:
+def _start_api(processes: Processes, servers: Servers, rate: str, **env: str) -> str:
     port = free_port()
     proc = processes.spawn(
-        taskq("api", "--port", str(port)), servers.env(TASKQ_RATE_LIMIT=rate), "api"
+        taskq("api", "--port", str(port)), servers.env(TASKQ_RATE_LIMIT=rate, **env), "api"
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -54,6 +54,21 @@ def test_a_large_refused_body_still_hears_its_429(clean: Servers, processes: Pro
     body = {"task_type": "FibonacciTask", "input_data": {"n": 1}, "pad": "x" * 900_000}
     for _ in range(5):
         assert httpx.post(f"{url}/tasks/", json=body).status_code == 429
+
+
+def test_each_api_key_has_its_own_count(clean: Servers, processes: Processes) -> None:
+    first, second = "first-key-0123456789abcdef", "second-key-0123456789abcdef"
+    url = _start_api(processes, clean, "3/hour", TASKQ_API_KEYS=f"{first},{second}")
+
+    def post(key: str) -> int:
+        headers = {"Authorization": f"Bearer {key}"}
+        return httpx.post(f"{url}/tasks/", json=FIB, headers=headers).status_code
+
+    assert [post(first) for _ in range(4)] == [201, 201, 201, 429]
+    assert post(second) == 201  # another key, another count, from the same address
+    # Unknown keys are all counted as their address: making up keys buys no fresh counts.
+    assert [post(f"made-up-key-{n:020d}") for n in range(4)] == [401, 401, 401, 429]
+    assert clean.sql("SELECT count(*) FROM tasks") == [(4,)]
 
 
 @pytest.mark.parametrize(
