@@ -32,11 +32,12 @@ TEST_PLUGINS = {
     "taskq-testkit": ("taskq_testkit", "testkit"),
     "taskq-broken": ("taskq_broken", "broken"),
     "taskq-dupe": ("taskq_dupe", "dupe"),
+    "taskq-cron": ("taskq_cron", "cron"),
 }
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.02, what: str = ""
 ) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -127,7 +128,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @pytest.fixture
 def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
-    servers.sql("TRUNCATE tasks, task_attempts, workers, sweeper_leases RESTART IDENTITY")
+    servers.sql(
+        "TRUNCATE tasks, task_attempts, workers, sweeper_leases, schedules, schedule_ticks, "
+        "paused_task_types RESTART IDENTITY"
+    )
     with servers.redis() as client:
         client.flushdb()
     return servers

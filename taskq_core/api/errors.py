@@ -22,6 +22,8 @@ from starlette.types import Scope
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -136,6 +138,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    ScheduleNotFoundError: _not_found,
+    ScheduleExistsError: _conflict,
 }
 
 

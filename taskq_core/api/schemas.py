@@ -192,6 +192,8 @@ class TaskTypeInfo(BaseModel):
     limits: dict[str, Any] = Field(
         description="The most a request may ask for: max_attempts, max_timeout_seconds."
     )
+    paused: bool = Field(default=False, description="Paused: none of its tasks start.")
+    paused_at: datetime | None = None
 
 
 class PluginFailureInfo(BaseModel):

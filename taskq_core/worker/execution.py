@@ -10,21 +10,21 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
-from taskq_core.inputs import problems, size_problem
+from taskq_core.inputs import size_problem
 from taskq_core.plugins import Registry, TaskType
 from taskq_core.redaction import redact
 from taskq_core.task import DEFAULT_BACKOFF_MAX, PermanentError, Retry, Task, TaskContext
 
-# What a task's outcome may put in its row: PostgreSQL's jsonb refuses NUL characters (the write
-# would fail and the task never end), and a result is read whole by every GET of its task.
+# What a task's outcome may put in its row: a result is read whole by every GET of its task, and
+# an error's text by every reader. (What PostgreSQL refuses outright, a NUL character, the
+# recorder turns into the task's OutcomeRefusedError.)
 MAX_RESULT_BYTES = 1024 * 1024
-MAX_RESULT_DEPTH = 64
 MAX_MESSAGE_CHARS = 4096
 MAX_TRACEBACK_CHARS = 32 * 1024
 
 
 class UnstorableResultError(PermanentError):
-    """The task's result cannot be stored: too large, or holding what jsonb refuses."""
+    """The task's result is too large to store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,9 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for.
 
     URL passwords and API keys in them are masked: a driver's error often quotes its DSN, and
-    whoever may read the task would see it. NUL characters (which jsonb refuses) are escaped, and
-    a long traceback keeps its end."""
-    message = _storable(redact(str(exc) or type(exc).__qualname__))
-    trace = _storable(redact("".join(traceback.format_exception(exc))))
+    whoever may read the task would see it. A long traceback keeps its end."""
+    message = redact(str(exc) or type(exc).__qualname__)
+    trace = redact("".join(traceback.format_exception(exc)))
     if len(trace) > MAX_TRACEBACK_CHARS:  # the end says where it failed: keep that
         trace = "…" + trace[-MAX_TRACEBACK_CHARS:]
     error: dict[str, Any] = {
@@ -79,11 +78,6 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     elif isinstance(exc, PermanentError):
         error["permanent"] = True
     return error
-
-
-def _storable(text: str) -> str:
-    # An exception's text may hold NUL (bytes decoded from a peer): shown escaped, as repr would.
-    return text.replace("\x00", "\\x00")
 
 
 def input_error(exc: ValidationError) -> dict[str, Any]:
@@ -106,14 +100,9 @@ def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
     if isinstance(value, BaseModel) and not isinstance(value, output_model):
         value = value.model_dump()
     result: dict[str, Any] = output_model.model_validate(value).model_dump(mode="json")
-    found = problems(result, ("result",), MAX_RESULT_DEPTH)
     too_large = size_problem(result, ("result",), MAX_RESULT_BYTES)
     if too_large is not None:
-        found.append(too_large)
-    if found:
-        raise UnstorableResultError(
-            "; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg']}" for e in found[:5])
-        )
+        raise UnstorableResultError(f"result {too_large['msg']}")
     return result
 
 

@@ -1,15 +1,15 @@
 """Group commit of attempt outcomes: whatever finished while one write was in flight goes into
-the next statement together. An outcome PostgreSQL refuses (not an outage) never holds up the
-others: the group is written again one outcome at a time, and the refused one is recorded as a
-failure saying why."""
+the next statement together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
+from taskq_core.records import ClaimedTask, Finish
+from taskq_core.worker import outcomes
 from taskq_core.worker.sql import Claims
+from taskq_core.worker.sql.connection import refused, transient
 
 log = logging.getLogger("taskq.worker")
 
@@ -19,10 +19,7 @@ MAX_GROUP = 500  # outcomes per statement
 LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
-UNRECORDABLE = "UnrecordableOutcomeError"
-
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
-Item = tuple[ClaimedTask, Finish]
 
 
 class Recorder:
@@ -61,14 +58,47 @@ class Recorder:
                     future.set_result(task.id in recorded)
 
     async def _write(self, group: list[Pending]) -> set[int]:
-        return await self._write_items([(task, finish) for task, finish, _ in group])
+        items = [(task, finish) for task, finish, _ in group]
+        try:
+            return await self._write_through_outages(items)
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            # One outcome PostgreSQL will never take must not stop the others, nor the worker:
+            # each is written alone, and a refused one is recorded as the task's failure.
+            log.warning("PostgreSQL refused a group of %d outcome(s): %s", len(items), exc)
+            recorded: set[int] = set()
+            for item in items:
+                recorded |= await self._write_alone(*item)
+            return recorded
 
-    async def _write_items(self, items: list[Item]) -> set[int]:
+    async def _write_alone(self, task: ClaimedTask, finish: Finish) -> set[int]:
+        try:
+            return await self._write_through_outages([(task, finish)])
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            log.error("task %d: PostgreSQL refused its outcome (%s); failing it", task.id, exc)
+            failure = outcomes.refused(finish, exc)
+        try:
+            return await self._write_through_outages([(task, failure)])
+        except Exception as again:
+            if not refused(again):
+                raise
+            # Not recorded: the worker lets the task go, its lease lapses, the sweeper takes it.
+            log.error("task %d: PostgreSQL refused even its failure (%s)", task.id, again)
+            return set()
+
+    async def _write_through_outages(self, items: list[tuple[ClaimedTask, Finish]]) -> set[int]:
         backoff = BACKOFF_START
         while True:
             try:
                 return await self.claims.finish(self.worker_id, items)
-            except self.outage_errors as exc:
+            except Exception as exc:
+                # Some refusals (a value too big) are OperationalErrors: they are not outages.
+                outage = isinstance(exc, self.outage_errors) and not refused(exc)
+                if not (outage or transient(exc)):
+                    raise
                 log.warning(
                     "recording %d outcome(s) failed (%s); retrying in %.1fs",
                     len(items),
@@ -77,32 +107,3 @@ class Recorder:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-            except Exception as exc:
-                return await self._refused(items, exc)
-
-    async def _refused(self, items: list[Item], exc: Exception) -> set[int]:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if len(items) > 1:
-            log.warning(
-                "PostgreSQL refused a group of %d outcomes (%s); writing them one by one",
-                len(items),
-                first_line,
-            )
-            recorded: set[int] = set()
-            for item in items:
-                recorded |= await self._write_items([item])
-            return recorded
-        task, finish = items[0]
-        if finish.error is not None and finish.error.get("type") == UNRECORDABLE:
-            raise exc  # even the plain failure is refused: nothing sensible is left to write
-        log.error("task %d: PostgreSQL refused its outcome (%s); it fails", task.id, first_line)
-        failed = Finish(
-            TaskStatus.FAILED,
-            AttemptOutcome.FAILED,
-            error={
-                "type": UNRECORDABLE,
-                "message": f"PostgreSQL refused to store the outcome: {first_line}",
-                "traceback": "",
-            },
-        )
-        return await self._write_items([(task, failed)])

@@ -247,26 +247,53 @@ class AppendTask(Task):
         return PidOutput(pid=os.getpid())
 
 
-class UnstorableInput(BaseModel):
-    kind: str  # nul (in the result), huge (a 2 MiB result), error_nul (in the error message)
+class NulInput(BaseModel):
+    where: str = "result"  # "result" or "error": where the NUL character goes
 
 
-class UnstorableOutput(BaseModel):
+class TextOutput(BaseModel):
     text: str
 
 
-class UnstorableTask(Task):
-    name = "UnstorableTask"
-    description = "Return (or raise) what PostgreSQL's jsonb cannot store, or too much of it."
-    Input = UnstorableInput
-    Output = UnstorableOutput
+class NulTask(Task):
+    name = "NulTask"
+    description = (
+        "Return a result, or raise an error, holding a NUL (PostgreSQL's JSON refuses it)."
+    )
+    Input = NulInput
+    Output = TextOutput
 
-    def run(self, data: UnstorableInput, ctx: TaskContext) -> UnstorableOutput:
-        if data.kind == "error_nul":
-            raise ValueError("bad\x00thing")
-        if data.kind == "huge":
-            return UnstorableOutput(text="x" * (2 * 1024 * 1024))
-        return UnstorableOutput(text="a\x00b")
+    async def run(self, data: NulInput, ctx: TaskContext) -> TextOutput:
+        _started(ctx)
+        if data.where == "error":
+            raise ValueError("before\x00after")
+        return TextOutput(text="before\x00after")
+
+
+class Unshowable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be shown")
+
+
+class UnshowableErrorTask(Task):
+    name = "UnshowableErrorTask"
+    description = "Raise an exception whose str() raises: the worker's error handling breaks."
+    Input = Empty
+    Output = Empty
+
+    async def run(self, data: Empty, ctx: TaskContext) -> Empty:
+        _started(ctx)
+        raise Unshowable()
+
+
+class HugeResultTask(Task):
+    name = "HugeResultTask"
+    description = "Return a 2 MiB result: over what the worker stores (worker/execution.py)."
+    Input = Empty
+    Output = TextOutput
+
+    def run(self, data: Empty, ctx: TaskContext) -> TextOutput:
+        return TextOutput(text="x" * (2 * 1024 * 1024))
 
 
 @hookimpl
@@ -284,6 +311,8 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         SpawnTask,
         Fib20Task,
         AppendTask,
-        UnstorableTask,
+        NulTask,
+        UnshowableErrorTask,
+        HugeResultTask,
     ):
         register(task_type)

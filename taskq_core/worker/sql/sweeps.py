@@ -65,25 +65,13 @@ _DUE: LiteralString = """
     WHERE id IN (
         SELECT id FROM tasks
         WHERE status = 'pending' AND enqueued_at IS NULL AND run_at <= now() AND queue = %(queue)s
+            AND task_type NOT IN (
+                SELECT task_type FROM paused_task_types WHERE queue = %(queue)s)
         ORDER BY run_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id, priority
-"""
-
-_DISPATCHED_COUNTS: LiteralString = """
-    SELECT priority, count(*) FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND enqueued_at < %(before)s
-    GROUP BY priority
-"""
-
-_DISPATCHED_IDS: LiteralString = """
-    SELECT id FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
-        AND enqueued_at < %(before)s
-    ORDER BY id
-    LIMIT %(limit)s
 """
 
 _BEAT: LiteralString = """
@@ -109,9 +97,15 @@ class Sweeps:
     """The statements of one worker's sweeper and heartbeat, on one connection: they are rare,
     and psycopg runs concurrent statements on a connection one after the other."""
 
-    def __init__(self, conninfo: str, queue: str) -> None:
-        self._conn = Connection(conninfo)
+    def __init__(self, conninfo: str, queue: str, *, prepare: bool = True) -> None:
+        self._conn = Connection(conninfo, prepare=prepare)
         self.queue = queue
+
+    @property
+    def connection(self) -> Connection:
+        """The sweeper's one connection, for statements kept in modules of their own (lost ids,
+        retention)."""
+        return self._conn
 
     async def close(self) -> None:
         await self._conn.close()
@@ -138,16 +132,6 @@ class Sweeps:
         """Mark due delayed or retrying tasks as enqueued; the caller pushes them."""
         rows = await self._conn.fetch(_DUE, {"queue": self.queue, "limit": limit})
         return [Dispatch(id_, priority) for id_, priority in rows]
-
-    async def dispatched_counts(self, before: datetime) -> dict[int, int]:
-        """Per priority, how many pending tasks were pushed before `before`."""
-        rows = await self._conn.fetch(_DISPATCHED_COUNTS, {"queue": self.queue, "before": before})
-        return {priority: count for priority, count in rows}
-
-    async def dispatched_ids(self, priority: int, before: datetime, limit: int) -> list[int]:
-        """Ids of pending tasks at `priority` pushed before `before`, oldest first."""
-        params = {"queue": self.queue, "priority": priority, "before": before, "limit": limit}
-        return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED_IDS, params)]
 
     async def beat(
         self, worker_id: str, hostname: str, pid: int, concurrency: int, running: Sequence[int]
