@@ -24,7 +24,17 @@ def _limits(spec: dict[str, Any], app: FastAPI, settings: Settings) -> None:
     if backends is None or create is None or not backends.registry.types:
         return
     types = list(backends.registry)
-    create["task_type"]["enum"] = [t.name for t in types]
+    names = [t.name for t in types]
+    create["task_type"]["enum"] = names
+    for model in ("ScheduleCreate", "ScheduleChange"):
+        schedule = schemas.get(model, {}).get("properties", {})
+        if "task_type" in schedule:
+            schedule["task_type"]["enum"] = names
+    for action in ("pause", "resume"):
+        route = spec["paths"].get(f"/task-types/{{name}}/{action}", {}).get("post", {})
+        for parameter in route.get("parameters", []):
+            if parameter["name"] == "name":
+                parameter["schema"]["enum"] = names
     # What every type accepts: a request within these is refused by none of them.
     create["max_attempts"]["anyOf"][0]["maximum"] = min(t.cls.max_attempts_cap for t in types)
     create["timeout_seconds"]["anyOf"][0]["maximum"] = min(t.cls.max_timeout_seconds for t in types)

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from taskq_core.records import TaskStatus
 from taskq_core.task import MIN_TIMEOUT_SECONDS
+
+# RFC 3339's date-time (JSON Schema's `format: date-time`): Pydantic alone would also take a bare
+# number (`0.5`) as seconds since 1970, which the schema does not allow.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("should be an RFC 3339 date-time with a time zone, e.g. 2026-01-31T12:00:00Z")
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 class TaskCreate(BaseModel):
@@ -62,7 +80,7 @@ class TaskCreate(BaseModel):
         le=7 * 24 * 3600,
         description="Stop an attempt after this long; at most the type's max_timeout_seconds.",
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: Instant | None = Field(
         default=None, description="Not before this instant (ISO 8601 with a time zone)."
     )
     delay_seconds: float | None = Field(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import replace
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
-from taskq_core.db.operations import CANCELLABLE, RETRYABLE, TaskFilter
-from taskq_core.records import TaskStatus
+from taskq_core.api.responses import GUARDED, documented
+from taskq_core.api.schemas import Instant
+from taskq_core.db.operations import TaskFilter
 
 # Both act on many tasks at once: admin keys only.
 router = APIRouter(
@@ -23,35 +24,27 @@ router = APIRouter(
 
 
 def task_filter(
-    status: Annotated[TaskStatus | None, Query()] = None,
-    task_type: Annotated[str | None, Query()] = None,
+    task_type: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
-    created_before: Annotated[AwareDatetime | None, Query()] = None,
-    created_after: Annotated[AwareDatetime | None, Query()] = None,
+    created_before: Annotated[
+        Instant | None, Query(description="Created before this instant (RFC 3339).")
+    ] = None,
+    created_after: Annotated[
+        Instant | None, Query(description="Created after this instant (RFC 3339).")
+    ] = None,
 ) -> TaskFilter:
-    """The listing's filters; every one given must match."""
-    return TaskFilter(status, task_type, priority, created_before, created_after)
+    """The listing's filters but `status`, which each action declares (the statuses it takes)."""
+    return TaskFilter(None, task_type, priority, created_before, created_after)
 
 
 FilterDep = Annotated[TaskFilter, Depends(task_filter)]
-INVALID: dict[int | str, dict[str, Any]] = {
-    422: {"description": "A filter is invalid, or names a status this action skips"}
-}
-
-
-def _statuses(where: TaskFilter, allowed: tuple[TaskStatus, ...]) -> None:
-    if where.status is not None and where.status not in allowed:
-        names = " or ".join(allowed)
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "status"),
-                    "msg": f"this action applies to {names} tasks only",
-                    "input": where.status,
-                }
-            ]
-        )
+# Only the statuses each action applies to (db.operations' RETRYABLE and CANCELLABLE), so the
+# schema says which it takes: any other is a 422 naming `status`.
+RetryableStatus = Literal["failed", "cancelled"]
+CancellableStatus = Literal["pending", "running"]
+RESPONSES = documented(
+    *GUARDED, 413, 422, _422="A filter is invalid, or names a status this action does not take"
+)
 
 
 class Retried(BaseModel):
@@ -63,11 +56,15 @@ class Cancelled(BaseModel):
     stopping: int = Field(description="Running tasks whose workers were asked to stop them.")
 
 
-@router.post("/retry", response_model=Retried, responses=INVALID)
-async def retry_tasks(backends: BackendsDep, where: FilterDep) -> dict[str, Any]:
+@router.post("/retry", response_model=Retried, responses=RESPONSES)
+async def retry_tasks(
+    backends: BackendsDep,
+    where: FilterDep,
+    status: Annotated[RetryableStatus | None, Query()] = None,
+) -> dict[str, Any]:
     """Run failed and cancelled tasks matching the filters again, each with as many attempts
     as it had before (its history is kept). Other statuses are left alone."""
-    _statuses(where, RETRYABLE)
+    where = replace(where, status=status)
 
     async def push(rows: list[tuple[int, int]]) -> None:
         await backends.broker.push_many(rows)  # if lost, the sweeper pushes them
@@ -75,11 +72,15 @@ async def retry_tasks(backends: BackendsDep, where: FilterDep) -> dict[str, Any]
     return {"retried": await backends.storage.retry_many(where, push)}
 
 
-@router.post("/cancel", response_model=Cancelled, responses=INVALID)
-async def cancel_tasks(backends: BackendsDep, where: FilterDep) -> dict[str, Any]:
+@router.post("/cancel", response_model=Cancelled, responses=RESPONSES)
+async def cancel_tasks(
+    backends: BackendsDep,
+    where: FilterDep,
+    status: Annotated[CancellableStatus | None, Query()] = None,
+) -> dict[str, Any]:
     """Cancel pending tasks matching the filters, and stop running ones (they end cancelled).
     Finished tasks are left alone."""
-    _statuses(where, CANCELLABLE)
+    where = replace(where, status=status)
     stopping = 0
 
     async def notify(rows: list[tuple[int, int]]) -> None:

@@ -8,10 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from taskq_core import schedules
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import Backends, BackendsDep
+from taskq_core.api.responses import GUARDED, WITH_BODY, documented
 from taskq_core.errors import InvalidTaskError
 
 # Reading needs the read scope; creating, changing and deleting need admin.
@@ -22,9 +24,21 @@ router = APIRouter(
     responses=AUTH_RESPONSES,
 )
 ADMIN = [require(Scope.ADMIN)]
+EXISTS = "A schedule of this name exists"
+MISSING = "No such schedule"
+BAD = "Bad cron expression, time zone, task type or input (each a 422 naming the field)"
 
 ScheduleName = Annotated[str, Path(pattern=schedules.NAME_PATTERN)]
 CatchUp = Literal["once", "skip"]
+# What JSON Schema can say of a cron expression: five or six fields of printable ASCII. Whether
+# each field is in range (and the time zone exists, and the input suits the task type) is
+# checked after, a 422 naming the field.
+CRON_PATTERN = r"^[ \t]*[!-~]+([ \t]+[!-~]+){4,5}[ \t]*$"
+CRON_HELP = "Five fields (minute hour day month weekday), or six with seconds first."
+ZONE_HELP = "An IANA time zone, e.g. UTC or Europe/Berlin."
+Cron = Annotated[str, Field(max_length=200, pattern=CRON_PATTERN, description=CRON_HELP)]
+Zone = Annotated[str, Field(min_length=1, max_length=64, description=ZONE_HELP)]
+TypeName = Annotated[str, Field(min_length=1, description="A registered task type.")]
 
 
 class ScheduleCreate(BaseModel):
@@ -33,12 +47,9 @@ class ScheduleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=schedules.NAME_PATTERN, description="Unique within the queue.")
-    cron: str = Field(
-        max_length=200,
-        description="Five fields (minute hour day month weekday), or six with seconds first.",
-    )
-    timezone: str = Field(default="UTC", max_length=64, description="An IANA time zone.")
-    task_type: str
+    cron: Cron
+    timezone: Zone = "UTC"
+    task_type: TypeName
     input_data: dict[str, Any] = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=1, le=5, description="Default: the type's.")
     catch_up: CatchUp = Field(
@@ -49,18 +60,28 @@ class ScheduleCreate(BaseModel):
     paused: bool = False
 
 
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    for field in schema["properties"].values():
+        if field.get("default", 0) is None and "anyOf" not in field:
+            del field["default"]
+
+
 class ScheduleChange(BaseModel):
     """The body of `PATCH /schedules/{name}`: only the fields given change."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Only `priority` may be null (back to the type's default); a null for any other field is a
+    # 422, so the schema offers none (nor the `null` default that means "not given").
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
-    cron: str | None = Field(default=None, max_length=200)
-    timezone: str | None = Field(default=None, max_length=64)
-    task_type: str | None = None
-    input_data: dict[str, Any] | None = None
-    priority: int | None = Field(default=None, ge=1, le=5)
-    catch_up: CatchUp | None = None
-    paused: bool | None = Field(default=None, description="true pauses, false resumes.")
+    cron: Cron | SkipJsonSchema[None] = None
+    timezone: Zone | SkipJsonSchema[None] = None
+    task_type: TypeName | SkipJsonSchema[None] = None
+    input_data: dict[str, Any] | SkipJsonSchema[None] = None
+    priority: int | None = Field(default=None, ge=1, le=5, description="null: the type's.")
+    catch_up: CatchUp | SkipJsonSchema[None] = None
+    paused: bool | SkipJsonSchema[None] = Field(
+        default=None, description="true pauses, false resumes."
+    )
 
 
 class Schedule(BaseModel):
@@ -108,10 +129,7 @@ def _first_tick(values: dict[str, Any]) -> datetime:
     dependencies=ADMIN,
     status_code=status.HTTP_201_CREATED,
     response_model=Schedule,
-    responses={
-        409: {"description": "A schedule of this name exists"},
-        422: {"description": "Bad cron expression, time zone, task type or input"},
-    },
+    responses=documented(*GUARDED, *WITH_BODY, 409, 422, _409=EXISTS, _422=BAD),
 )
 async def create_schedule(body: ScheduleCreate, backends: BackendsDep) -> dict[str, Any]:
     """Run `task_type` with `input_data` at every tick of `cron` in `timezone`."""
@@ -120,13 +138,13 @@ async def create_schedule(body: ScheduleCreate, backends: BackendsDep) -> dict[s
     return await backends.storage.create_schedule(values)
 
 
-@router.get("", response_model=ScheduleList)
+@router.get("", response_model=ScheduleList, responses=documented(*GUARDED))
 async def list_schedules(backends: BackendsDep) -> dict[str, Any]:
     return {"schedules": await backends.storage.list_schedules()}
 
 
 @router.get(
-    "/{name}", response_model=Schedule, responses={404: {"description": "No such schedule"}}
+    "/{name}", response_model=Schedule, responses=documented(*GUARDED, 404, 422, _404=MISSING)
 )
 async def get_schedule(name: ScheduleName, backends: BackendsDep) -> dict[str, Any]:
     return await backends.storage.get_schedule(name)
@@ -136,10 +154,7 @@ async def get_schedule(name: ScheduleName, backends: BackendsDep) -> dict[str, A
     "/{name}",
     dependencies=ADMIN,
     response_model=Schedule,
-    responses={
-        404: {"description": "No such schedule"},
-        422: {"description": "Bad cron expression, time zone, task type or input"},
-    },
+    responses=documented(*GUARDED, *WITH_BODY, 404, 422, _404=MISSING, _422=BAD),
 )
 async def change_schedule(
     name: ScheduleName, body: ScheduleChange, backends: BackendsDep
@@ -166,7 +181,7 @@ async def change_schedule(
     "/{name}",
     dependencies=ADMIN,
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "No such schedule"}},
+    responses=documented(*GUARDED, 404, 413, 422, _404=MISSING),
 )
 async def delete_schedule(name: ScheduleName, backends: BackendsDep) -> Response:
     """Delete a schedule; tasks it already created are kept. (A plugin's schedule comes back

@@ -52,13 +52,14 @@ async def _set(backends: Backends, name: str, paused: bool) -> dict[str, Any]:
 
 
 ADMIN = [require(Scope.ADMIN)]
+UNKNOWN = "No installed plugin provides this task type"
 
 
 @router.post(
     "/task-types/{name}/pause",
     dependencies=ADMIN,
     response_model=PauseState,
-    responses={404: {"description": "No installed plugin provides this task type"}},
+    responses=documented(*GUARDED, 404, 413, 422, _404=UNKNOWN),
 )
 async def pause_task_type(name: TypeName, backends: BackendsDep) -> dict[str, Any]:
     """No task of this type starts until it is resumed; running ones finish, pending ones wait,
@@ -70,7 +71,7 @@ async def pause_task_type(name: TypeName, backends: BackendsDep) -> dict[str, An
     "/task-types/{name}/resume",
     dependencies=ADMIN,
     response_model=PauseState,
-    responses={404: {"description": "No installed plugin provides this task type"}},
+    responses=documented(*GUARDED, 404, 413, 422, _404=UNKNOWN),
 )
 async def resume_task_type(name: TypeName, backends: BackendsDep) -> dict[str, Any]:
     """Let tasks of this type start again; those that waited are dispatched within a second."""
