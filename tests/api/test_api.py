@@ -53,6 +53,21 @@ def test_both_paths_for_a_new_task_answer_alike(
     assert clean.sql("SELECT id, input_data FROM tasks") == [(body["id"], {"n": 10})]
 
 
+@pytest.mark.parametrize("key", [None, "k-2"])  # below FastAPI, and through the route
+def test_run_at_is_an_rfc3339_instant_not_a_number(
+    api: Api, clean: Servers, key: str | None
+) -> None:
+    headers = {"Idempotency-Key": key} if key else {}
+    for run_at in (1700000000, 0.5, "1700000000", "2030-01-01"):
+        body = {**FIB, "run_at": run_at}
+        response = api.client.post("/tasks/", json=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert _errors(response)[0]["loc"] == ["body", "run_at"]
+    nothing_written(clean)
+    fine = api.client.post("/tasks/", json={**FIB, "run_at": "2030-01-01T00:00:00Z"})
+    assert fine.status_code == 201, fine.text
+
+
 def test_a_body_not_declared_json_is_422(api: Api, clean: Servers) -> None:
     response = api.client.post("/tasks/", content=json.dumps(FIB).encode())
     assert response.status_code == 422

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from taskq_core.db.operations import CANCELLABLE, RETRYABLE
 from tests.conftest import Api, Servers, Workers, wait_finished, wait_for
 
 FAST = {"TASKQ_LEASE_SECONDS": "2", "TASKQ_SWEEP_INTERVAL_SECONDS": "0.5"}
@@ -83,4 +86,25 @@ def test_a_status_the_action_skips_is_422(api: Api, clean: Servers) -> None:
     bad = api.client.post("/tasks/cancel", params={"created_after": "yesterday"})
     assert bad.status_code == 422
     paths = api.client.get("/openapi.json").json()["paths"]
-    assert {"200", "422"} <= set(paths["/tasks/retry"]["post"]["responses"])
+    assert {"200", "422", "429", "503"} <= set(paths["/tasks/retry"]["post"]["responses"])
+
+
+def test_the_schema_lists_only_the_statuses_each_action_takes(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for path, statuses in (("/tasks/retry", RETRYABLE), ("/tasks/cancel", CANCELLABLE)):
+        (status,) = [p for p in paths[path]["post"]["parameters"] if p["name"] == "status"]
+        assert set(status["schema"]["anyOf"][0]["enum"]) == set(statuses)
+        for name in ("created_before", "created_after"):
+            (when,) = [p for p in paths[path]["post"]["parameters"] if p["name"] == name]
+            assert when["schema"]["anyOf"][0] == {"type": "string", "format": "date-time"}
+
+
+@pytest.mark.parametrize("when", ["0.5", "1700000000", "2026-01-31", "2026-01-31T12:00:00"])
+def test_a_time_filter_is_an_rfc3339_instant_not_a_number(
+    api: Api, clean: Servers, when: str
+) -> None:
+    response = api.client.post("/tasks/cancel", params={"created_before": when})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "created_before"]
+    fine = api.client.post("/tasks/cancel", params={"created_before": "2026-01-31T12:00:00Z"})
+    assert fine.json() == {"cancelled": 0, "stopping": 0}

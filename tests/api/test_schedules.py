@@ -91,6 +91,9 @@ def test_a_taken_name_is_409(api: Api) -> None:
         ({"priority": 9}, ["body", "priority"], "less than or equal"),
         ({"catch_up": "all"}, ["body", "catch_up"], "once"),
         ({"name": "has space"}, ["body", "name"], "pattern"),
+        ({"cron": ""}, ["body", "cron"], "pattern"),  # the schema's pattern refuses it too
+        ({"cron": "* * * *"}, ["body", "cron"], "pattern"),
+        ({"timezone": ""}, ["body", "timezone"], "at least 1"),
     ],
 )
 def test_bad_schedules_are_422_naming_the_field_and_write_nothing(
@@ -120,6 +123,34 @@ def test_the_schedules_routes_are_in_the_openapi_document(api: Api) -> None:
     assert set(paths["/schedules/{name}"]) == {"get", "patch", "delete"}
     assert "409" in paths["/schedules"]["post"]["responses"]
     assert "404" in paths["/schedules/{name}"]["delete"]["responses"]
+    assert {"400", "413", "422", "429", "503"} <= set(paths["/schedules"]["post"]["responses"])
+
+
+def test_the_schema_says_what_a_schedule_may_hold(api: Api) -> None:
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    create_, change = (
+        schemas["ScheduleCreate"]["properties"],
+        schemas["ScheduleChange"]["properties"],
+    )
+    assert "FibonacciTask" in create_["task_type"]["enum"]
+    assert change["task_type"]["enum"] == create_["task_type"]["enum"]
+    pattern = re.compile(create_["cron"]["pattern"])
+    assert pattern.search("*/5 * * * *")
+    assert pattern.search("0 0 12 * * MON")
+    assert not pattern.search("")
+    assert not pattern.search("* * * *")
+    # Null only where a null is taken: `priority` (back to the type's default).
+    assert change["cron"]["type"] == "string"
+    assert "default" not in change["cron"]
+    assert {"type": "null"} in change["priority"]["anyOf"]
+
+
+def test_a_null_change_other_than_priority_is_422(api: Api) -> None:
+    create(api, name="keep", cron="0 * * * *", priority=2)
+    response = api.client.patch("/schedules/keep", json={"cron": None})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "cron"]
+    assert api.client.patch("/schedules/keep", json={"priority": None}).json()["priority"] is None
 
 
 def test_every_tick_is_one_task_with_several_workers(api: Api, workers: Workers) -> None:
