@@ -44,7 +44,20 @@ TypeName = Annotated[str, Field(min_length=1, description="A registered task typ
 class ScheduleCreate(BaseModel):
     """The body of `POST /schedules`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "nightly-fibonacci",
+                    "cron": "0 3 * * *",
+                    "timezone": "Europe/Berlin",
+                    "task_type": "FibonacciTask",
+                    "input_data": {"n": 10},
+                }
+            ]
+        },
+    )
 
     name: str = Field(pattern=schedules.NAME_PATTERN, description="Unique within the queue.")
     cron: Cron
