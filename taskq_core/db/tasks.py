@@ -1,4 +1,4 @@
-"""Task rows as clients see them: create (idempotently), read, list, cancel, delete."""
+"""Task rows as clients see them: create (idempotently), read, list, cancel, retry, delete."""
 
 from __future__ import annotations
 
@@ -253,6 +253,45 @@ class TaskQueries:
             raise TaskNotFoundError(f"task {task_id} not found")
         if changed is None:
             raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
+        return task
+
+    async def retry(self, task_id: int) -> dict[str, Any]:
+        """Make a failed or cancelled task pending again, due now, with its attempts counted
+        anew; its attempt history stays. The caller pushes its id (`enqueued_at` is set, so the
+        sweeper pushes it if the caller cannot).
+
+        Raises TaskNotFoundError, or TaskStateError when it is pending, running or completed.
+        """
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_([TaskStatus.FAILED, TaskStatus.CANCELLED]),
+            )
+            .values(
+                status=TaskStatus.PENDING,
+                attempts=0,
+                result=None,
+                error=None,
+                started_at=None,
+                finished_at=None,
+                worker_id=None,
+                lease_expires_at=None,
+                cancel_requested_at=None,
+                run_at=func.now(),
+                enqueued_at=func.now(),
+            )
+            .returning(tasks.c.id)
+        )
+        async with self.engine.begin() as conn:
+            changed = (await conn.execute(statement)).first()
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        if changed is None:
+            raise TaskStateError(
+                f"task {task_id} is {task['status']}: only failed or cancelled tasks can be retried"
+            )
         return task
 
     async def recent(self, count: int) -> list[dict[str, Any]]:

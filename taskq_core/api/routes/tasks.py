@@ -1,13 +1,15 @@
-"""`/tasks`: submit a task, read one, list them, cancel one."""
+"""`/tasks`: submit a task, read one, list them, cancel one, retry one."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 
 from taskq_core import enqueue
 from taskq_core.api.deps import Backends, BackendsDep
@@ -22,6 +24,7 @@ from taskq_core.api.schemas import (
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.records import NewTask, TaskStatus
 
+log = logging.getLogger("taskq.api")
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 MAX_PAGE = 1000
@@ -177,4 +180,26 @@ async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response
         # The worker's heartbeat would see the flag too; this makes it immediate.
         await backends.broker.request_cancel(task_id)
         response.status_code = status.HTTP_202_ACCEPTED
+    return task
+
+
+@router.post(
+    "/{task_id}/retry",
+    response_model=TaskWithHistory,
+    responses={
+        200: {"description": "Pending again, with its attempts counted anew; history kept"},
+        404: {"description": "No such task"},
+        409: {"description": "It is pending, running or completed: only failed or cancelled"},
+    },
+)
+async def retry_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
+    """Run a failed or cancelled task again: it gets all its attempts back, and the earlier
+    attempts stay in its history."""
+    task = await backends.storage.retry(task_id)
+    try:
+        await backends.broker.push(task_id, task["priority"])
+    except RedisError as exc:
+        # Committed as pending and marked dispatched: the sweeper's lost-dispatch repair pushes
+        # it within a sweep interval, so the retry stands.
+        log.warning("task %d retried but not pushed (%s); the sweeper will push it", task_id, exc)
     return task
