@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import redis
 import redis.asyncio as aioredis
@@ -27,6 +28,21 @@ def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, in
 def cancel_channel(queue: str) -> str:
     """Pub/sub channel on which cancellation requests reach the workers at once."""
     return f"taskq:{{{queue}}}:cancel"
+
+
+def status_channel(queue: str) -> str:
+    """Pub/sub channel on which every status change of the queue's tasks is announced (after it
+    is committed), so the API can wake whoever waits for a task. One channel per queue, each
+    message a batch: a group commit of outcomes costs one PUBLISH."""
+    return f"taskq:{{{queue}}}:status"
+
+
+def encode_statuses(changes: Sequence[tuple[int, str]]) -> str:
+    return json.dumps([[task_id, status] for task_id, status in changes], separators=(",", ":"))
+
+
+def decode_statuses(data: str) -> list[tuple[int, str]]:
+    return [(int(task_id), str(status)) for task_id, status in json.loads(data)]
 
 
 def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
@@ -111,6 +127,29 @@ class Broker:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield int(message["data"])
+
+    async def announce(self, changes: Sequence[tuple[int, str]]) -> None:
+        """Tell the API processes that these tasks (id, new status) changed, once committed."""
+        if changes:
+            await self.redis.publish(status_channel(self.queue), encode_statuses(changes))
+
+    async def status_changes(
+        self, subscribed: Callable[[], None], poll: float = 1.0
+    ) -> AsyncIterator[list[tuple[int, str]]]:
+        """Batches of (id, status) as announced; `subscribed` is called once the subscription is
+        confirmed, from when on no announcement is missed. Give this a client of its own
+        (`connect(url, blocking=True)`): it holds the connection. Raises on a lost connection;
+        reads in `poll`-second steps so the pub/sub health check runs while it is quiet."""
+        async with self.redis.pubsub() as pubsub:
+            await pubsub.subscribe(status_channel(self.queue))
+            while True:
+                message = await pubsub.get_message(timeout=poll)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    subscribed()
+                elif message["type"] == "message":
+                    yield decode_statuses(message["data"])
 
     async def ping(self) -> None:
         await self.redis.ping()

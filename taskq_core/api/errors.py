@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from taskq_core.errors import (
     BackendUnavailableError,
@@ -30,6 +31,15 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("PostgreSQL unavailable: %s", _redact(exc))
     return JSONResponse(
         {"detail": "PostgreSQL is unavailable; nothing was written. Try again shortly."},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("every PostgreSQL connection of this process stayed busy: %s", _redact(exc))
+    return JSONResponse(
+        {"detail": "PostgreSQL connections are all busy; nothing was written. Try again shortly."},
         status_code=503,
         headers={"Retry-After": "1"},
     )
@@ -61,6 +71,7 @@ Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 HANDLERS: dict[type[Exception], Handler] = {
     OperationalError: _database_down,
     DBAPIError: _database_down,
+    PoolTimeoutError: _pool_exhausted,
     RedisError: _redis_down,
     BackendUnavailableError: _unavailable,
     TaskNotFoundError: _not_found,

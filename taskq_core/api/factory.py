@@ -15,6 +15,7 @@ from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.routes import health, task_types, tasks, workers
+from taskq_core.api.waiting import StatusHub
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
@@ -39,10 +40,18 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         queue = broker.Broker(redis, config.queue)
         submitter = GroupSubmitter(storage, queue)
         app.state.backends = Backends(storage, queue, types, submitter)
+        # Its own connection: a subscribed connection can issue no other command.
+        subscriber = broker.connect(redis_url, blocking=True)
+        app.state.status_hub = hub = StatusHub(
+            broker.Broker(subscriber, config.queue), storage.get_many
+        )
+        hub.start()
         log.info("task types: %s", types.known_names())
         try:
             yield
         finally:
+            await hub.close()
+            await subscriber.aclose()
             await submitter.close()
             await redis.aclose()
             await engine.dispose()

@@ -205,6 +205,27 @@ class TaskQueries:
             task["history"] = [dict(h._mapping) for h in history]
         return task
 
+    async def get_many(self, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Tasks with their attempt histories, by id, in two statements however many; ids that
+        do not exist are absent."""
+        if not task_ids:
+            return {}
+        ids = list(task_ids)
+        async with self.engine.connect() as conn:
+            found = {
+                row.id: {**row._mapping, "history": []}
+                for row in await conn.execute(select(*DETAIL_COLUMNS).where(tasks.c.id.in_(ids)))
+            }
+            history = await conn.execute(
+                select(task_attempts.c.task_id, *HISTORY_COLUMNS)
+                .where(task_attempts.c.task_id.in_(list(found)))
+                .order_by(task_attempts.c.id)
+            )
+            for row in history:
+                attempt = dict(row._mapping)
+                found[attempt.pop("task_id")]["history"].append(attempt)
+        return found
+
     async def list_tasks(
         self,
         *,

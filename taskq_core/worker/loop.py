@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,6 +94,7 @@ class Worker:
         # written, so the next claim overlaps the group commit; `running` keeps the task (and
         # its lease renewed) until the outcome is durable.
         self.executing = 0
+        self._announcing: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -109,7 +111,7 @@ class Worker:
         self.sweeps = Sweeps(conninfo, opts.queue)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
-        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._announce)
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -143,6 +145,7 @@ class Worker:
                 await self.sweeps.worker_stopped(self.worker_id)
             await self.pool.close()
             await self.claims.close()
+            await asyncio.gather(*self._announcing, return_exceptions=True)
             await popper.aclose()
             await redis.aclose()
             await self.sweeps.close()
@@ -218,6 +221,7 @@ class Worker:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
+            self._announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
                 self.executing += 1
                 running = self.running[task.id] = Running(task)
@@ -312,6 +316,18 @@ class Worker:
             task.max_attempts,
             detail,
         )
+
+    def _announce(self, changes: Sequence[tuple[int, str]]) -> None:
+        """Publish committed status changes for the API's waiters, without holding up the
+        caller; lost announcements only make waiters answer at their deadline."""
+        if changes:
+            task = asyncio.create_task(self._publish(changes), name="announce")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
+    async def _publish(self, changes: Sequence[tuple[int, str]]) -> None:
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            await self.broker.announce(changes)
 
     def _interrupt(self, running: Running, reason: StopReason) -> None:
         if running.job is not None and not running.job.done() and running.stop_reason is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 from taskq_core.records import ClaimedTask, Finish
 from taskq_core.worker.sql import Claims
@@ -18,6 +19,7 @@ LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
+Announce = Callable[[Sequence[tuple[int, str]]], None]
 
 
 class Recorder:
@@ -25,9 +27,15 @@ class Recorder:
     grouping weakens nothing: it only shares one round trip and one WAL flush between tasks."""
 
     def __init__(
-        self, claims: Claims, worker_id: str, outage_errors: tuple[type[BaseException], ...]
+        self,
+        claims: Claims,
+        worker_id: str,
+        outage_errors: tuple[type[BaseException], ...],
+        announce: Announce | None = None,
     ) -> None:
+        """`announce`: told (without waiting) each group's recorded (id, new status) pairs."""
         self.claims = claims
+        self.announce = announce
         self.worker_id = worker_id
         self.outage_errors = outage_errors
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
@@ -54,6 +62,8 @@ class Recorder:
             for task, _, future in group:
                 if not future.done():
                     future.set_result(task.id in recorded)
+            if self.announce is not None and recorded:
+                self.announce([(t.id, f.status.value) for t, f, _ in group if t.id in recorded])
 
     async def _write(self, group: list[Pending]) -> set[int]:
         backoff = BACKOFF_START

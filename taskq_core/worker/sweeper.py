@@ -79,6 +79,7 @@ class Sweeper:
             await self.broker.push_many(
                 (m["id"], m["priority"]) for m in moved if m["status"] == TaskStatus.PENDING
             )
+            await self.broker.announce([(m["id"], m["status"]) for m in moved])
             for m in moved:
                 log.warning("task %d lost its worker; now %s", m["id"], m["status"])
             total += len(moved)

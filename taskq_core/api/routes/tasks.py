@@ -1,17 +1,21 @@
-"""`/tasks`: submit a task, read one, list them, cancel one, retry one."""
+"""`/tasks`: submit a task, read one (or wait for it to end, or follow it), list them, cancel one,
+retry one."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 
 from taskq_core import enqueue
+from taskq_core.api import waiting
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import (
     TaskBatch,
@@ -28,6 +32,8 @@ log = logging.getLogger("taskq.api")
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 MAX_PAGE = 1000
+MAX_WAIT = 60.0  # seconds a `GET /tasks/{id}?wait=` may hold its request
+KEEPALIVE = 15.0  # seconds between comments on a quiet event stream, so proxies keep it open
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 IdempotencyKey = Annotated[
     str | None,
@@ -154,13 +160,70 @@ async def list_tasks(
 
 
 @router.get(
-    "/{task_id}", response_model=TaskWithHistory, responses={404: {"description": "No such task"}}
+    "/{task_id}",
+    response_model=TaskWithHistory,
+    responses={
+        404: {"description": "No such task"},
+        422: {"description": "A bad id, or `wait` outside 0..60"},
+        503: {"description": "PostgreSQL unavailable"},
+    },
 )
-async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
-    row = await backends.storage.get(task_id)
+async def get_task(
+    task_id: TaskId,
+    backends: BackendsDep,
+    hub: waiting.HubDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_WAIT,
+            description="Answer as soon as the task has finished (completed, failed or "
+            "cancelled), or after this many seconds with the task as it is then.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    row = await (
+        waiting.wait_for_end(hub, task_id, wait) if wait else backends.storage.get(task_id)
+    )
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
     return row
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: an `status` event with the task (as `GET "
+            "/tasks/{id}` answers) now and at each status change; the stream ends after a "
+            "terminal status. Comment lines keep a quiet stream open.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        404: {"description": "No such task"},
+        503: {"description": "PostgreSQL unavailable"},
+    },
+)
+async def task_events(
+    task_id: TaskId, backends: BackendsDep, hub: waiting.HubDep
+) -> StreamingResponse:
+    """Follow a task's status as it changes, pushed as it is committed."""
+    if await backends.storage.get(task_id) is None:
+        raise TaskNotFoundError(f"task {task_id} not found")
+
+    async def stream() -> AsyncIterator[str]:
+        async for row in waiting.changes_of(hub, task_id, KEEPALIVE):
+            if row is None:
+                yield ": keepalive\n\n"
+            else:
+                data = TaskWithHistory.model_validate(row).model_dump_json()
+                yield f"event: status\nid: {row['status']}\ndata: {data}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(
@@ -180,6 +243,8 @@ async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response
         # The worker's heartbeat would see the flag too; this makes it immediate.
         await backends.broker.request_cancel(task_id)
         response.status_code = status.HTTP_202_ACCEPTED
+    else:
+        await _announce(backends, task_id, task["status"])
     return task
 
 
@@ -202,4 +267,14 @@ async def retry_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
         # Committed as pending and marked dispatched: the sweeper's lost-dispatch repair pushes
         # it within a sweep interval, so the retry stands.
         log.warning("task %d retried but not pushed (%s); the sweeper will push it", task_id, exc)
+    await _announce(backends, task_id, task["status"])
     return task
+
+
+async def _announce(backends: Backends, task_id: int, task_status: str) -> None:
+    """Wake whoever waits on the task; committed already, so a Redis failure only delays them
+    to their deadline."""
+    try:
+        await backends.broker.announce([(task_id, task_status)])
+    except RedisError as exc:
+        log.debug("could not announce task %d %s (%s)", task_id, task_status, exc)
