@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from taskq_core.cli import failures, remote
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
@@ -143,14 +144,6 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
     return asyncio.run(main())
 
 
-def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core.cli.render import task_table
-
-    rows = _with_storage(settings, lambda storage: storage.recent(args.count))
-    task_table(rows)
-    return 0
-
-
 def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
     deleted = _with_storage(settings, lambda storage: storage.delete_oldest(args.count))
     print(f"deleted {deleted} task(s)")
@@ -162,7 +155,7 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.plugins import load_registry
 
     registry = load_registry()
-    plugin_table(registry)
+    plugin_table(registry, as_json=args.json)
     return 1 if registry.failures and args.strict else 0
 
 
@@ -234,11 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_db_upgrade
     )
 
-    tasks = commands.add_parser("tasks", help="look at or delete tasks")
+    tasks = commands.add_parser("tasks", help="look at, cancel, retry or delete tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
-    show = task_commands.add_parser("show", help="print the last N tasks")
-    show.add_argument("count", type=_positive, metavar="N")
-    show.set_defaults(func=cmd_tasks_show)
+    remote.add_commands(commands, task_commands, _positive)
     clear = task_commands.add_parser("clear", help="delete the first (oldest) N tasks")
     clear.add_argument("count", type=_positive, metavar="N")
     clear.set_defaults(func=cmd_tasks_clear)
@@ -249,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument(
         "--strict", action="store_true", help="exit 1 when a plugin failed to load"
     )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugins)
 
     demo = commands.add_parser(
@@ -281,6 +273,11 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # One line, never a traceback (TASKQ_LOG_LEVEL=DEBUG logs it for a bug report).
+        log.debug("%s failed", args.command, exc_info=exc)
+        print(f"taskq: {failures.describe(exc)}", file=sys.stderr)
+        return 1
     return code
 
 
