@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 import taskq_core
 from taskq_core import broker, devstate
-from taskq_core.api import errors
+from taskq_core.api import errors, openapi
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
@@ -61,10 +61,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         version=getattr(taskq_core, "__version__", "0.1.0"),
         description="Submit tasks, follow them, list the task types the installed plugins provide.",
         lifespan=lifespan,
+        docs_url=None,  # served by `openapi.install`, from local files
+        redoc_url=None,
     )
     app.add_middleware(SubmitFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # the last added runs first
     errors.install(app)
+    openapi.install(app)
     app.include_router(tasks.router)
     app.include_router(task_types.router)
     app.include_router(workers.router)
