@@ -14,7 +14,7 @@ from taskq_core.api import errors, openapi
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
-from taskq_core.api.routes import health, task_types, tasks, workers
+from taskq_core.api.routes import health, metrics, task_types, tasks, workers
 from taskq_core.api.waiting import StatusHub
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
@@ -72,4 +72,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(task_types.router)
     app.include_router(workers.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

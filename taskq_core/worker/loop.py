@@ -16,7 +16,7 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from taskq_core import broker as broker_module
-from taskq_core.broker import Broker
+from taskq_core.broker import Broker, count_field
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
@@ -25,7 +25,7 @@ from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_er
 from taskq_core.worker.pool import RunnerPool
 from taskq_core.worker.recorder import LINGER, Recorder
 from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
-from taskq_core.worker.sweeper import Sweeper
+from taskq_core.worker.sweeper import STATUS_EVENTS, Sweeper
 
 log = logging.getLogger("taskq.worker")
 
@@ -52,6 +52,7 @@ class Running:
     job: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None  # when it stopped executing (its outcome may not be written yet)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Worker:
         self.sweeps = Sweeps(conninfo, opts.queue)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
-        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._announce)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._recorded)
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -254,6 +255,7 @@ class Worker:
                 outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
             )
         finally:
+            running.ended = time.perf_counter()
             self.executing -= 1
             self._slot_freed.set()
         try:
@@ -317,17 +319,43 @@ class Worker:
             detail,
         )
 
-    def _announce(self, changes: Sequence[tuple[int, str]]) -> None:
-        """Publish committed status changes for the API's waiters, without holding up the
-        caller; lost announcements only make waiters answer at their deadline."""
-        if changes:
-            task = asyncio.create_task(self._publish(changes), name="announce")
+    def _recorded(self, items: Sequence[tuple[ClaimedTask, Finish]]) -> None:
+        """Outcomes just committed: announce them and count them (see `broker.stats_key`)."""
+        counts: dict[str, int] = {}
+        durations: list[tuple[str, float]] = []
+        for task, finish in items:
+            if finish.outcome == AttemptOutcome.HANDED_BACK:
+                continue  # not the task's doing: neither an outcome nor a duration
+            event = STATUS_EVENTS[finish.status]
+            field = count_field(event, task.task_type, task.priority)
+            counts[field] = counts.get(field, 0) + 1
+            running = self.running.get(task.id)
+            if running is not None and running.ended is not None:
+                durations.append((task.task_type, running.ended - running.started))
+        self._announce([(t.id, f.status.value) for t, f in items], counts, durations)
+
+    def _announce(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None = None,
+        durations: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        """Publish committed status changes for the API's waiters, and add to the counters,
+        without holding up the caller; a lost announcement only makes waiters answer at their
+        deadline (and the counters miss it)."""
+        if changes or counts or durations:
+            task = asyncio.create_task(self._publish(changes, counts, durations), name="announce")
             self._announcing.add(task)
             task.add_done_callback(self._announcing.discard)
 
-    async def _publish(self, changes: Sequence[tuple[int, str]]) -> None:
+    async def _publish(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None,
+        durations: Sequence[tuple[str, float]],
+    ) -> None:
         with contextlib.suppress(*OUTAGE_ERRORS):
-            await self.broker.announce(changes)
+            await self.broker.announce(changes, counts, durations)
 
     def _interrupt(self, running: Running, reason: StopReason) -> None:
         if running.job is not None and not running.job.done() and running.stop_reason is None:

@@ -19,7 +19,7 @@ LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
-Announce = Callable[[Sequence[tuple[int, str]]], None]
+Announce = Callable[[Sequence[tuple[ClaimedTask, Finish]]], None]
 
 
 class Recorder:
@@ -33,7 +33,7 @@ class Recorder:
         outage_errors: tuple[type[BaseException], ...],
         announce: Announce | None = None,
     ) -> None:
-        """`announce`: told (without waiting) each group's recorded (id, new status) pairs."""
+        """`announce`: told (it must not block) each group's recorded outcomes."""
         self.claims = claims
         self.announce = announce
         self.worker_id = worker_id
@@ -63,7 +63,7 @@ class Recorder:
                 if not future.done():
                     future.set_result(task.id in recorded)
             if self.announce is not None and recorded:
-                self.announce([(t.id, f.status.value) for t, f, _ in group if t.id in recorded])
+                self.announce([(t, f) for t, f, _ in group if t.id in recorded])
 
     async def _write(self, group: list[Pending]) -> set[int]:
         backoff = BACKOFF_START

@@ -9,7 +9,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from taskq_core.broker import PRIORITIES, Broker
+from taskq_core.broker import PRIORITIES, Broker, count_field
 from taskq_core.records import TaskStatus
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
 
@@ -20,6 +20,13 @@ BATCH = 1000  # rows per repair statement
 REPAIR_LIMIT = 10_000  # ids re-pushed per priority per sweep, so a repair never floods Redis
 WORKER_RETENTION = 24 * 3600.0  # seconds a silent worker stays listed in the table
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+# The counter an attempt's end adds to, by the task's new status (see `taskq_core.broker`).
+STATUS_EVENTS = {
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+    TaskStatus.PENDING: "retried",
+}
 
 
 class Sweeper:
@@ -79,7 +86,12 @@ class Sweeper:
             await self.broker.push_many(
                 (m["id"], m["priority"]) for m in moved if m["status"] == TaskStatus.PENDING
             )
-            await self.broker.announce([(m["id"], m["status"]) for m in moved])
+            counts: dict[str, int] = {}
+            for m in moved:
+                event = STATUS_EVENTS[m["status"]]
+                field = count_field(event, m["task_type"], m["priority"])
+                counts[field] = counts.get(field, 0) + 1
+            await self.broker.announce([(m["id"], m["status"]) for m in moved], counts)
             for m in moved:
                 log.warning("task %d lost its worker; now %s", m["id"], m["status"])
             total += len(moved)

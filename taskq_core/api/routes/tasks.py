@@ -25,6 +25,7 @@ from taskq_core.api.schemas import (
     TaskSummary,
     TaskWithHistory,
 )
+from taskq_core.broker import count_field
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.records import NewTask, TaskStatus
 
@@ -244,7 +245,7 @@ async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response
         await backends.broker.request_cancel(task_id)
         response.status_code = status.HTTP_202_ACCEPTED
     else:
-        await _announce(backends, task_id, task["status"])
+        await _announce(backends, task, "cancelled")
     return task
 
 
@@ -267,14 +268,15 @@ async def retry_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
         # Committed as pending and marked dispatched: the sweeper's lost-dispatch repair pushes
         # it within a sweep interval, so the retry stands.
         log.warning("task %d retried but not pushed (%s); the sweeper will push it", task_id, exc)
-    await _announce(backends, task_id, task["status"])
+    await _announce(backends, task, "retried")
     return task
 
 
-async def _announce(backends: Backends, task_id: int, task_status: str) -> None:
-    """Wake whoever waits on the task; committed already, so a Redis failure only delays them
-    to their deadline."""
+async def _announce(backends: Backends, task: dict[str, Any], event: str) -> None:
+    """Wake whoever waits on the task and count `event`; committed already, so a Redis failure
+    only delays waiters to their deadline."""
+    counts = {count_field(event, task["task_type"], task["priority"]): 1}
     try:
-        await backends.broker.announce([(task_id, task_status)])
+        await backends.broker.announce([(task["id"], task["status"])], counts)
     except RedisError as exc:
-        log.debug("could not announce task %d %s (%s)", task_id, task_status, exc)
+        log.debug("could not announce task %d %s (%s)", task["id"], task["status"], exc)
