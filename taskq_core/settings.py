@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,3 +33,5 @@ class Settings(BaseSettings):
 
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+    # `json`: one JSON object per line (ts, level, logger, pid, message and the event's fields).
+    log_format: Literal["text", "json"] = "text"

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from taskq_core import logs
 from taskq_core.cli import failures, remote
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
@@ -18,7 +19,6 @@ from taskq_core.settings import Settings
 if TYPE_CHECKING:
     from taskq_core.worker.loop import Worker
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("taskq")
 
 
@@ -30,9 +30,32 @@ def _positive(value: str) -> int:
 
 
 def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    # Their INFO lines narrate every request; ours say what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.setup(settings.log_level, settings.log_format)
+
+
+def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging as ours (format, timestamps, quiet libraries), applied in each of its
+    processes: `taskq api --workers N` starts them afresh."""
+    formatter = "JsonFormatter" if settings.log_format == "json" else "TextFormatter"
+    level = settings.log_level.upper()
+    quiet = {"level": "WARNING" if level in ("DEBUG", "INFO") else level}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"taskq": {"()": f"taskq_core.logs.{formatter}"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "taskq",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "uvicorn": {"level": level},
+            **{name: quiet for name in logs.QUIET if name != "uvicorn.access"},
+        },
+    }
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -50,8 +73,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        "log_config": _uvicorn_logging(settings),
         "access_log": args.access_log,
     }
+    logs.set_title(f"taskq-api {args.host}:{args.port}")
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return 0
@@ -162,7 +187,7 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.cli.demo import run_demo
 
-    return run_demo(settings, tasks=args.tasks, workers=args.workers)
+    return run_demo(settings, tasks=args.tasks, workers=args.workers, port=args.port)
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -248,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tasks", type=_positive, default=500, help="how many (default 500)")
     demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="its API's port (default 8000, else any free one)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     dev = commands.add_parser(

@@ -16,6 +16,7 @@ from typing import Literal
 from redis.exceptions import RedisError
 
 from taskq_core import broker as broker_module
+from taskq_core import logs
 from taskq_core.broker import Broker, count_field
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
@@ -36,6 +37,7 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 REFILL_FRACTION = 4
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+TITLE_INTERVAL = 0.5  # seconds between updates of the process title
 
 StopReason = Literal["cancelled", "shutdown", "lost"]
 
@@ -126,6 +128,7 @@ class Worker:
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
+                asyncio.create_task(self._title_loop(), name="title"),
             ]
             for task in background:
                 task.add_done_callback(self._background_ended)
@@ -189,6 +192,7 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         backoff = BACKOFF_START
+        outage = logs.Outage(log, "PostgreSQL or Redis (taking tasks)", BACKOFF_MAX)
         limit = self.options.concurrency
         refill = max(1, limit // REFILL_FRACTION)
         deep = False  # the last pop got all it asked for: more are waiting
@@ -216,11 +220,12 @@ class Worker:
                 # push, and the sweeper's lost-dispatch repair pushes them again.
                 claimed = await self._claim(ids) if ids else []
             except OUTAGE_ERRORS as exc:
-                log.warning("broker or database unavailable (%s); retrying in %.1fs", exc, backoff)
+                outage.failed(exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            outage.recovered()
             backoff = BACKOFF_START
             self._announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
@@ -300,7 +305,7 @@ class Worker:
         if recorded and handed_back:
             with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
                 await self.broker.push(task.id, task.priority)
-        elapsed_ms = (time.perf_counter() - running.started) * 1000
+        elapsed_ms = ((running.ended or time.perf_counter()) - running.started) * 1000
         detail = ""
         if finish.error is not None:
             detail = f": {finish.error['type']}: {finish.error['message']}"
@@ -308,6 +313,7 @@ class Worker:
             detail += f" (retry in {finish.retry_in:.1f}s)"
         if not recorded:
             detail += " (not recorded: the task was no longer this worker's)"
+        # One line per attempt; its fields are also in JSON logs (TASKQ_LOG_FORMAT=json).
         log.info(
             "task %d %s %s in %.1f ms (attempt %d/%d)%s",
             task.id,
@@ -317,6 +323,16 @@ class Worker:
             task.attempt,
             task.max_attempts,
             detail,
+            extra={
+                "task_id": task.id,
+                "task_type": task.task_type,
+                "attempt": task.attempt,
+                "max_attempts": task.max_attempts,
+                "duration_ms": round(elapsed_ms, 3),
+                "outcome": finish.outcome.value,
+                "status": finish.status.value,
+                "recorded": recorded,
+            },
         )
 
     def _recorded(self, items: Sequence[tuple[ClaimedTask, Finish]]) -> None:
@@ -368,6 +384,7 @@ class Worker:
         """Keep the worker listed and its leases fresh; stop tasks cancelled or taken over."""
         interval = self.options.lease_seconds / 3
         hostname, pid = socket.gethostname(), os.getpid()
+        outage = logs.Outage(log, "PostgreSQL (heartbeat: leases may lapse)", interval)
         while True:
             held = list(self.running)
             try:
@@ -376,8 +393,9 @@ class Worker:
                 )
                 leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
             except OUTAGE_ERRORS as exc:
-                log.warning("heartbeat failed (%s); leases may lapse", exc)
+                outage.failed(exc, interval)
             else:
+                outage.recovered()
                 for task_id in held:
                     running = self.running.get(task_id)
                     if running is None:
@@ -387,6 +405,21 @@ class Worker:
                     elif leases[task_id]:
                         self._interrupt(running, "cancelled")
             await asyncio.sleep(interval)
+
+    async def _title_loop(self) -> None:
+        """Keep the process title saying how busy the worker is (as `ps` and `top` show it)."""
+        shown = ""
+        while True:
+            title = (
+                f"taskq-worker {self.options.queue} "
+                f"[{self.executing} of {self.options.concurrency} busy]"
+            )
+            if self._stopping.is_set():
+                title += " stopping"
+            if title != shown:
+                logs.set_title(title)
+                shown = title
+            await asyncio.sleep(TITLE_INTERVAL)
 
     async def _cancel_listener(self) -> None:
         """Cancellation requests arrive here at once; the heartbeat is the slower fallback."""

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from taskq_core import logs
 from taskq_core.records import ClaimedTask, Finish
 from taskq_core.worker.sql import Claims
 
@@ -36,6 +37,7 @@ class Recorder:
         """`announce`: told (it must not block) each group's recorded outcomes."""
         self.claims = claims
         self.announce = announce
+        self._outage = logs.Outage(log, "PostgreSQL (recording outcomes)", BACKOFF_MAX)
         self.worker_id = worker_id
         self.outage_errors = outage_errors
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
@@ -70,13 +72,11 @@ class Recorder:
         items = [(task, finish) for task, finish, _ in group]
         while True:
             try:
-                return await self.claims.finish(self.worker_id, items)
+                recorded = await self.claims.finish(self.worker_id, items)
             except self.outage_errors as exc:
-                log.warning(
-                    "recording %d outcome(s) failed (%s); retrying in %.1fs",
-                    len(group),
-                    exc,
-                    backoff,
-                )
+                self._outage.failed(exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            self._outage.recovered()
+            return recorded

@@ -9,12 +9,14 @@ import time
 
 from redis.exceptions import RedisError
 
+from taskq_core import logs
 from taskq_core.broker import PRIORITIES, Broker, count_field
 from taskq_core.records import TaskStatus
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
 
 log = logging.getLogger("taskq.sweeper")
 
+BACKOFF_MAX = 5.0  # seconds between sweeps while PostgreSQL or Redis is unreachable
 DUE_POLL = 0.25  # seconds between looks for due delayed or retrying tasks (leader only)
 BATCH = 1000  # rows per repair statement
 REPAIR_LIMIT = 10_000  # ids re-pushed per priority per sweep, so a repair never floods Redis
@@ -41,6 +43,9 @@ class Sweeper:
 
     async def run(self, stopping: asyncio.Event) -> None:
         last_lead = last_repair = float("-inf")
+        pause = min(DUE_POLL, self.interval)
+        backoff = pause
+        outage = logs.Outage(log, "PostgreSQL or Redis (sweeper)", BACKOFF_MAX)
         while not stopping.is_set():
             now = time.monotonic()
             try:
@@ -59,9 +64,13 @@ class Sweeper:
             except OUTAGE_ERRORS as exc:
                 # Leadership is only ever decided by the lease row: an outage does not end it,
                 # the next renewal (or its failure to renew) does.
-                log.warning("sweep failed (%s); will retry", exc)
+                outage.failed(exc, backoff)
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
+            else:
+                outage.recovered()
+                wait = backoff = pause
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), min(DUE_POLL, self.interval))
+                await asyncio.wait_for(stopping.wait(), wait)
 
     async def dispatch_due(self) -> int:
         """Push delayed and retrying tasks whose time has come."""

@@ -101,6 +101,9 @@ def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
     result = run(taskq("demo", "--tasks", "60", "--workers", "2"), clean.env(COLUMNS="200"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done: 60/60 tasks finished" in result.stdout
+    assert "dashboard: http://localhost:" in result.stdout
+    assert "/ui" in result.stdout
+    assert "alembic" not in result.stdout + result.stderr  # no library chatter at INFO
     counts = clean.sql("SELECT status, count(*) FROM tasks GROUP BY status")
     assert counts == [("completed", 60)]
     assert {p for (p,) in clean.sql("SELECT DISTINCT priority FROM tasks")} == {1, 2, 3, 4, 5}

@@ -24,6 +24,7 @@ from taskq_core.api.schemas import (
     TaskSummaries,
     TaskSummary,
     TaskWithHistory,
+    utc,
 )
 from taskq_core.broker import count_field
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
@@ -80,7 +81,7 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
         "task_type": row["task_type"],
         "status": row["status"],
         "priority": row["priority"],
-        "created_at": row["created_at"].isoformat(),
+        "created_at": utc(row["created_at"]),
     }
     return Response(json.dumps(body), status_code, media_type="application/json")
 
