@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from redis.exceptions import RedisError
 
+from taskq_core import logs
 from taskq_core.broker import Broker
 from taskq_core.records import TaskStatus
 
@@ -63,6 +64,8 @@ class StatusHub:
         self._task: asyncio.Task[None] | None = None
         self._wanted: dict[int, list[asyncio.Future[Row | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        what = "Redis (status announcements: waiting requests answer at their deadline)"
+        self._outage = logs.Outage(log, what, BACKOFF_MAX)
 
     @property
     def watching(self) -> int:
@@ -133,6 +136,7 @@ class StatusHub:
             watch.changes.put_nowait(change)
 
     def _on_subscribed(self) -> None:
+        self._outage.recovered()
         if not self._subscribed.is_set():
             self._subscribed.set()
             # Changes made while the subscription was down were missed: every watcher re-reads.
@@ -141,26 +145,19 @@ class StatusHub:
 
     async def _run(self) -> None:
         backoff = BACKOFF_START
-        outage = False
+        outage = logs.Outage(
+            log, "Redis (status announcements: waiters answer at their deadline)", BACKOFF_MAX
+        )
         while True:
             try:
                 async for changes in self._broker.status_changes(self._on_subscribed):
-                    if outage:
-                        log.info("status announcements are received again")
-                        outage = False
+                    outage.recovered()
                     backoff = BACKOFF_START
                     for task_id, status in changes:
                         self._tell(task_id, status)
             except (RedisError, OSError) as exc:
                 self._subscribed.clear()
-                if not outage:
-                    log.warning(
-                        "status announcements lost (%s); waiting requests answer at their "
-                        "deadline; reconnecting with back-off up to %.0fs",
-                        exc,
-                        BACKOFF_MAX,
-                    )
-                    outage = True
+                self._outage.failed(exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
