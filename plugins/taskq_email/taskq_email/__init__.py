@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from taskq_core import hookimpl
-from taskq_email.errors import EmailConfigError, EmailDeliveryError, EmailError
+from taskq_email.errors import (
+    EmailConfigError,
+    EmailDeliveryError,
+    EmailError,
+    EmailHeaderError,
+)
+from taskq_email.limits import EmailLimits, current_limits
 from taskq_email.schema import EmailInput, EmailOutput
 from taskq_email.settings import EmailSettings
 from taskq_email.task import EmailTask
@@ -14,7 +20,9 @@ __all__ = [
     "EmailConfigError",
     "EmailDeliveryError",
     "EmailError",
+    "EmailHeaderError",
     "EmailInput",
+    "EmailLimits",
     "EmailOutput",
     "EmailSettings",
     "EmailTask",
@@ -24,5 +32,7 @@ __all__ = [
 
 @hookimpl
 def register_task_types(register: Callable[[type], None]) -> None:
-    """Register EmailTask."""
+    """Register EmailTask, once its limits read well (else the plugin fails to load, saying why)."""
+    # The API validates inputs against the limits: read them now rather than fail a request.
+    current_limits()
     register(EmailTask)

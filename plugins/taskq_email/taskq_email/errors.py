@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from taskq_core import PermanentError
+
 
 class EmailError(Exception):
     """The email could not be sent."""
@@ -10,8 +12,12 @@ class EmailError(Exception):
         super().__init__(message or self.__doc__)
 
 
-class EmailConfigError(EmailError):
-    """The email settings are incomplete."""
+class EmailConfigError(EmailError, PermanentError):
+    """The email settings are incomplete or invalid."""
+
+
+class EmailHeaderError(EmailError, PermanentError):
+    """The message would carry a header other than the ones EmailTask writes."""
 
 
 class EmailDeliveryError(EmailError):

@@ -8,7 +8,7 @@ from taskq_core import Task, TaskContext
 from taskq_email.errors import EmailConfigError
 from taskq_email.message import build_envelope
 from taskq_email.schema import EmailInput, EmailOutput
-from taskq_email.settings import EmailSettings
+from taskq_email.settings import EmailSettings, load_settings
 from taskq_email.smtp import deliver
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,9 @@ class EmailTask(Task):
 
     def __init__(self, settings: EmailSettings | None = None) -> None:
         # The host instantiates with no arguments: settings come from TASKQ_EMAIL_* and `.env`.
-        self.settings = settings if settings is not None else EmailSettings()
+        # Invalid ones raise EmailConfigError, which fails the task for good and names the
+        # variables without quoting any value (the password among them).
+        self.settings = settings if settings is not None else load_settings()
 
     def run(self, data: EmailInput, ctx: TaskContext) -> EmailOutput:
         """Build the message and hand it to the SMTP server."""

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from taskq_email.limits import current_limits
 
 HOST = "127.0.0.1"
 USERNAME = "mailer"
@@ -101,10 +102,10 @@ def authenticator(
     return AuthResult(success=ok, handled=False)
 
 
-def free_port() -> int:
+def free_port(host: str = HOST) -> int:
     """A loopback port nothing listens on (for a moment)."""
     with socket.socket() as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -117,11 +118,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.chdir(tmp_path)
+    # Read once per process in production; per test here, after the test sets its variables.
+    current_limits.cache_clear()
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[Callable[..., Server]]:
-    """Start SMTP servers: `smtp_server(refuse_rcpt=..., data_reply=..., auth=..., **SMTP_options)`.
+    """Start SMTP servers: `smtp_server(refuse_rcpt=..., data_reply=..., auth=..., host=...,
+    **SMTP_options)`.
 
     Extra options go to aiosmtpd's Controller and SMTP (tls_context, ssl_context, ...).
     """
@@ -132,18 +136,19 @@ def smtp_server() -> Iterator[Callable[..., Server]]:
         refuse_rcpt: Iterable[str] = (),
         data_reply: str = "250 Message accepted for delivery",
         auth: bool = False,
+        host: str = HOST,
         **options: Any,
     ) -> Server:
         handler = Collector(refuse_rcpt=set(refuse_rcpt), data_reply=data_reply)
         if auth:
             options["authenticator"] = authenticator
-        port = free_port()
+        port = free_port(host)
         controller = Controller(
-            handler, hostname=HOST, port=port, server_hostname="smtp.test", **options
+            handler, hostname=host, port=port, server_hostname="smtp.test", **options
         )
         controller.start()
         controllers.append(controller)
-        return Server(host=HOST, port=port, handler=handler)
+        return Server(host=host, port=port, handler=handler)
 
     yield start
     for controller in controllers:

@@ -1,0 +1,131 @@
+"""Fixtures: a real HTTP(S) receiver on 127.0.0.1, an isolated environment, one-call delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from taskq_webhook import WebhookInput, WebhookOutput, WebhookSettings, WebhookTask
+from taskq_webhook.addresses import parse_networks
+from webhook_receiver import LOOPBACK, SECRET, Receiver, start_receiver
+
+from taskq_core import TaskContext
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A plain HTTP receiver on 127.0.0.1."""
+    recv, server = start_receiver(None)
+    yield recv
+    recv.released.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def receiver6() -> Iterator[Receiver]:
+    """A plain HTTP receiver on the IPv6 loopback, ::1."""
+    recv, server = start_receiver(None, host="::1")
+    yield recv
+    recv.released.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for the name `localhost` only (no IP), made by openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-nodes", "-days", "1",
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-keyout", str(key), "-out", str(cert),
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_receiver(
+    tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Receiver]:
+    """An HTTPS receiver on 127.0.0.1 whose certificate is trusted (SSL_CERT_FILE)."""
+    cert, key = tls_files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    recv, server = start_receiver(context)
+    yield recv
+    recv.released.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep a developer's TASKQ_WEBHOOK_* variables and `.env` out of the tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("TASKQ_WEBHOOK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Allow 127.0.0.0/8 the way an operator would: the environment variable."""
+    monkeypatch.setenv("TASKQ_WEBHOOK_ALLOWED_NETWORKS", LOOPBACK)
+
+
+def context(attempt: int = 1, task_id: int = 42) -> TaskContext:
+    return TaskContext(
+        task_id=task_id,
+        task_type="WebhookTask",
+        attempt=attempt,
+        max_attempts=5,
+        priority=3,
+        worker_id="test",
+    )
+
+
+Send = Callable[..., WebhookOutput]
+
+
+@pytest.fixture
+def send() -> Send:
+    """Run one delivery: `send(input_dict, allowed=LOOPBACK, attempt=1, **settings)`.
+
+    The input goes through WebhookInput's validation unless `unchecked=True` (which builds it
+    as a worker would see an input accepted under another allow-list).
+    """
+
+    def run(
+        data: dict[str, Any],
+        *,
+        allowed: str = LOOPBACK,
+        attempt: int = 1,
+        unchecked: bool = False,
+        **settings: Any,
+    ) -> WebhookOutput:
+        settings.setdefault("secret", SECRET)
+        task = WebhookTask(WebhookSettings(allowed_networks=parse_networks(allowed), **settings))
+        if unchecked:
+            payload = WebhookInput.model_construct(
+                **{"method": "POST", "headers": {}, "body": None, **data}
+            )
+        else:
+            payload = WebhookInput.model_validate(data)
+        return asyncio.run(task.run(payload, context(attempt)))
+
+    return run
