@@ -257,6 +257,7 @@ async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response
         200: {"description": "Pending again, with its attempts counted anew; history kept"},
         404: {"description": "No such task"},
         409: {"description": "It is pending, running or completed: only failed or cancelled"},
+        503: {"description": "PostgreSQL unavailable; nothing changed"},
     },
 )
 async def retry_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
