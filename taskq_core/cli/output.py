@@ -19,6 +19,8 @@ STATUS_STYLES = {
     "cancelled": "magenta",
 }
 SHORT = 40  # characters of a JSON value shown in a terminal's table
+# Narrower headers for a terminal's table (scripts get the full names).
+TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries"}
 
 
 def to_terminal() -> bool:
@@ -58,7 +60,7 @@ def print_table(
         return
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(TERMINAL_HEADERS.get(column, column), overflow="fold")
     for row in rows:
         cells = [value if len(value) <= SHORT else value[: SHORT - 1] + "…" for value in row]
         for index in styles:
