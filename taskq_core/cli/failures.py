@@ -25,3 +25,12 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"{type(exc).__name__}: {_first_line(exc)}"
     return f"unexpected {type(exc).__name__}: {_first_line(exc)}"
+
+
+def describe_settings(exc: ValueError) -> str:
+    """A malformed TASKQ_* variable, named, in one line."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"invalid settings: {_first_line(exc)}"
+    parts = [f"TASKQ_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in errors()]
+    return "invalid settings: " + "; ".join(parts)

