@@ -11,6 +11,7 @@ from fastapi import FastAPI
 import taskq_core
 from taskq_core import broker, devstate
 from taskq_core.api import errors, openapi
+from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
@@ -46,10 +47,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             broker.Broker(subscriber, config.queue), storage.get_many
         )
         hub.start()
+        app.state.keyring = keyring = KeyRing(engine, env_keys(config))
         log.info("task types: %s", types.known_names())
+        await keyring.start()
         try:
             yield
         finally:
+            await keyring.close()
             await hub.close()
             await subscriber.aclose()
             await submitter.close()

@@ -30,7 +30,10 @@ def _positive(value: str) -> int:
 
 
 def _setup_logging(settings: Settings) -> None:
+    from taskq_core import redaction
+
     logs.setup(settings.log_level, settings.log_format)
+    redaction.install()
 
 
 def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
@@ -43,10 +46,13 @@ def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"taskq": {"()": f"taskq_core.logs.{formatter}"}},
+        # No secret in a log line, whoever wrote it (docs/security.md).
+        "filters": {"redact": {"()": "taskq_core.redaction.RedactingFilter"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "formatter": "taskq",
+                "filters": ["redact"],
                 "stream": "ext://sys.stderr",
             }
         },
@@ -66,9 +72,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from taskq_core import devstate
     from taskq_core.api import create_app
+    from taskq_core.cli.keys import check_exposure
 
     # Fail here, with the message, not inside uvicorn's start-up.
     database_url, redis_url = devstate.resolve_urls(settings)
+    check_exposure(args.host, settings, insecure=args.insecure)
     options = {
         "host": args.host,
         "port": args.port,
@@ -240,7 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="log requests"
     )
+    api.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on a non-loopback address even when no API key exists (anyone who can "
+        "reach the port can then submit, read and cancel tasks); a warning at every start",
+    )
     api.set_defaults(func=cmd_api)
+
+    from taskq_core.cli import keys
+
+    keys.add_parser(commands)
 
     worker = commands.add_parser("worker", help="run a worker (the same as taskq-worker)")
     _add_worker_options(worker)

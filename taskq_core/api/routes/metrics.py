@@ -21,11 +21,13 @@ from prometheus_client.core import (
     Metric,
 )
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
 from taskq_core.broker import DURATION_BUCKETS
 from taskq_core.db.metrics import queue_numbers
 
-router = APIRouter(tags=["health"])
+# A read key scrapes (Prometheus: `authorization: {credentials: KEY}` in the scrape config).
+router = APIRouter(tags=["health"], dependencies=[require(Scope.READ)], responses=AUTH_RESPONSES)
 
 EVENTS = {
     "created": "Tasks created",

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from taskq_core import enqueue
 from taskq_core.api import waiting
+from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, check_reader, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import (
     TaskBatch,
@@ -31,7 +32,13 @@ from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.records import NewTask, TaskStatus
 
 log = logging.getLogger("taskq.api")
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], responses=AUTH_RESPONSES)
+
+Reader = Annotated[Principal, require(Scope.READ)]
+# Submit keys read the tasks they submitted (to follow them), nothing else.
+ReaderOrSubmitter = Annotated[Principal, require(Scope.READ, Scope.SUBMIT)]
+Submitter = Annotated[Principal, require(Scope.SUBMIT)]
+Admin = Annotated[Principal, require(Scope.ADMIN)]
 
 MAX_PAGE = 1000
 MAX_WAIT = 60.0  # seconds a `GET /tasks/{id}?wait=` may hold its request
@@ -54,7 +61,12 @@ def fingerprint(body: TaskCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = None) -> NewTask:
+def prepare(
+    body: TaskCreate,
+    backends: Backends,
+    idempotency_key: str | None = None,
+    submitted_by: str = "",
+) -> NewTask:
     """Validate one request against its task type; InvalidTaskError lists what is wrong."""
     return enqueue.prepare(
         backends.registry,
@@ -67,11 +79,27 @@ def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = 
         delay_seconds=body.delay_seconds,
         idempotency_key=idempotency_key,
         idempotency_hash=fingerprint(body) if idempotency_key else None,
+        submitted_by=submitted_by,
     )
 
 
 def _invalid(errors: list[dict[str, Any]], *prefix: object) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])} for e in errors])
+
+
+def _without_traceback(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if error is None else {**error, "traceback": ""}
+
+
+def for_reader(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """`row` as `principal` may see it: a traceback (paths, settings, hosts in frames) is for
+    admin keys; others get the error's type and message."""
+    if principal.is_admin:
+        return row
+    shown = {**row, "error": _without_traceback(row.get("error"))}
+    if "history" in row:
+        shown["history"] = [{**h, "error": _without_traceback(h["error"])} for h in row["history"]]
+    return shown
 
 
 def summary_response(row: dict[str, Any], status_code: int) -> Response:
@@ -99,14 +127,17 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
     },
 )
 async def create_task(
-    body: TaskCreate, backends: BackendsDep, idempotency_key: IdempotencyKey = None
+    body: TaskCreate,
+    backends: BackendsDep,
+    principal: Submitter,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Validate, record the task as pending, then hand its id to the workers.
 
     (Requests that will succeed without an Idempotency-Key are served the same way, below
     FastAPI, by `api/fastpath.py`; this route answers the rest, and every error.)"""
     try:
-        new = prepare(body, backends, idempotency_key)
+        new = prepare(body, backends, idempotency_key, principal.owner)
     except InvalidTaskError as exc:
         raise _invalid(exc.errors) from None
     if idempotency_key is None:
@@ -126,13 +157,15 @@ async def create_task(
         503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
     },
 )
-async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]:
+async def create_tasks(
+    body: TaskBatch, backends: BackendsDep, principal: Submitter
+) -> dict[str, Any]:
     """Create up to 1,000 tasks at once, all or none: one INSERT, one pipelined push."""
     new: list[NewTask] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(body.tasks):
         try:
-            new.append(prepare(item, backends))
+            new.append(prepare(item, backends, submitted_by=principal.owner))
         except InvalidTaskError as exc:
             errors.extend({**e, "loc": ("tasks", index, *e["loc"])} for e in exc.errors)
     if errors:
@@ -143,6 +176,7 @@ async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]
 @router.get("/", response_model=TaskPage)
 async def list_tasks(
     backends: BackendsDep,
+    principal: Reader,
     status: Annotated[TaskStatus | None, Query()] = None,
     task_type: Annotated[str | None, Query()] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
@@ -158,7 +192,7 @@ async def list_tasks(
         limit=limit,
     )
     next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
-    return {"tasks": rows, "next_cursor": next_cursor}
+    return {"tasks": [for_reader(row, principal) for row in rows], "next_cursor": next_cursor}
 
 
 @router.get(
@@ -173,6 +207,7 @@ async def list_tasks(
 async def get_task(
     task_id: TaskId,
     backends: BackendsDep,
+    principal: ReaderOrSubmitter,
     hub: waiting.HubDep,
     wait: Annotated[
         float | None,
@@ -184,12 +219,20 @@ async def get_task(
         ),
     ] = None,
 ) -> dict[str, Any]:
+    """A task with every attempt; `error.traceback` only for admin keys."""
+    if wait:
+        # Who may read it is checked before waiting, not only after.
+        first = await backends.storage.get(task_id)
+        if first is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        check_reader(principal, first["submitted_by"])
     row = await (
         waiting.wait_for_end(hub, task_id, wait) if wait else backends.storage.get(task_id)
     )
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
-    return row
+    check_reader(principal, row["submitted_by"])
+    return for_reader(row, principal)
 
 
 @router.get(
@@ -207,19 +250,21 @@ async def get_task(
     },
 )
 async def task_events(
-    task_id: TaskId, backends: BackendsDep, hub: waiting.HubDep
+    task_id: TaskId, backends: BackendsDep, principal: ReaderOrSubmitter, hub: waiting.HubDep
 ) -> StreamingResponse:
     """Follow a task's status as it changes, pushed as it is committed."""
-    if await backends.storage.get(task_id) is None:
+    first = await backends.storage.get(task_id)
+    if first is None:
         raise TaskNotFoundError(f"task {task_id} not found")
+    check_reader(principal, first["submitted_by"])
 
     async def stream() -> AsyncIterator[str]:
         async for row in waiting.changes_of(hub, task_id, KEEPALIVE):
             if row is None:
                 yield ": keepalive\n\n"
             else:
-                data = TaskWithHistory.model_validate(row).model_dump_json()
-                yield f"event: status\nid: {row['status']}\ndata: {data}\n\n"
+                shown = TaskWithHistory.model_validate(for_reader(row, principal))
+                yield f"event: status\nid: {row['status']}\ndata: {shown.model_dump_json()}\n\n"
 
     return StreamingResponse(
         stream(),
@@ -238,7 +283,9 @@ async def task_events(
         409: {"description": "It has already finished"},
     },
 )
-async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response) -> dict[str, Any]:
+async def cancel_task(
+    task_id: TaskId, backends: BackendsDep, response: Response, principal: Admin
+) -> dict[str, Any]:
     """Cancel a pending task, or ask the worker running it to stop it (it ends `cancelled`)."""
     task = await backends.storage.cancel(task_id)
     if task["status"] == TaskStatus.RUNNING:
@@ -260,7 +307,7 @@ async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response
         503: {"description": "PostgreSQL unavailable; nothing changed"},
     },
 )
-async def retry_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
+async def retry_task(task_id: TaskId, backends: BackendsDep, principal: Admin) -> dict[str, Any]:
     """Run a failed or cancelled task again: it gets all its attempts back, and the earlier
     attempts stay in its history."""
     task = await backends.storage.retry(task_id)
