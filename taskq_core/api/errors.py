@@ -14,6 +14,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -78,6 +80,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    ScheduleNotFoundError: _not_found,
+    ScheduleExistsError: _conflict,
 }
 
 

@@ -66,7 +66,7 @@ def run_demo(settings: Settings, *, tasks: int, workers: int, port: int = 8000) 
         )
     console = output.console()
     with servers_for(settings, "demo") as (database_url, redis_url):
-        engines.upgrade(database_url)
+        engines.upgrade(database_url, prepare=settings.database_prepare)
         env = child_env(database_url, redis_url)
         port = _port(port)
         api_url = f"http://localhost:{port}"
@@ -93,7 +93,7 @@ async def _drive(
     count: int,
     workers: int,
 ) -> int:
-    engine = engines.async_engine(database_url, pool_size=2)
+    engine = engines.async_engine(database_url, pool_size=2, prepare=settings.database_prepare)
     redis = broker.connect(redis_url)
     storage = Storage(engine, settings.queue)
     queue = broker.Broker(redis, settings.queue)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskq_core import logs
-from taskq_core.cli import failures, remote
+from taskq_core.cli import failures, operations, remote
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
@@ -124,6 +124,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                 sweep_interval=settings.sweep_interval_seconds,
                 grace_seconds=args.grace_seconds,
                 queue=settings.queue,
+                retention=settings.retention(),
+                prepare=settings.database_prepare,
             ),
             pool=pool,
         )
@@ -155,7 +157,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.db import engines
 
     database_url, _ = devstate.resolve_urls(settings)
-    engines.upgrade(database_url)
+    engines.upgrade(database_url, prepare=settings.database_prepare)
     print("database schema is up to date")
     return 0
 
@@ -168,19 +170,13 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
     database_url, _ = devstate.resolve_urls(settings)
 
     async def main() -> Any:
-        engine = engines.async_engine(database_url, pool_size=1)
+        engine = engines.async_engine(database_url, pool_size=1, prepare=settings.database_prepare)
         try:
             return await action(Storage(engine, settings.queue))
         finally:
             await engine.dispose()
 
     return asyncio.run(main())
-
-
-def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
-    deleted = _with_storage(settings, lambda storage: storage.delete_oldest(args.count))
-    print(f"deleted {deleted} task(s)")
-    return 0
 
 
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
@@ -273,9 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = commands.add_parser("tasks", help="look at, cancel, retry or delete tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
     remote.add_commands(commands, task_commands, _positive)
-    clear = task_commands.add_parser("clear", help="delete the first (oldest) N tasks")
+    clear = task_commands.add_parser(
+        "clear", help="delete the first (oldest) N finished tasks; pending and running ones stay"
+    )
     clear.add_argument("count", type=_positive, metavar="N")
-    clear.set_defaults(func=cmd_tasks_clear)
+    clear.add_argument(
+        "--include-unfinished", action="store_true", help="delete pending and running ones too"
+    )
+    clear.set_defaults(func=operations.cmd_clear)
+    operations.add_task_commands(task_commands)
+
+    operations.add_commands(commands, _positive)
 
     plugins = commands.add_parser(
         "plugins", help="list plugins, their task types, and plugins that failed to load"

@@ -26,6 +26,11 @@ COMMANDS = [
     ["tasks", "retry"],
     ["tasks", "clear"],
     ["submit"],
+    ["tasks", "purge"],
+    ["schedules"],
+    ["schedules", "create"],
+    ["task-types"],
+    ["task-types", "pause"],
     ["plugins"],
     ["demo"],
     ["dev"],
@@ -83,10 +88,15 @@ def test_tasks_clear(clean: Servers) -> None:
         "INSERT INTO tasks (task_type, priority, input_data, max_attempts) "
         "SELECT 'FibonacciTask', 3, jsonb_build_object('n', i), 3 FROM generate_series(1, 5) i"
     )
-    cleared = run(taskq("tasks", "clear", "2"), clean.env())
-    assert cleared.stdout.strip() == "deleted 2 task(s)"
-    assert clean.sql("SELECT id FROM tasks ORDER BY id") == [(3,), (4,), (5,)]
-    assert run(taskq("tasks", "clear", "0"), clean.env()).returncode == 2  # N must be >= 1
+    env = clean.env()
+    clean.sql("UPDATE tasks SET status = 'completed' WHERE id IN (2, 3, 5)")
+    cleared = run(taskq("tasks", "clear", "2"), env)
+    assert cleared.stdout.splitlines() == [
+        "deleted the 2 oldest finished task(s)",
+        "kept 1 older pending or running task(s); --include-unfinished deletes them too",
+    ]
+    assert clean.sql("SELECT id FROM tasks ORDER BY id") == [(1,), (4,), (5,)]
+    assert run(taskq("tasks", "clear", "0"), env).returncode == 2  # argparse: N must be >= 1
 
 
 def test_db_upgrade_is_idempotent(servers: Servers) -> None:
