@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 import taskq_core
 from taskq_core import broker, devstate
-from taskq_core.api import errors, openapi
+from taskq_core.api import errors, openapi, ui
 from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
@@ -81,4 +81,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(workers.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    ui.mount(app)
     return app
