@@ -71,14 +71,11 @@ def print_table(
     Console().print(table)
 
 
-TASK_COLUMNS = ("id", "type", "status", "priority", "attempts", "created", "input", "outcome")
+TASK_COLUMNS = ("id", "type", "status", "priority", "attempts", "created", "finished")
 
 
 def task_row(task: Mapping[str, Any]) -> list[str]:
-    error = task.get("error")
-    outcome = (
-        compact(task.get("result")) if error is None else f"{error['type']}: {error['message']}"
-    )
+    """A listing's row: the task's state (listings carry no bodies; `taskq tasks get` does)."""
     return [
         str(task["id"]),
         task["task_type"],
@@ -86,8 +83,7 @@ def task_row(task: Mapping[str, Any]) -> list[str]:
         str(task["priority"]),
         f"{task['attempts']}/{task['max_attempts']}",
         str(task["created_at"]),
-        compact(task["input_data"]),
-        outcome,
+        str(task.get("finished_at") or ""),
     ]
 
 

@@ -14,7 +14,15 @@ from taskq_client.errors import (
     UnavailableError,
     WaitTimeoutError,
 )
-from taskq_client.models import Attempt, Task, TaskError, TaskRequest, TaskSummary, TaskType
+from taskq_client.models import (
+    Attempt,
+    Task,
+    TaskError,
+    TaskListItem,
+    TaskRequest,
+    TaskSummary,
+    TaskType,
+)
 from taskq_client.sync import TaskQClient
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "Task",
     "TaskError",
+    "TaskListItem",
     "TaskQClient",
     "TaskQError",
     "TaskRequest",

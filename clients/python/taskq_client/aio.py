@@ -13,7 +13,7 @@ import httpx
 
 from taskq_client import _core
 from taskq_client.errors import WaitTimeoutError
-from taskq_client.models import Task, TaskRequest, TaskSummary, TaskType
+from taskq_client.models import Task, TaskListItem, TaskRequest, TaskSummary, TaskType
 
 
 class AsyncTaskQClient:
@@ -144,7 +144,7 @@ class AsyncTaskQClient:
         priority: int | None = None,
         limit: int | None = None,
         page_size: int = 100,
-    ) -> AsyncIterator[Task]:
+    ) -> AsyncIterator[TaskListItem]:
         """Tasks newest first, fetched a page at a time as the iteration goes; at most `limit`."""
         params: dict[str, Any] = {"status": status, "task_type": task_type, "priority": priority}
         params = {name: value for name, value in params.items() if value is not None}
@@ -158,7 +158,7 @@ class AsyncTaskQClient:
             page = await self._send(_core.Call("GET", "/tasks/", params=page_params))
             for item in page["tasks"]:
                 seen += 1
-                yield Task.model_validate(item)
+                yield TaskListItem.model_validate(item)
             cursor = page.get("next_cursor")
             if not cursor:
                 return

@@ -39,8 +39,24 @@ class Attempt(_Model):
     error: TaskError | None = None
 
 
+class TaskListItem(TaskSummary):
+    """A task as `list` yields it: its state, none of its bodies (`get` has them)."""
+
+    attempts: int
+    max_attempts: int
+    run_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Completed, failed or cancelled: it will not change unless retried."""
+        return self.status in TERMINAL
+
+
 class Task(TaskSummary):
-    """A task as `get`, `wait`, `list`, `cancel` and `retry` return it."""
+    """A task as `get`, `wait`, `cancel` and `retry` return it."""
 
     input_data: dict[str, Any]
     result: dict[str, Any] | None = None
