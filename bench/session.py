@@ -110,10 +110,9 @@ class Session:
                 raise RuntimeError(f"{failed} tasks failed") from exc
             raise
         return ok(
-            {"rate": drained.rate},
+            {"rate": drained.rate, "first_done_s": drained.first_done_seconds},
             count=n,
             seconds=drained.seconds,
-            first_done_seconds=drained.first_done_seconds,
             steady_rate=drained.steady_rate,
             clock="from starting the workers to the system's own record of the last task",
         )
@@ -230,15 +229,18 @@ def main(argv: list[str]) -> int:
                 emit(phase, {"status": "error", "reason": f"set-up failed: {exc}"[:300]})
             return 1
         session = Session(spec, peer)
+        chosen = [p.strip() for p in spec.sizes.phases.split(",") if p.strip()] or PHASES
         try:
-            for phase in PHASES:
+            for phase in (p for p in PHASES if p in chosen):
                 began = time.perf_counter()
                 result = guarded(phase, getattr(session, phase))
                 took = time.perf_counter() - began
                 emit(phase, {**result, "phase_seconds": round(took, 2)})
                 line = f"  run {spec.run}  {spec.system:14} {phase:15} {summary(result)}"
                 print(f"{line}  [{took:.1f}s]", flush=True)
-            meta = {"label": peer.label, "knobs": peer.knobs(), "versions": versions(peer)}
+            knobs = peer.knobs()
+            label = f"{peer.label}: `{knobs['worker']}`" if "worker" in knobs else peer.label
+            meta = {"label": label, "knobs": knobs, "versions": versions(peer)}
             if spec.system == "taskq":
                 meta["taskq_source"] = taskq_source()
             emit("_meta", meta)

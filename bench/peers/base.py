@@ -54,8 +54,13 @@ class Peer(abc.ABC):
         self.ctx.procs.stop()
 
     def knobs(self) -> dict[str, Any]:
-        """Settings of this system the run used."""
+        """Settings of this system the run used ("worker": the command its workers ran)."""
         return {}
+
+    @property
+    def tuned(self) -> bool:
+        """Run the workers with the layout tuned for 2 cores rather than their defaults."""
+        return bool(self.ctx.options.get("peers_tuned"))
 
     @abc.abstractmethod
     def reset(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,8 +106,8 @@ class Taskq(Peer):
         opts = self.ctx.options
         return {
             "api": self.api_how,
-            "worker": f"taskq-worker --processes {opts['taskq_processes']} "
-            f"--concurrency {opts['taskq_concurrency']} x {opts['taskq_workers']}",
+            "worker": " ".join(["taskq-worker", *self._worker_argv()[4:]])
+            + f" x {opts['taskq_workers']}",
             "python_client": "taskq_core.client.Client.enqueue (one transaction per task)",
             "fill": "POST /tasks/batch" if self._batch_ok else "Client.enqueue_in, one transaction",
         }
@@ -191,16 +192,41 @@ class Taskq(Peer):
         return self.db.count("SELECT count(*) FROM tasks WHERE status = 'failed'")
 
     def _worker_argv(self) -> list[str]:
-        opts = self.ctx.options
-        return _taskq(
-            "worker",
-            "--processes",
-            str(opts["taskq_processes"]),
-            "--concurrency",
-            str(opts["taskq_concurrency"]),
-        )
+        opts, flags = self.ctx.options, []
+        for flag in ("processes", "concurrency"):
+            if opts.get(f"taskq_{flag}") is not None:
+                flags += [f"--{flag}", str(opts[f"taskq_{flag}"])]
+        return _taskq("worker", *flags)
 
     def start_workers(self) -> None:
-        env = {**self.ctx.env, "TASKQ_LOG_LEVEL": "WARNING"}
+        # BENCH_TASKQ_WORKER_LOG_LEVEL=DEBUG: the tuner's decisions in the workers' logs.
+        level = os.environ.get("BENCH_TASKQ_WORKER_LOG_LEVEL", "WARNING")
+        env = {**self.ctx.env, "TASKQ_LOG_LEVEL": level}
         for i in range(int(self.ctx.options["taskq_workers"])):
             self.ctx.procs.spawn(f"taskq-worker-{i}", self._worker_argv(), env)
+
+
+
+class TaskqBase(Taskq):
+    """taskq's API and workers from another checkout (--taskq-base, e.g. a worktree of
+    main): `--peers taskq,taskq-base` alternates old and new code in one invocation, on the same
+    servers. The session itself (client, fill, counts) runs this checkout's code."""
+
+    name = "taskq-base"
+
+    def prepare(self) -> None:
+        base = str(self.ctx.options.get("taskq_base") or "")
+        if not (base and (Path(base) / "taskq_core").is_dir()):
+            raise RuntimeError(f"--taskq-base must name a taskq checkout, not {base!r}")
+        self.base = base
+        path = self.ctx.env.get("PYTHONPATH", "").split(os.pathsep)
+        # The site folder (the bench plugin) first, then the other checkout before this one.
+        self.ctx.env = {**self.ctx.env, "PYTHONPATH": os.pathsep.join([path[0], base, *path[1:]])}
+        rev = subprocess.run(
+            ["git", "-C", base, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        self.label = f"taskq at {rev or base}"
+        super().prepare()
+
+    def knobs(self) -> dict[str, Any]:
+        return {**super().knobs(), "source": self.base}
