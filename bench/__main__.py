@@ -46,7 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         help="comma-separated phases to run (default all): enqueue_http, enqueue_python, "
-        "enqueue_threads, bulk, drain_noop, drain_fib, latency",
+        "enqueue_threads, enqueue_async, bulk, drain_noop, drain_fib, latency",
     )
     parser.add_argument(
         "--peers-tuned",

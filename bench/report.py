@@ -36,6 +36,8 @@ class Column:
 COLUMNS = (
     Column("enqueue_http", "rate", "enqueue HTTP, 1 req/task", peers_phase="enqueue_python"),
     Column("enqueue_python", "rate", "enqueue Python, 1 call/task"),
+    Column("enqueue_threads", "rate", "enqueue Python, 32 threads"),
+    Column("enqueue_async", "rate", "enqueue async, 32 tasks", peers_phase="enqueue_threads"),
     Column("bulk", "rate", "bulk enqueue"),
     Column("drain_noop", "rate", "drain no-op"),
     Column("drain_fib", "rate", "drain fib(20)"),

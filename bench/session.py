@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,22 @@ import redis
 
 from bench import peers, work
 from bench.config import SessionSpec, Sizes
+from bench.cpu import Meter
 from bench.measure import PhaseTimeout, paced, percentile, wait_for_count
 from bench.peers.base import Context, Kind, Peer, Unsupported
 from bench.procs import Processes
 
-PHASES = ("enqueue_http", "enqueue_python", "bulk", "drain_noop", "drain_fib", "latency")
+PHASES = (
+    "enqueue_http",
+    "enqueue_python",
+    "enqueue_threads",
+    "enqueue_async",
+    "bulk",
+    "drain_noop",
+    "drain_fib",
+    "latency",
+)
+THREADS = 32  # callers at once in enqueue_threads and enqueue_async
 WARMUP_STAMPS = 5  # sent before the latency phase, to know the workers are up and connected
 Result = dict[str, Any]
 
@@ -60,13 +72,18 @@ class Session:
 
     def enqueue_http(self) -> Result:
         self.fresh()
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
         load = self.peer.enqueue_http(self.sizes.http_seconds)
+        cpu = meter.stop([], max(1, load["count"]))  # PostgreSQL and Redis; the API's not here
         if load["non_2xx"]:
             raise RuntimeError(f"{load['non_2xx']} of {load['count']} requests were not 2xx")
         queued = self.peer.queued()
         if queued < load["count"]:
             raise RuntimeError(f"{load['count']} requests answered but {queued} tasks queued")
-        return ok({"rate": load["count"] / load["seconds"]}, **load, queued=queued)
+        return ok(
+            {"rate": load["count"] / load["seconds"]}, **load, queued=queued, cpu_us_per_task=cpu
+        )
 
     def enqueue_python(self) -> Result:
         self.fresh()
@@ -79,6 +96,35 @@ class Session:
         seconds = time.perf_counter() - start
         self.check_queued(n)
         return ok({"rate": n / seconds}, count=n, seconds=seconds, calls="one per task, 1 thread")
+
+    def enqueue_threads(self) -> Result:
+        """THREADS threads calling the Python enqueue at once, n calls in all."""
+        self.fresh()
+        n, send = self.sizes.tasks, self.peer.sender("noop")
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
+
+        def calls(count: int) -> None:
+            for _ in range(count):
+                send()
+
+        shares = [n // THREADS + (i < n % THREADS) for i in range(THREADS)]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(THREADS) as pool:
+            for future in [pool.submit(calls, share) for share in shares]:
+                future.result(timeout=self.sizes.phase_timeout)
+        seconds = time.perf_counter() - start
+        self.check_queued(n)
+        cpu = meter.stop([], n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds, cpu_us_per_task=cpu)
+
+    def enqueue_async(self) -> Result:
+        """THREADS asyncio tasks calling the system's async enqueue at once, n calls in all."""
+        self.fresh()
+        n = self.sizes.tasks
+        seconds = self.peer.enqueue_async("noop", n, THREADS)
+        self.check_queued(n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds)
 
     def bulk(self) -> Result:
         self.fresh()
@@ -93,6 +139,8 @@ class Session:
         self.fresh()
         self.peer.fill(kind, n)
         self.check_queued(n)
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
         start = time.perf_counter()
         self.peer.start_workers()
         self.workers_up = True
@@ -109,11 +157,13 @@ class Session:
             if failed:
                 raise RuntimeError(f"{failed} tasks failed") from exc
             raise
+        cpu = meter.stop((p.pid for p in self.peer.ctx.procs.running), n)
         return ok(
             {"rate": drained.rate, "first_done_s": drained.first_done_seconds},
             count=n,
             seconds=drained.seconds,
             steady_rate=drained.steady_rate,
+            cpu_us_per_task=cpu,
             clock="from starting the workers to the system's own record of the last task",
         )
 

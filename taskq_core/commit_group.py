@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import Engine
 
 from taskq_core import broker
-from taskq_core.db.tasks import INSERT_MANY, insert_many_params
+from taskq_core.db.tasks import INSERT_MANY, INSERT_TASKS, insert_many_params, insert_params
 from taskq_core.records import NewTask
 
 MAX_GROUP = 1000  # rows in one statement
@@ -107,8 +107,12 @@ class CommitGroup:
     def _write(self, group: list[_Slot]) -> None:
         try:
             with self._engine.connect() as conn:
-                params = insert_many_params([s.new for s in group], self._queue_name)
-                rows = [dict(row._mapping) for row in conn.execute(INSERT_MANY, params)]
+                if len(group) == 1:  # the lone call's statement, as before groups
+                    params = [insert_params(group[0].new, self._queue_name)]
+                    rows = [dict(conn.execute(INSERT_TASKS, params).one()._mapping)]
+                else:
+                    params_many = insert_many_params([s.new for s in group], self._queue_name)
+                    rows = [dict(row._mapping) for row in conn.execute(INSERT_MANY, params_many)]
         except BaseException as exc:
             for slot in group:
                 slot.error = exc

@@ -74,6 +74,10 @@ class Peer(abc.ABC):
     def stamp_sender(self) -> Callable[[float], object]:
         """One enqueue call of the stamp task, given the time just before the call."""
 
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        """Enqueue `count` tasks from `tasks` asyncio tasks at once; the seconds it took."""
+        raise Unsupported("— (not measured)")
+
     def enqueue_bulk(self, kind: Kind, count: int) -> None:
         """Enqueue `count` tasks through the system's bulk API."""
         raise Unsupported("no bulk enqueue")

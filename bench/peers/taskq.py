@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -128,6 +129,31 @@ class Taskq(Peer):
             post("/tasks/", json={"task_type": "StampTask", "input_data": {"t0": t0}})
 
         return send
+
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        from taskq_core.async_client import AsyncClient
+
+        task_type = TASK_TYPES[kind]
+
+        async def main() -> float:
+            async with AsyncClient(
+                redis_url=self.ctx.redis_urls["queue"],
+                database_url=self.ctx.database_url,
+                registry=self.client.registry,
+            ) as client:
+                await client.enqueue(task_type, {})  # connect first, as a running app has
+                self.reset()
+
+                async def calls(share: int) -> None:
+                    for _ in range(share):
+                        await client.enqueue(task_type, {})
+
+                shares = [count // tasks + (i < count % tasks) for i in range(tasks)]
+                start = time.perf_counter()
+                await asyncio.gather(*(calls(share) for share in shares))
+                return time.perf_counter() - start
+
+        return asyncio.run(main())
 
     def enqueue_http(self, seconds: int) -> dict[str, Any]:
         body = json.dumps({"task_type": "NoopTask", "input_data": {}}, separators=(",", ":"))
