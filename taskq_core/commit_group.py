@@ -4,7 +4,9 @@ Each `CommitGroup.submit` returns only once its own row is committed (and its id
 now), as a lone call would: durability per call is kept. But while one thread's statement waits
 for the commit's WAL flush, the threads that arrive meanwhile queue up, and the first of them
 then writes all of them in one statement (leader/follower: the thread whose turn it is writes;
-the others sleep until their row is in). One caller alone pays no delay.
+the others sleep until their row is in). One caller alone pays no delay. Up to WRITERS groups
+are in flight at once, on their own connections, so one group's statement overlaps another's
+flush (PostgreSQL flushes concurrent commits together).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from taskq_core.db.tasks import INSERT_MANY, INSERT_TASKS, insert_many_params, i
 from taskq_core.records import NewTask
 
 MAX_GROUP = 1000  # rows in one statement
+WRITERS = 2  # groups being written at once
 
 Row = dict[str, Any]  # id, task_type, status, priority, created_at, enqueued_at
 
@@ -66,7 +69,7 @@ class CommitGroup:
         self._on_push_error = on_push_error
         self._lock = threading.Lock()
         self._waiting: list[_Slot] = []
-        self._writing = False  # a thread is writing a group; the next arrivals wait for it
+        self._writers = 0  # threads writing a group; at WRITERS, the next arrivals wait
 
     @property
     def waiting(self) -> int:
@@ -78,27 +81,30 @@ class CommitGroup:
         """Insert `new` (committed) and push its id if it is due now; returns its row."""
         slot = _Slot(new)
         with self._lock:
-            self._waiting.append(slot)
-            lead = not self._writing
-            self._writing = True
+            lead = self._writers < WRITERS
+            if lead:
+                self._writers += 1
+            else:
+                self._waiting.append(slot)
         if not lead:
             slot.event.wait()
             if not slot.lead:
                 return slot.outcome()
-        # This thread writes the group at the head of the line, its own slot first in it.
+        # This thread writes: its own task and those waiting in line (a writer handing over
+        # took it out of the line first, so no other writer can pick it too).
         with self._lock:
-            group = self._waiting[:MAX_GROUP]
-            del self._waiting[:MAX_GROUP]
+            group = [slot, *self._waiting[: MAX_GROUP - 1]]
+            del self._waiting[: MAX_GROUP - 1]
         try:
             self._write(group)
         finally:
             with self._lock:
-                if self._waiting:
-                    following = self._waiting[0]
+                if self._waiting:  # the writer's turn passes to the first in line
+                    following = self._waiting.pop(0)
                     following.lead = True
                     following.event.set()
                 else:
-                    self._writing = False
+                    self._writers -= 1
             for other in group:
                 if other is not slot:
                     other.event.set()

@@ -12,6 +12,7 @@ import pytest
 
 from taskq_core.async_client import AsyncClient
 from taskq_core.client import Client
+from taskq_core.commit_group import WRITERS
 from taskq_core.errors import InvalidTaskError
 from tests.conftest import Servers, wait_for
 
@@ -35,8 +36,8 @@ def test_threads_enqueueing_at_once_share_a_statement_and_each_returns_once_comm
     client = Client(redis_url=clean.redis_url, database_url=clean.database_url)
     group = client._group
     assert group is not None
-    # An open transaction holding the table's lock stops the first statement: the other calls
-    # must queue behind it and then go in one statement together.
+    # An open transaction holding the table's lock stops the first WRITERS statements: the other
+    # calls must queue behind them and then go in one statement together.
     blocker = psycopg.connect(clean.database_url)
     blocker.execute("LOCK TABLE tasks IN EXCLUSIVE MODE")
     start = threading.Barrier(THREADS)
@@ -50,7 +51,7 @@ def test_threads_enqueueing_at_once_share_a_statement_and_each_returns_once_comm
     try:
         with ThreadPoolExecutor(THREADS) as pool:
             futures = [pool.submit(call, n) for n in range(THREADS)]
-            wait_for(lambda: group.waiting == THREADS - 1, what="31 calls queued behind the first")
+            wait_for(lambda: group.waiting == THREADS - WRITERS, what="calls queued")
             assert not seen  # nothing returned before its commit
             blocker.rollback()
             for future in futures:
@@ -58,7 +59,10 @@ def test_threads_enqueueing_at_once_share_a_statement_and_each_returns_once_comm
         ids = sorted(task_id for task_id, _ in seen)
         assert all(committed for _, committed in seen)
         assert len(set(ids)) == THREADS
-        assert clean.sql("SELECT count(*), count(DISTINCT xmin::text) FROM tasks") == [(32, 2)]
+        statements = WRITERS + 1
+        assert clean.sql("SELECT count(*), count(DISTINCT xmin::text) FROM tasks") == [
+            (THREADS, statements)
+        ]
         assert sorted(n for (n,) in clean.sql("SELECT (input_data->>'n')::int FROM tasks")) == list(
             range(THREADS)
         )

@@ -92,7 +92,6 @@ class _Celery(Peer):
         argv += ["--loglevel", "WARNING"]
         self.ctx.procs.spawn(f"celery-{self.name}", argv, self.ctx.env)
 
-
     def _flags(self) -> list[str]:
         # Gossip and mingle only talk to other workers at start-up; there are none.
         flags = ["--without-gossip", "--without-mingle"]

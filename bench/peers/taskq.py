@@ -131,7 +131,10 @@ class Taskq(Peer):
         return send
 
     def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
-        from taskq_core.async_client import AsyncClient
+        try:
+            from taskq_core.async_client import AsyncClient
+        except ImportError:
+            raise Unsupported("— (no AsyncClient in this version)") from None
 
         task_type = TASK_TYPES[kind]
 
@@ -232,7 +235,6 @@ class Taskq(Peer):
             self.ctx.procs.spawn(f"taskq-worker-{i}", self._worker_argv(), env)
 
 
-
 class TaskqBase(Taskq):
     """taskq's API and workers from another checkout (--taskq-base, e.g. a worktree of
     main): `--peers taskq,taskq-base` alternates old and new code in one invocation, on the same
@@ -252,6 +254,10 @@ class TaskqBase(Taskq):
             ["git", "-C", base, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
         self.label = f"taskq at {rev or base}"
+        # The session's own calls (Client.enqueue, AsyncClient) from that checkout too: nothing
+        # has imported taskq_core in this process yet.
+        assert "taskq_core" not in sys.modules
+        sys.path.insert(0, base)
         super().prepare()
 
     def knobs(self) -> dict[str, Any]:

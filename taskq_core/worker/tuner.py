@@ -178,4 +178,3 @@ class Tuner:
             seconds = now - began
             began = now
             self.step(self.observe(seconds, max(0.0, seconds - WINDOW), job_seconds()))
-
