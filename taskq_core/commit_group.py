@@ -23,7 +23,7 @@ from taskq_core.db.tasks import INSERT_MANY, INSERT_TASKS, insert_many_params, i
 from taskq_core.records import NewTask
 
 MAX_GROUP = 1000  # rows in one statement
-WRITERS = 2  # groups being written at once
+WRITERS = 4  # groups being written at once (of 1, 2, 4 tried: 4 fastest from 32 threads)
 
 Row = dict[str, Any]  # id, task_type, status, priority, created_at, enqueued_at
 

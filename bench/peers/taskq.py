@@ -262,3 +262,9 @@ class TaskqBase(Taskq):
 
     def knobs(self) -> dict[str, Any]:
         return {**super().knobs(), "source": self.base}
+
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        # The editable install would lend this checkout's module to the other one: a mixture.
+        if not (Path(self.base) / "taskq_core" / "async_client.py").exists():
+            raise Unsupported("— (no AsyncClient in this version)")
+        return super().enqueue_async(kind, count, tasks)
