@@ -1,4 +1,5 @@
-"""CPU seconds spent by process trees, from /proc: what a task costs each part, whatever the load.
+"""CPU seconds spent by process trees, from /proc: what a task costs each part, whatever the load
+(and the WAL PostgreSQL writes per task).
 
 A loaded machine stretches every wall-clock figure, but the CPU a drain burns per task in the
 workers, in PostgreSQL and in Redis barely moves: these costs are what the capacity model in
@@ -72,12 +73,25 @@ def redis_pid(redis_url: str) -> int | None:
         return None
 
 
+def wal_bytes(database_url: str) -> float | None:
+    """The server's WAL position in bytes (None if unreadable)."""
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        return float(row[0]) if row is not None else None
+    except psycopg.Error:
+        return None
+
+
 class Meter:
-    """CPU seconds of a system's workers, PostgreSQL and Redis between `start` and `stop`."""
+    """CPU seconds of a system's workers, PostgreSQL and Redis between `start` and `stop`, and
+    the WAL PostgreSQL wrote meanwhile (whoever wrote it)."""
 
     def __init__(self, database_url: str, redis_url: str) -> None:
+        self.database_url = database_url
         self.pids = {"postgresql": postgres_pid(database_url), "redis": redis_pid(redis_url)}
         self.before: dict[str, float] = {}
+        self.wal: float | None = None
 
     def _now(self, workers: Iterable[int]) -> dict[str, float]:
         now = {"workers": trees(workers)}
@@ -88,11 +102,16 @@ class Meter:
 
     def start(self) -> None:
         self.before = self._now([])
+        self.wal = wal_bytes(self.database_url)
 
     def stop(self, workers: Iterable[int], tasks: int) -> dict[str, float]:
         """Microseconds of CPU per task in each part (the workers started after `start`)."""
         after = self._now(workers)
-        return {
+        costs = {
             f"{part}_us": round((after[part] - self.before.get(part, 0.0)) / tasks * 1e6, 1)
             for part in after
         }
+        wal = wal_bytes(self.database_url)
+        if wal is not None and self.wal is not None:
+            costs["wal_bytes"] = round((wal - self.wal) / tasks)
+        return costs

@@ -59,10 +59,11 @@ def test_threads_enqueueing_at_once_share_a_statement_and_each_returns_once_comm
         ids = sorted(task_id for task_id, _ in seen)
         assert all(committed for _, committed in seen)
         assert len(set(ids)) == THREADS
-        statements = WRITERS + 1
-        assert clean.sql("SELECT count(*), count(DISTINCT xmin::text) FROM tasks") == [
-            (THREADS, statements)
-        ]
+        # The WRITERS first calls one statement each; each of them, once done, hands its turn to
+        # the first in line, who takes everyone waiting then: at most WRITERS statements more.
+        ((rows, statements),) = clean.sql("SELECT count(*), count(DISTINCT xmin::text) FROM tasks")
+        assert rows == THREADS
+        assert WRITERS < statements <= 2 * WRITERS
         assert sorted(n for (n,) in clean.sql("SELECT (input_data->>'n')::int FROM tasks")) == list(
             range(THREADS)
         )
