@@ -32,10 +32,12 @@ class AsyncClient:
         registry: Registry | None = None,
         queue: str = "default",
         pool_size: int = 2,
+        prepare: bool = True,
     ) -> None:
+        """`prepare`: False behind a PgBouncer in transaction mode (TASKQ_DATABASE_PREPARE)."""
         self.registry = registry if registry is not None else load_registry()
         self.queue = queue
-        self._engine = engines.async_engine(database_url, pool_size=pool_size)
+        self._engine = engines.async_engine(database_url, pool_size=pool_size, prepare=prepare)
         self._redis = broker_module.connect(redis_url)
         self._storage = Storage(self._engine, queue)
         self._broker = Broker(self._redis, queue)
@@ -46,7 +48,12 @@ class AsyncClient:
         """A client for the configured servers (or those of a running `taskq dev`)."""
         settings = settings or Settings()
         database_url, redis_url = devstate.resolve_urls(settings)
-        return cls(redis_url=redis_url, database_url=database_url, queue=settings.queue)
+        return cls(
+            redis_url=redis_url,
+            database_url=database_url,
+            queue=settings.queue,
+            prepare=settings.database_prepare,
+        )
 
     def prepare(self, task_type: str, input_data: Any, **options: Any) -> NewTask:
         """Validate a request (InvalidTaskError lists every bad field)."""

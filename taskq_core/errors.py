@@ -59,3 +59,11 @@ class TaskStateError(TaskqError):
 
 class IdempotencyConflictError(TaskqError):
     """This Idempotency-Key was already used for a different request."""
+
+
+class ScheduleNotFoundError(TaskqError):
+    """No schedule with this name."""
+
+
+class ScheduleExistsError(TaskqError):
+    """A schedule with this name already exists."""

@@ -32,6 +32,7 @@ TEST_PLUGINS = {
     "taskq-testkit": ("taskq_testkit", "testkit"),
     "taskq-broken": ("taskq_broken", "broken"),
     "taskq-dupe": ("taskq_dupe", "dupe"),
+    "taskq-cron": ("taskq_cron", "cron"),
 }
 
 
@@ -127,7 +128,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @pytest.fixture
 def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
-    servers.sql("TRUNCATE tasks, task_attempts, workers, sweeper_leases RESTART IDENTITY")
+    servers.sql(
+        "TRUNCATE tasks, task_attempts, workers, sweeper_leases, schedules, schedule_ticks, "
+        "paused_task_types RESTART IDENTITY"
+    )
     with servers.redis() as client:
         client.flushdb()
     return servers

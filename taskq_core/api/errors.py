@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -67,6 +69,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    ScheduleNotFoundError: _not_found,
+    ScheduleExistsError: _conflict,
 }
 
 

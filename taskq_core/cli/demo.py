@@ -51,7 +51,7 @@ def run_demo(settings: Settings, *, tasks: int, workers: int) -> int:
         )
     console = Console()
     with servers_for(settings, "demo") as (database_url, redis_url):
-        engines.upgrade(database_url)
+        engines.upgrade(database_url, prepare=settings.database_prepare)
         procs = [
             spawn(
                 python_module("taskq_core.cli", "worker"),
@@ -75,7 +75,7 @@ async def _drive(
     count: int,
     workers: int,
 ) -> int:
-    engine = engines.async_engine(database_url, pool_size=2)
+    engine = engines.async_engine(database_url, pool_size=2, prepare=settings.database_prepare)
     redis = broker.connect(redis_url)
     storage = Storage(engine, settings.queue)
     queue = broker.Broker(redis, settings.queue)

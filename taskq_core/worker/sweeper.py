@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
@@ -27,11 +28,21 @@ OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
 class Sweeper:
     """Runs inside every worker; only the holder of the queue's sweeper lease does the work."""
 
-    def __init__(self, sweeps: Sweeps, broker: Broker, holder: str, *, interval: float) -> None:
+    def __init__(
+        self,
+        sweeps: Sweeps,
+        broker: Broker,
+        holder: str,
+        *,
+        interval: float,
+        chores: Sequence[Callable[[], Awaitable[object]]] = (),
+    ) -> None:
+        """`chores`: further work for the leader after each repair (retention)."""
         self.sweeps = sweeps
         self.broker = broker
         self.holder = holder
         self.interval = interval
+        self.chores = chores
         self.leader = False
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -72,6 +83,8 @@ class Sweeper:
         await self.recover_expired()
         await self.redispatch_lost()
         await self.sweeps.prune_workers(WORKER_RETENTION)
+        for chore in self.chores:
+            await chore()
 
     async def recover_expired(self) -> int:
         """Tasks whose worker stopped renewing its lease: back to pending (pushed), or failed."""
