@@ -3,8 +3,11 @@
 Every WINDOW seconds the tuner looks at what the window showed and `decide` sets the next limit:
 
 - memory tight (MemAvailable under MEMORY_LOW of MemTotal): halve;
-- the event loop late (a WINDOW sleep overran by LAG_HIGH): take a quarter off, since more tasks
-  in flight would only make every one of them wait for the loop;
+- the event loop late (a WINDOW sleep overran by LAG_HIGH) while this process kept a core busy
+  (BUSY_HIGH of the window in CPU time): take a quarter off, since more tasks in flight would
+  only make every one of them wait for the loop. A loop that is late while the process used
+  little CPU was waiting for a core the machine gave to others: fewer tasks in flight would only
+  mean smaller batches, more CPU per task, so that holds nothing back;
 - else, if tasks completed, compare how long sync tasks waited for a runner (their time in the
   worker minus the runners' job time) with WAIT_TARGET. By Little's law each extra slot adds
   1 / completion rate to that wait, so the room left in the budget, in slots, is
@@ -35,6 +38,7 @@ START = 16  # the first limit when no --concurrency is given
 FLOOR, CEILING = 2, 256  # bounds when no --concurrency is given (the floor: at least the runners)
 WAIT_TARGET = 0.05  # seconds a sync task may wait in the worker for a runner, on average
 LAG_HIGH = 0.2  # seconds an event loop tick may be late before the limit shrinks
+BUSY_HIGH = 0.9  # of the window in this process's CPU time: its event loop has no room left
 MEMORY_LOW = 0.1  # of MemTotal: below this MemAvailable, the limit halves
 MEMINFO = Path("/proc/meminfo")
 
@@ -50,6 +54,7 @@ class Observation:
     wait: float  # mean seconds those sync tasks waited for a runner (0 if none)
     deep: bool  # the latest pop got every id it asked for: more are queued
     lag: float  # how late the window's timer fired, in seconds
+    busy: float  # this process's CPU time over the window's length (1.0: a core all along)
     memory_available: float | None  # MemAvailable / MemTotal; None where unknown
 
 
@@ -67,7 +72,7 @@ def decide(seen: Observation, bounds: Bounds) -> int:
     limit = seen.limit
     if seen.memory_available is not None and seen.memory_available < MEMORY_LOW:
         return bounds.clamp(limit // 2)
-    if seen.lag > LAG_HIGH:
+    if seen.lag > LAG_HIGH and seen.busy > BUSY_HIGH:
         return bounds.clamp(limit - max(1, limit // 4))
     if seen.completed == 0 or seen.seconds <= 0:
         return bounds.clamp(limit)  # nothing finished: nothing learnt
@@ -133,7 +138,9 @@ class Tuner:
             self._completed_sync += 1
             self._sync_seconds += seconds
 
-    def observe(self, seconds: float, lag: float, job_seconds: float | None) -> Observation:
+    def observe(
+        self, seconds: float, lag: float, job_seconds: float | None, busy: float = 0.0
+    ) -> Observation:
         """The window that just ended (and start the next); `job_seconds`: the runners' mean."""
         sync = self._completed_sync
         wait = 0.0
@@ -147,6 +154,7 @@ class Tuner:
             wait=wait,
             deep=self.deep,
             lag=lag,
+            busy=busy,
             memory_available=read_memory_available(),
         )
         self._completed = self._completed_sync = 0
@@ -157,7 +165,8 @@ class Tuner:
         new = decide(seen, self.bounds)
         if new != self.limit:
             log.debug(
-                "concurrency %d -> %d (%d done, %d sync waiting %.1f ms, deep %s, lag %.1f ms)",
+                "concurrency %d -> %d (%d done, %d sync waiting %.1f ms, deep %s, lag %.1f ms, "
+                "busy %.0f%%)",
                 self.limit,
                 new,
                 seen.completed,
@@ -165,16 +174,18 @@ class Tuner:
                 seen.wait * 1000,
                 seen.deep,
                 seen.lag * 1000,
+                seen.busy * 100,
             )
         self.limit = new
         return new
 
     async def run(self, job_seconds: Callable[[], float | None]) -> None:
         """Decide every WINDOW until cancelled; `job_seconds()`: the runners' mean job time."""
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         while True:
             await asyncio.sleep(WINDOW)
-            now = time.monotonic()
-            seconds = now - began
-            began = now
-            self.step(self.observe(seconds, max(0.0, seconds - WINDOW), job_seconds()))
+            now, cpu_now = time.monotonic(), time.process_time()
+            seconds, used = now - began, cpu_now - cpu
+            began, cpu = now, cpu_now
+            lag = max(0.0, seconds - WINDOW)
+            self.step(self.observe(seconds, lag, job_seconds(), busy=used / seconds))

@@ -31,6 +31,7 @@ SHORT = Observation(
     wait=0.0,
     deep=True,
     lag=0.0,
+    busy=0.5,
     memory_available=0.5,
 )
 
@@ -85,11 +86,16 @@ def test_a_window_with_nothing_done_holds_the_limit() -> None:
 
 
 def test_a_late_event_loop_takes_a_quarter_off() -> None:
-    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2), BOUNDS) == 75
+    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2, busy=1.0), BOUNDS) == 75
+
+
+def test_a_loop_late_for_want_of_a_core_does_not_shrink_the_limit() -> None:
+    # The process used a fifth of a core: the machine was busy, not its event loop.
+    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2, busy=0.2), BOUNDS) == 200
 
 
 def test_tight_memory_halves_the_limit_before_anything_else() -> None:
-    seen = replace(SHORT, limit=100, memory_available=0.05, lag=LAG_HIGH * 2)
+    seen = replace(SHORT, limit=100, memory_available=0.05, lag=LAG_HIGH * 2, busy=1.0)
     assert decide(seen, BOUNDS) == 50
     assert decide(replace(SHORT, limit=3, memory_available=0.01), BOUNDS) == 2  # the floor
 
