@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable
 
 import redis
@@ -28,6 +29,11 @@ def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, in
         for priority, ids in by_priority.items():
             pipe.lpush(queue_key(queue, priority), *ids)
         pipe.execute()
+
+
+def rate_key(identity: str, window: int, index: int) -> str:
+    """The counter of `identity`'s requests in window number `index` of `window` seconds."""
+    return f"taskq:rate:{window}:{index}:{identity}"
 
 
 def cancel_channel(queue: str) -> str:
@@ -129,6 +135,21 @@ class Broker:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield int(message["data"])
+
+    async def count_request(self, identity: str, limit: int, window: int) -> float | None:
+        """Count one request of `identity` in the current fixed window of `window` seconds, in one
+        round trip shared by every API replica; None while within `limit`, else the seconds until
+        the window ends (the Retry-After)."""
+        now = time.time()
+        index = int(now // window)
+        key = rate_key(identity, window, index)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window + 1)
+            count, _ = await pipe.execute()
+        if int(count) <= limit:
+            return None
+        return (index + 1) * window - now
 
     async def ping(self) -> None:
         await self.redis.ping()

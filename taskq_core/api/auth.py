@@ -34,6 +34,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taskq_core.api.responses import documented
 from taskq_core.db import keys
 from taskq_core.db.keys import Scope
 from taskq_core.errors import ConfigurationError
@@ -149,6 +150,17 @@ class KeyRing:
             self._used(key_hash)
         return principal
 
+    async def by_digest(self, key_hash: str) -> Principal | None:
+        """Like `authenticate`, from the key's SHA-256 (`db.keys.digest`) instead of the key: the
+        dashboard's session cookie keeps the digest, never the key, and looks it up on every
+        request, so revoking a key ends its sessions within the cache's expiry."""
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.loaded_at >= self.ttl:
+            snapshot = await self._reload()
+        if snapshot.open:
+            return OPEN
+        return snapshot.by_hash.get(key_hash)
+
     async def start(self) -> None:
         """Read the keys once at start-up, so the log says at once whether the API is open."""
         try:
@@ -229,10 +241,12 @@ _bearer = HTTPBearer(
     auto_error=False,
 )
 
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No API key, or one that is unknown or revoked"},
-    403: {"description": "The API key's scopes do not cover this call"},
-}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = documented(
+    401,
+    403,
+    _401="No API key, or one that is unknown or revoked",
+    _403="The API key's scopes do not cover this call",
+)
 
 
 def _unauthorized(detail: str, error: str | None) -> HTTPException:
