@@ -19,10 +19,16 @@ def queue_key(queue: str, priority: int) -> str:
 
 
 def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, int]]) -> None:
-    """Push (task_id, priority) pairs from blocking code, in one round trip."""
+    """Push (task_id, priority) pairs from blocking code, in one round trip, keeping their order
+    per priority (one LPUSH per priority, as push_many)."""
+    by_priority: dict[int, list[int]] = {}
+    for task_id, priority in items:
+        by_priority.setdefault(priority, []).append(task_id)
+    if not by_priority:
+        return
     with client.pipeline(transaction=False) as pipe:
-        for task_id, priority in items:
-            pipe.lpush(queue_key(queue, priority), task_id)
+        for priority, ids in by_priority.items():
+            pipe.lpush(queue_key(queue, priority), *ids)
         pipe.execute()
 
 

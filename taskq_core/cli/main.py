@@ -209,8 +209,10 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=_positive,
-        default=10,
-        help="tasks in flight at once; async ones share the event loop (default 10)",
+        default=None,
+        help="the most tasks in flight at once; async ones share the event loop. The worker "
+        "finds its own number within it, growing while the queue is deep and tasks are short, "
+        "shrinking when tasks queue for the runners or memory is tight (default: up to 256)",
     )
     parser.add_argument(
         "--processes",

@@ -142,6 +142,23 @@ _INSERT_MANY = text(
     """
 )
 
+INSERT_MANY = _INSERT_MANY  # for blocking callers (Client.enqueue's groups); rows in any order
+
+
+def insert_many_params(new: Sequence[NewTask], queue: str) -> dict[str, Any]:
+    """The parameters of INSERT_MANY for `new`, in order (no idempotency keys)."""
+    return {
+        "queue": queue,
+        "task_types": [t.task_type for t in new],
+        "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
+        "priorities": [t.priority for t in new],
+        "max_attempts": [t.max_attempts for t in new],
+        "timeouts": [t.timeout_seconds for t in new],
+        "run_ats": [t.run_at for t in new],
+        "delays": [t.delay_seconds for t in new],
+        "submitted_by": [t.submitted_by for t in new],
+    }
+
 
 class TaskQueries:
     engine: AsyncEngine
@@ -154,17 +171,7 @@ class TaskQueries:
     async def create(self, new: Sequence[NewTask]) -> list[dict[str, Any]]:
         """Insert tasks as `pending` in one statement; their summaries in order, with
         `enqueued_at` set for those due now (the caller pushes exactly those)."""
-        params = {
-            "queue": self.queue,
-            "task_types": [t.task_type for t in new],
-            "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
-            "priorities": [t.priority for t in new],
-            "max_attempts": [t.max_attempts for t in new],
-            "timeouts": [t.timeout_seconds for t in new],
-            "run_ats": [t.run_at for t in new],
-            "delays": [t.delay_seconds for t in new],
-            "submitted_by": [t.submitted_by for t in new],
-        }
+        params = insert_many_params(new, self.queue)
         # One statement is its own transaction: autocommit spares the BEGIN and COMMIT trips.
         async with self.autocommit.connect() as conn:
             rows = [dict(row._mapping) for row in await conn.execute(_INSERT_MANY, params)]

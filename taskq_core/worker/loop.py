@@ -31,6 +31,7 @@ from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
 from taskq_core.worker.sql.retention import Retention
 from taskq_core.worker.sql.schedules import ScheduleStatements
 from taskq_core.worker.sweeper import STATUS_EVENTS, Sweeper
+from taskq_core.worker.tuner import Tuner
 
 log = logging.getLogger("taskq.worker")
 
@@ -63,7 +64,9 @@ class Running:
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    concurrency: int = 10  # tasks in flight at once in this process
+    # The most tasks in flight at once in this process; None: the tuner's own ceiling. The
+    # tuner moves the limit within it (tuner.py); given, it is also where the limit starts.
+    concurrency: int | None = None
     lease_seconds: float = 30.0
     sweep_interval: float = 5.0
     grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
@@ -105,6 +108,7 @@ class Worker:
         # its lease renewed) until the outcome is durable.
         self.executing = 0
         self._announcing: set[asyncio.Task[None]] = set()
+        self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -148,13 +152,18 @@ class Worker:
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
                 asyncio.create_task(self._title_loop(), name="title"),
                 asyncio.create_task(scheduler.run(self._stopping), name="scheduler"),
+                asyncio.create_task(self.tuner.run(self._job_seconds), name="tuner"),
             ]
             for task in background:
                 task.add_done_callback(self._background_ended)
+            bounds = self.tuner.bounds
             log.info(
-                "worker %s started: concurrency %d, %d runner process(es), task types: %s",
+                "worker %s started: concurrency %d (adapting within %d-%d), "
+                "%d runner process(es), task types: %s",
                 self.worker_id,
-                opts.concurrency,
+                self.tuner.limit,
+                bounds.floor,
+                bounds.ceiling,
                 self.pool.size if has_sync else 0,
                 self.registry.known_names(),
             )
@@ -212,12 +221,12 @@ class Worker:
     async def _fetch_loop(self) -> None:
         backoff = BACKOFF_START
         outage = logs.Outage(log, "PostgreSQL or Redis (taking tasks)", BACKOFF_MAX)
-        limit = self.options.concurrency
-        refill = max(1, limit // REFILL_FRACTION)
         deep = False  # the last pop got all it asked for: more are waiting
         lingering_since: float | None = None
         while not self._stopping.is_set():
             self._slot_freed.clear()
+            limit = self.tuner.limit
+            refill = max(1, limit // REFILL_FRACTION)
             # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
             # group commit: if PostgreSQL falls behind, the worker claims less.
             free = min(limit - self.executing, 2 * limit - len(self.running))
@@ -235,6 +244,7 @@ class Worker:
                 # As many ids as there are free slots: one when idle, many when the queue is deep.
                 ids = await self.popper.pop_many(free, POP_TIMEOUT)
                 deep = len(ids) == free
+                self.tuner.popped(free, len(ids))
                 # Between the pop and the claim the ids exist only here: a crash now loses the
                 # push, and the sweeper's lost-dispatch repair pushes them again.
                 claimed = await self._claim(ids) if ids else []
@@ -274,6 +284,7 @@ class Worker:
         task = running.task
         try:
             outcome = await self._run(task)
+            self.tuner.executed(time.perf_counter() - running.started, self._is_sync(task))
             finish = outcomes.decide(outcome, task, self._task_class(task.task_type))
         except asyncio.CancelledError:
             reason = running.stop_reason
@@ -328,6 +339,13 @@ class Worker:
                 return await self.instances.run_async(task_type, job)
         except TimeoutError:
             return Outcome(error=timeout_error(task.timeout_seconds))
+
+    def _is_sync(self, task: ClaimedTask) -> bool:
+        task_type = self.registry.types.get(task.task_type)
+        return task_type is not None and not task_type.is_async
+
+    def _job_seconds(self) -> float | None:
+        return self.pool.job_seconds
 
     def _task_class(self, name: str) -> type | None:
         task_type = self.registry.types.get(name)
@@ -423,9 +441,7 @@ class Worker:
         while True:
             held = list(self.running)
             try:
-                await self.sweeps.beat(
-                    self.worker_id, hostname, pid, self.options.concurrency, held
-                )
+                await self.sweeps.beat(self.worker_id, hostname, pid, self.tuner.limit, held)
                 leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
             except OUTAGE_ERRORS as exc:
                 outage.failed(exc, interval)
@@ -446,8 +462,7 @@ class Worker:
         shown = ""
         while True:
             title = (
-                f"taskq-worker {self.options.queue} "
-                f"[{self.executing} of {self.options.concurrency} busy]"
+                f"taskq-worker {self.options.queue} [{self.executing} of {self.tuner.limit} busy]"
             )
             if self._stopping.is_set():
                 title += " stopping"
