@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from taskq_core.records import TaskStatus
 from taskq_core.task import MIN_TIMEOUT_SECONDS
@@ -26,7 +35,21 @@ def _rfc3339(value: object) -> object:
     raise ValueError("should be an RFC 3339 date-time with a time zone, e.g. 2026-01-31T12:00:00Z")
 
 
-Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+# An instant a request gives (run_at, the bulk actions' created_before/after).
+GivenInstant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def utc(moment: datetime) -> str:
+    """Every instant the API answers: UTC, ISO 8601, `Z` (the fast path's too)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# An instant in an answer, written by `utc` whatever the database session's time zone.
+Instant = Annotated[
+    datetime,
+    PlainSerializer(utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class TaskCreate(BaseModel):
@@ -80,7 +103,7 @@ class TaskCreate(BaseModel):
         le=7 * 24 * 3600,
         description="Stop an attempt after this long; at most the type's max_timeout_seconds.",
     )
-    run_at: Instant | None = Field(
+    run_at: GivenInstant | None = Field(
         default=None, description="Not before this instant (ISO 8601 with a time zone)."
     )
     delay_seconds: float | None = Field(
@@ -121,7 +144,7 @@ class TaskSummary(BaseModel):
     task_type: str
     status: TaskStatus
     priority: int
-    created_at: datetime
+    created_at: Instant
 
 
 class TaskSummaries(BaseModel):
@@ -140,8 +163,8 @@ class Attempt(BaseModel):
         description="completed, failed, retry, timeout, lost, cancelled or handed_back"
     )
     worker_id: str | None
-    started_at: datetime | None
-    finished_at: datetime
+    started_at: Instant | None
+    finished_at: Instant
     error: TaskError | None
 
 
@@ -152,11 +175,11 @@ class TaskDetail(TaskSummary):
     attempts: int = Field(description="Attempts started so far.")
     max_attempts: int
     timeout_seconds: float | None
-    run_at: datetime = Field(description="Not before this instant (delays, retry back-off).")
-    started_at: datetime | None
-    finished_at: datetime | None
+    run_at: Instant = Field(description="Not before this instant (delays, retry back-off).")
+    started_at: Instant | None
+    finished_at: Instant | None
     worker_id: str | None
-    cancel_requested_at: datetime | None
+    cancel_requested_at: Instant | None
 
 
 class TaskWithHistory(TaskDetail):
@@ -185,8 +208,8 @@ class WorkerInfo(BaseModel):
     hostname: str
     pid: int
     concurrency: int
-    started_at: datetime
-    last_beat_at: datetime
+    started_at: Instant
+    last_beat_at: Instant
     running: list[int] = Field(description="Ids of the tasks it runs now.")
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
 from taskq_core.api.responses import GUARDED, documented
-from taskq_core.api.schemas import Instant
+from taskq_core.api.schemas import GivenInstant
 from taskq_core.db.operations import TaskFilter
 
 # Both act on many tasks at once: admin keys only.
@@ -27,10 +27,10 @@ def task_filter(
     task_type: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
     created_before: Annotated[
-        Instant | None, Query(description="Created before this instant (RFC 3339).")
+        GivenInstant | None, Query(description="Created before this instant (RFC 3339).")
     ] = None,
     created_after: Annotated[
-        Instant | None, Query(description="Created after this instant (RFC 3339).")
+        GivenInstant | None, Query(description="Created after this instant (RFC 3339).")
     ] = None,
 ) -> TaskFilter:
     """The listing's filters but `status`, which each action declares (the statuses it takes)."""
