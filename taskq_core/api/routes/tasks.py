@@ -49,6 +49,21 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ONE = "/{task_id:int}"
 MAX_WAIT = 60.0  # seconds a `GET /tasks/{id}?wait=` may hold its request
 KEEPALIVE = 15.0  # seconds between comments on a quiet event stream, so proxies keep it open
+# One event of `GET /tasks/{id}/events` (OpenAPI 3.1: a text/event-stream schema is one event's).
+STATUS_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "id": {"enum": [s.value for s in TaskStatus], "description": "The task's status."},
+        "data": {
+            "type": "string",
+            "description": "The task, as `GET /tasks/{id}` answers it.",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/TaskWithHistory"},
+        },
+    },
+}
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -273,10 +288,9 @@ async def get_task(
             "description": "Server-sent events: an `status` event with the task (as `GET "
             "/tasks/{id}` answers) now and at each status change; the stream ends after a "
             "terminal status. Comment lines keep a quiet stream open.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": STATUS_EVENT}},
         },
-        404: {"description": "No such task"},
-        503: {"description": "PostgreSQL unavailable"},
+        **documented(*GUARDED, 404, 422, _404="No such task"),
     },
 )
 async def task_events(
