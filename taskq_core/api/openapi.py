@@ -72,6 +72,8 @@ def add_task_types(document: dict[str, Any], registry: Registry) -> None:
             "required": required,
             "additionalProperties": False,
         }
+        if "not" in generic:  # what the model's validator refuses (both start times at once)
+            schemas[f"{name}Request"]["not"] = generic["not"]
         branches[name] = f"{REF}{name}Request"
     schemas[UNION] = {
         "title": UNION,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -35,8 +36,16 @@ def _rfc3339(value: object) -> object:
     raise ValueError("should be an RFC 3339 date-time with a time zone, e.g. 2026-01-31T12:00:00Z")
 
 
-# An instant a request gives (run_at, the bulk actions' created_before/after).
-GivenInstant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+def _in_utc(value: datetime) -> datetime:
+    # PostgreSQL takes offsets up to 15:59 only; RFC 3339 allows 23:59.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range (years 1 to 9999 in UTC)") from None
+
+
+# An instant a request gives (run_at, the bulk actions' created_before/after), in UTC.
+GivenInstant = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
 
 
 def utc(moment: datetime) -> str:

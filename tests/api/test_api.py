@@ -66,6 +66,14 @@ def test_run_at_is_an_rfc3339_instant_not_a_number(
     nothing_written(clean)
     fine = api.client.post("/tasks/", json={**FIB, "run_at": "2030-01-01T00:00:00Z"})
     assert fine.status_code == 201, fine.text
+    # RFC 3339 allows offsets PostgreSQL does not (over 15:59): taken, as the same instant in UTC.
+    far = api.client.post("/tasks/", json={**FIB, "run_at": "2030-01-01T00:00:00+23:59"})
+    assert far.status_code == 201, far.text
+    row = api.client.get(f"/tasks/{far.json()['id']}").json()
+    assert row["run_at"] == "2029-12-31T00:01:00Z"
+    # ...unless that instant is outside the years a datetime holds.
+    early = api.client.post("/tasks/", json={**FIB, "run_at": "0001-01-01T00:00:00+01:00"})
+    assert early.status_code == 422, early.text
 
 
 def test_a_body_not_declared_json_is_422(api: Api, clean: Servers) -> None:

@@ -22,7 +22,14 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SleepInput(BaseModel):
+class StrictInput(StrictInput):
+    """Inputs take exactly their JSON Schema's types (`false` is not 0 seconds, nor `"3"` a
+    code), as the schema /openapi.json publishes says; Schemathesis checks that it holds."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class SleepInput(StrictInput):
     seconds: float = 0.0
 
 
@@ -71,7 +78,7 @@ class BlockingSleepTask(Task):
         return SleepOutput(slept=data.seconds)
 
 
-class FailInput(BaseModel):
+class FailInput(StrictInput):
     message: str = "boom"
 
 
@@ -97,7 +104,7 @@ class BadOutputTask(Task):
         return {"slept": "not a number"}
 
 
-class SpinInput(BaseModel):
+class SpinInput(StrictInput):
     seconds: float = 0.0
 
 
@@ -118,7 +125,7 @@ class SpinTask(Task):
         return PidOutput(pid=os.getpid())
 
 
-class CrashInput(BaseModel):
+class CrashInput(StrictInput):
     code: int = 3
 
 
@@ -152,7 +159,7 @@ class PrintTask(Task):
         return PrintOutput(pid=os.getpid(), stdin=sys.stdin.readline())
 
 
-class RetryInput(BaseModel):
+class RetryInput(StrictInput):
     after: float = 5.0
     succeed_on_attempt: int | None = None  # None: always ask for a retry
 
@@ -184,7 +191,7 @@ class PermanentTask(Task):
         raise PermanentError("the account does not exist")
 
 
-class SpawnInput(BaseModel):
+class SpawnInput(StrictInput):
     pid_file: str
 
 
@@ -204,7 +211,7 @@ class SpawnTask(Task):
         return Empty()
 
 
-class FibInput(BaseModel):
+class FibInput(StrictInput):
     n: int = 20
 
 
@@ -226,7 +233,7 @@ class Fib20Task(Task):
         return FibOutput(result=_fib(data.n))
 
 
-class AppendInput(BaseModel):
+class AppendInput(StrictInput):
     path: str
     line: str
     seconds: float = 0.0  # then spin this long
@@ -247,7 +254,7 @@ class AppendTask(Task):
         return PidOutput(pid=os.getpid())
 
 
-class NulInput(BaseModel):
+class NulInput(StrictInput):
     where: str = "result"  # "result" or "error": where the NUL character goes
 
 
