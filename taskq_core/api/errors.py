@@ -104,7 +104,16 @@ def _clean(error: dict[str, Any]) -> dict[str, Any]:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = jsonable_encoder([_clean(e) for e in exc.errors()])
+    errors = exc.errors()
+    detail = jsonable_encoder([_clean(e) for e in errors])
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return AsciiJSONResponse({"detail": detail}, status_code=400)  # not JSON at all
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PATCH", "PUT") and "json" not in content_type:
+        # urllib's default is a form: say what the body must be, not only that it is no object.
+        for error in detail:
+            if error["loc"] == ["body"]:
+                error["msg"] += f"; send `Content-Type: application/json` (got {content_type!r})"
     return AsciiJSONResponse({"detail": detail}, status_code=422)
 
 
