@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import redis
 import redis.asyncio as aioredis
@@ -27,6 +28,13 @@ def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, in
 def cancel_channel(queue: str) -> str:
     """Pub/sub channel on which cancellation requests reach the workers at once."""
     return f"taskq:{{{queue}}}:cancel"
+
+
+def status_channel(queue: str) -> str:
+    """Pub/sub channel on which every status change of the queue's tasks is announced (after it
+    is committed), so the API can wake whoever waits for a task. One channel per queue, each
+    message a batch: a group commit of outcomes costs one PUBLISH."""
+    return f"taskq:{{{queue}}}:status"
 
 
 def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
@@ -111,6 +119,14 @@ class Broker:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield int(message["data"])
+
+    async def announce_progress(self, ids: Sequence[int]) -> None:
+        """Tell followers that these running tasks' progress was stored: a status announcement
+        of `running` (their status is unchanged; a follower re-reads the row and sees the
+        progress)."""
+        if ids:
+            data = json.dumps([[task_id, "running"] for task_id in ids], separators=(",", ":"))
+            await self.redis.publish(status_channel(self.queue), data)
 
     async def ping(self) -> None:
         await self.redis.ping()

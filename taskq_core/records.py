@@ -64,6 +64,8 @@ class Finish:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retry_in: float = 0.0  # seconds until the next attempt, when status is pending
+    # A completed attempt's artifacts, published in the same statement as the outcome.
+    artifacts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

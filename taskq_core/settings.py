@@ -30,5 +30,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # Where tasks' artifacts are stored: a folder (default: `artifacts/` in the data folder) or
+    # `s3://bucket/prefix` (credentials and endpoint from the AWS_* variables).
+    artifacts_url: str | None = None
+
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

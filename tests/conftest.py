@@ -127,7 +127,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @pytest.fixture
 def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
-    servers.sql("TRUNCATE tasks, task_attempts, workers, sweeper_leases RESTART IDENTITY")
+    servers.sql("TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, sweeper_leases RESTART IDENTITY")
     with servers.redis() as client:
         client.flushdb()
     return servers

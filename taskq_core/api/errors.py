@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    RangeNotSatisfiableError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -56,6 +57,10 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=409)
 
 
+async def _range(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=416)
+
+
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 HANDLERS: dict[type[Exception], Handler] = {
@@ -66,6 +71,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    RangeNotSatisfiableError: _range,
 }
 
 

@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import taskq_core
-from taskq_core import broker, devstate
+from taskq_core import artifacts, broker, devstate
 from taskq_core.api import errors
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
+from taskq_core.api.routes import artifacts as artifact_routes
 from taskq_core.api.routes import health, task_types, tasks, workers
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         engine = engines.async_engine(database_url, pool_size=config.db_pool_size)
         redis = broker.connect(redis_url)
         app.state.settings = config
+        app.state.artifact_store = artifacts.ArtifactStore(artifacts.configured_url(config))
         storage = Storage(engine, config.queue)
         queue = broker.Broker(redis, config.queue)
         submitter = GroupSubmitter(storage, queue)
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # the last added runs first
     errors.install(app)
     app.include_router(tasks.router)
+    app.include_router(artifact_routes.router)
     app.include_router(task_types.router)
     app.include_router(workers.router)
     app.include_router(health.router)

@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taskq_core.db.models import task_attempts, tasks
+from taskq_core.db.artifacts import LISTED_COLUMNS as ARTIFACT_COLUMNS
+from taskq_core.db.models import task_artifacts, task_attempts, tasks
 from taskq_core.errors import IdempotencyConflictError, TaskNotFoundError, TaskStateError
 from taskq_core.records import NewTask, TaskStatus
 
@@ -46,6 +47,7 @@ DETAIL_COLUMNS = (
     tasks.c.finished_at,
     tasks.c.worker_id,
     tasks.c.cancel_requested_at,
+    tasks.c.progress,
 )
 HISTORY_COLUMNS = (
     task_attempts.c.attempt,
@@ -203,6 +205,12 @@ class TaskQueries:
             )
             task = dict(row._mapping)
             task["history"] = [dict(h._mapping) for h in history]
+            artifacts = await conn.execute(
+                select(*ARTIFACT_COLUMNS)
+                .where(task_artifacts.c.task_id == task_id)
+                .order_by(task_artifacts.c.name)
+            )
+            task["artifacts"] = [dict(a._mapping) for a in artifacts]
         return task
 
     async def list_tasks(

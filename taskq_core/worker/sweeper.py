@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from taskq_core.broker import PRIORITIES, Broker
 from taskq_core.records import TaskStatus
+from taskq_core.worker.artifact_gc import ArtifactCollector
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
 
 log = logging.getLogger("taskq.sweeper")
@@ -31,6 +32,7 @@ class Sweeper:
         self.holder = holder
         self.interval = interval
         self.leader = False
+        self.artifacts: ArtifactCollector | None = None  # deletes deleted tasks' stored files
 
     async def run(self, stopping: asyncio.Event) -> None:
         last_lead = last_repair = float("-inf")
@@ -70,6 +72,8 @@ class Sweeper:
         await self.recover_expired()
         await self.redispatch_lost()
         await self.sweeps.prune_workers(WORKER_RETENTION)
+        if self.artifacts is not None:
+            await self.artifacts.collect()
 
     async def recover_expired(self) -> int:
         """Tasks whose worker stopped renewing its lease: back to pending (pushed), or failed."""

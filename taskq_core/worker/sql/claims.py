@@ -23,7 +23,8 @@ _CLAIM: LiteralString = """
         attempts = attempts + 1,
         started_at = now(),
         worker_id = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease)s)
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        progress = NULL
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
         AND EXISTS (SELECT FROM relaxed)
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
@@ -37,8 +38,10 @@ _FINISH: LiteralString = """
         SELECT * FROM unnest(
             %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
             %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
-            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[]
-        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now)
+            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[],
+            %(artifacts)s::jsonb[]
+        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now,
+               artifacts)
     ), done AS (
         UPDATE tasks t SET
             status = o.status,
@@ -54,7 +57,16 @@ _FINISH: LiteralString = """
         FROM outcome o
         WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
             AND t.attempts = o.attempt
-        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error
+        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error, o.artifacts
+    ), published AS (
+        INSERT INTO task_artifacts (task_id, name, attempt, content_type, size, sha256, key)
+        SELECT d.id, a.name, d.attempt, a.content_type, a.size, a.sha256, a.key
+        FROM done d, jsonb_to_recordset(d.artifacts)
+            AS a(name text, content_type text, size bigint, sha256 text, key text)
+        WHERE d.outcome = 'completed'
+        ON CONFLICT (task_id, name) DO UPDATE SET
+            attempt = EXCLUDED.attempt, content_type = EXCLUDED.content_type,
+            size = EXCLUDED.size, sha256 = EXCLUDED.sha256, key = EXCLUDED.key
     )
     INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
     SELECT id, attempt, %(worker)s, started_at, outcome, error FROM done
@@ -70,6 +82,15 @@ _RENEW: LiteralString = """
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _artifacts(records: tuple[dict[str, Any], ...]) -> str | None:
+    if not records:
+        return None
+    return json.dumps(
+        [{k: r[k] for k in ("name", "content_type", "size", "sha256", "key")} for r in records],
+        separators=(",", ":"),
+    )
 
 
 class Claims:
@@ -110,6 +131,8 @@ class Claims:
             "uncounts": [int(f.outcome == AttemptOutcome.HANDED_BACK) for _, f in items],
             "retry_ins": [finish.retry_in for _, finish in items],
             "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
+            # The artifacts a completed attempt wrote become visible with its outcome, or not.
+            "artifacts": [_artifacts(finish.artifacts) for _, finish in items],
         }
         return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 

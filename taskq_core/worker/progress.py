@@ -1,0 +1,87 @@
+"""The worker's progress board: the latest progress of each task it runs, stored for all of them in
+one statement every `FLUSH_INTERVAL` and announced to the API's followers.
+
+However often tasks report, the database sees at most one write per task per interval, and none
+for a task whose progress did not change. A write is best effort: an outage delays progress (the
+newest value waits for the next flush), it never stops a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from taskq_core.progress import FLUSH_INTERVAL
+from taskq_core.worker.sql.progress import ProgressWrites
+
+log = logging.getLogger("taskq.worker")
+
+Announce = Callable[[Sequence[int]], Awaitable[None]]
+
+
+class ProgressBoard:
+    """Latest progress per task of one worker; `run` flushes it until cancelled."""
+
+    def __init__(
+        self,
+        writes: ProgressWrites,
+        worker_id: str,
+        outage_errors: tuple[type[BaseException], ...],
+        announce: Announce | None = None,
+        interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.writes = writes
+        self.worker_id = worker_id
+        self.outage_errors = outage_errors
+        self.announce = announce
+        self.interval = interval
+        self._attempts: dict[int, int] = {}  # task id -> attempt, while it runs here
+        self._dirty: dict[int, tuple[int, dict[str, Any]]] = {}
+        self._wake = asyncio.Event()
+
+    def begin(self, task_id: int, attempt: int) -> None:
+        self._attempts[task_id] = attempt
+
+    def end(self, task_id: int) -> None:
+        """The attempt stopped running; a report it made last is still written."""
+        self._attempts.pop(task_id, None)
+
+    def report(self, task_id: int, value: dict[str, Any]) -> None:
+        """Keep `value` as the task's latest progress (cheap: a dict assignment)."""
+        attempt = self._attempts.get(task_id)
+        if attempt is None:
+            return  # a late line from a job that has ended: dropped
+        stamped = dict(value)
+        stamped["at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._dirty[task_id] = (attempt, stamped)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+            await asyncio.sleep(self.interval)
+
+    async def flush(self) -> None:
+        """Write every changed progress in one statement, then announce it."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        items = [(task_id, attempt, value) for task_id, (attempt, value) in dirty.items()]
+        try:
+            written = await self.writes.write(self.worker_id, items)
+        except self.outage_errors as exc:
+            log.warning("storing the progress of %d task(s) failed (%s)", len(items), exc)
+            for task_id, entry in dirty.items():
+                self._dirty.setdefault(task_id, entry)  # unless a newer one came meanwhile
+            self._wake.set()
+            return
+        if written and self.announce is not None:
+            try:
+                await self.announce(written)
+            except self.outage_errors as exc:
+                log.debug("announcing progress failed (%s)", exc)
