@@ -80,10 +80,12 @@ class ArtifactStore:
             os.makedirs(path, mode=0o700, exist_ok=True)
             self.fs: AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
             self.root = str(Path(path).resolve())
+            self.local = True
         else:
             fs, root = fsspec.core.url_to_fs(url)
             self.fs = fs
             self.root = root.rstrip("/")
+            self.local = False
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -164,12 +166,12 @@ class ArtifactWriter(io.RawIOBase):
         """Throw the file away (the task failed while writing it)."""
         if self._state == "open":
             self._state = "discarded"
-            abort = getattr(self._file, "discard", None)
             try:
-                if abort is not None:
-                    abort()  # an unfinished multipart upload is aborted, not completed
-                else:
+                if self._attempt.store.local:
                     self._file.close()
+                else:
+                    self._file.discard()  # an unfinished multipart upload is aborted
+                    self._file.closed = True  # so that nothing uploads what is left on close
             finally:
                 self._attempt.store.delete_prefix(self.key)
         super().close()

@@ -61,7 +61,10 @@ def _servers_up(servers: Servers) -> None:
 @pytest.fixture
 def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> Iterator[Harness]:
     _servers_up(fault_servers)
-    fault_servers.sql("TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, sweeper_leases RESTART IDENTITY")
+    fault_servers.sql(
+        "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
+        "sweeper_leases RESTART IDENTITY"
+    )
     with fault_servers.redis() as client:
         client.flushall()
     h = Harness(fault_servers, Processes(tmp_path), sites["taskq-testkit"], tmp_path / "runs")
