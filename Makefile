@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
-PLUGINS := -e plugins/taskq_fibonacci -e plugins/taskq_email -e plugins/taskq_webhook
-SOURCES := pyproject.toml plugins/taskq_fibonacci/pyproject.toml plugins/taskq_email/pyproject.toml plugins/taskq_webhook/pyproject.toml
+PLUGINS := -e plugins/taskq_fibonacci -e plugins/taskq_email -e plugins/taskq_webhook -e plugins/taskq_export
+SOURCES := pyproject.toml plugins/taskq_fibonacci/pyproject.toml plugins/taskq_email/pyproject.toml plugins/taskq_webhook/pyproject.toml plugins/taskq_export/pyproject.toml
 
 .PHONY: dev test lint clean
 
