@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -274,9 +275,11 @@ class Worker:
                 outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
             )
         finally:
-            self.board.end(task.id)
+            last_progress = self.board.end(task.id)
             self.executing -= 1
             self._slot_freed.set()
+        if last_progress is not None:
+            finish = dataclasses.replace(finish, progress=last_progress)
         try:
             await self._record(running, finish)
         finally:

@@ -39,24 +39,29 @@ class ProgressBoard:
         self.announce = announce
         self.interval = interval
         self._attempts: dict[int, int] = {}  # task id -> attempt, while it runs here
-        self._dirty: dict[int, tuple[int, dict[str, Any]]] = {}
+        self._latest: dict[int, dict[str, Any]] = {}  # task id -> its last report
+        self._dirty: set[int] = set()  # ids whose last report is not written yet
         self._wake = asyncio.Event()
 
     def begin(self, task_id: int, attempt: int) -> None:
         self._attempts[task_id] = attempt
 
-    def end(self, task_id: int) -> None:
-        """The attempt stopped running; a report it made last is still written."""
+    def end(self, task_id: int) -> dict[str, Any] | None:
+        """The attempt stopped running: its last report, which the caller stores with the
+        attempt's outcome (a flush in flight may be fenced out by that outcome, so the last
+        report always goes with it)."""
         self._attempts.pop(task_id, None)
+        self._dirty.discard(task_id)
+        return self._latest.pop(task_id, None)
 
     def report(self, task_id: int, value: dict[str, Any]) -> None:
         """Keep `value` as the task's latest progress (cheap: a dict assignment)."""
-        attempt = self._attempts.get(task_id)
-        if attempt is None:
+        if task_id not in self._attempts:
             return  # a late line from a job that has ended: dropped
         stamped = dict(value)
         stamped["at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self._dirty[task_id] = (attempt, stamped)
+        self._latest[task_id] = stamped
+        self._dirty.add(task_id)
         self._wake.set()
 
     async def run(self) -> None:
@@ -70,14 +75,17 @@ class ProgressBoard:
         """Write every changed progress in one statement, then announce it."""
         if not self._dirty:
             return
-        dirty, self._dirty = self._dirty, {}
-        items = [(task_id, attempt, value) for task_id, (attempt, value) in dirty.items()]
+        dirty, self._dirty = self._dirty, set()
+        items = [
+            (task_id, self._attempts[task_id], self._latest[task_id])
+            for task_id in dirty
+            if task_id in self._attempts
+        ]
         try:
             written = await self.writes.write(self.worker_id, items)
         except self.outage_errors as exc:
             log.warning("storing the progress of %d task(s) failed (%s)", len(items), exc)
-            for task_id, entry in dirty.items():
-                self._dirty.setdefault(task_id, entry)  # unless a newer one came meanwhile
+            self._dirty.update(task_id for task_id, _, _ in items if task_id in self._attempts)
             self._wake.set()
             return
         if written and self.announce is not None:

@@ -39,9 +39,9 @@ _FINISH: LiteralString = """
             %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
             %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
             %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[],
-            %(artifacts)s::jsonb[]
+            %(artifacts)s::jsonb[], %(progress)s::jsonb[]
         ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now,
-               artifacts)
+               artifacts, progress)
     ), done AS (
         UPDATE tasks t SET
             status = o.status,
@@ -53,7 +53,8 @@ _FINISH: LiteralString = """
                      THEN now() + make_interval(secs => o.retry_in) ELSE t.run_at END,
             enqueued_at = CASE WHEN o.push_now THEN now() END,
             lease_expires_at = NULL,
-            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END
+            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END,
+            progress = coalesce(o.progress, t.progress)
         FROM outcome o
         WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
             AND t.attempts = o.attempt
@@ -133,6 +134,7 @@ class Claims:
             "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
             # The artifacts a completed attempt wrote become visible with its outcome, or not.
             "artifacts": [_artifacts(finish.artifacts) for _, finish in items],
+            "progress": [_json(finish.progress) for _, finish in items],
         }
         return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 

@@ -8,14 +8,15 @@ from typing import Any, LiteralString
 
 from taskq_core.worker.sql.connection import Connection
 
-# Fenced by worker and attempt, not by status: the last report of an attempt that has just
-# completed still lands, while a task handed back or retrying (worker_id cleared) or claimed
-# again (attempts moved on) is left alone.
+# Fenced by status, worker and attempt: only the attempt still running here is written. The
+# last report of an attempt that ends goes with its outcome (claims._FINISH) instead, so a flush
+# that lands after the outcome cannot put an older value back.
 _PROGRESS: LiteralString = """
     UPDATE tasks t SET progress = p.value
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(values)s::jsonb[])
         AS p(id, attempt, value)
-    WHERE t.id = p.id AND t.worker_id = %(worker)s AND t.attempts = p.attempt
+    WHERE t.id = p.id AND t.status = 'running' AND t.worker_id = %(worker)s
+        AND t.attempts = p.attempt
     RETURNING t.id
 """
 
