@@ -16,7 +16,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, cast
@@ -201,8 +201,10 @@ class AttemptArtifacts:
     """The artifacts one attempt writes: handed out by `open`, finished as they close, published
     (`published`) if the attempt completes, else deleted (`discard`)."""
 
-    def __init__(self, store_url: str | None, task_id: int, attempt: int) -> None:
-        self._store_url = store_url
+    def __init__(
+        self, store_url: str | Callable[[], str] | None, task_id: int, attempt: int
+    ) -> None:
+        self._store_url = store_url  # a callable is asked only when an artifact is written
         self._store: ArtifactStore | None = None
         self.prefix = attempt_prefix(task_id, attempt)
         self._open: dict[str, ArtifactWriter] = {}
@@ -211,9 +213,10 @@ class AttemptArtifacts:
     @property
     def store(self) -> ArtifactStore:
         if self._store is None:
-            if self._store_url is None:
+            url = self._store_url() if callable(self._store_url) else self._store_url
+            if url is None:
                 raise RuntimeError("no artifact store is configured (TASKQ_ARTIFACTS_URL)")
-            self._store = ArtifactStore(self._store_url)
+            self._store = ArtifactStore(url)
         return self._store
 
     def open(self, name: str, content_type: str) -> BinaryIO:

@@ -37,7 +37,7 @@ class JobReporter:
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._ended = False
-        self.artifacts = artifacts.AttemptArtifacts(store_url(), job.task_id, job.attempt)
+        self.artifacts = artifacts.AttemptArtifacts(store_url, job.task_id, job.attempt)
 
     def progress(self, done: float, total: float | None, message: str | None) -> None:
         value = progress_value(done, total, message)
