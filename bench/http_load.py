@@ -29,18 +29,22 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def post_for(url: str, body: str, seconds: int) -> dict[str, Any]:
-    """POST `body` to `url` for `seconds` over 32 connections: count, seconds, errors, client."""
+def post_for(
+    url: str, body: str, seconds: int, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """POST `body` to `url` for `seconds` over 32 connections: count, seconds, errors, client.
+    `headers` are sent besides Content-Type (an Authorization header, say)."""
     wrk = wrk_path()
     if wrk is not None:
-        return _wrk(wrk, url, body, seconds)
-    return asyncio.run(_python(url, body, seconds))
+        return _wrk(wrk, url, body, seconds, headers or {})
+    return asyncio.run(_python(url, body, seconds, headers or {}))
 
 
-def _wrk(wrk: str, url: str, body: str, seconds: int) -> dict[str, Any]:
+def _wrk(wrk: str, url: str, body: str, seconds: int, headers: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(LUA.format(body=body))
+        extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+        script.write_text(LUA.format(body=body) + extra)
         argv = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s"]
         argv += [f"--timeout={REQUEST_TIMEOUT}s", "-s", str(script), url]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60).stdout
@@ -59,10 +63,10 @@ def _wrk(wrk: str, url: str, body: str, seconds: int) -> dict[str, Any]:
     }
 
 
-async def _python(url: str, body: str, seconds: int) -> dict[str, Any]:
+async def _python(url: str, body: str, seconds: int, extra: dict[str, str]) -> dict[str, Any]:
     count = non_2xx = 0
     limits = httpx.Limits(max_connections=CONNECTIONS)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **extra}
     async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT) as client:
         start = time.perf_counter()
         end = start + seconds

@@ -32,6 +32,7 @@ def prepare(
     delay_seconds: float | None = None,
     idempotency_key: str | None = None,
     idempotency_hash: str | None = None,
+    submitted_by: str = "",
 ) -> NewTask:
     """Validate one request; raises InvalidTaskError listing every bad field (loc, msg, type).
 
@@ -87,6 +88,7 @@ def prepare(
         delay_seconds=delay_seconds or 0.0,
         idempotency_key=idempotency_key,
         idempotency_hash=idempotency_hash,
+        submitted_by=submitted_by,
     )
 
 

@@ -40,6 +40,8 @@ class NewTask:
     delay_seconds: float = 0.0
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
+    # Who asked (api/auth.py's Principal.owner); scopes the idempotency key. '' from Python.
+    submitted_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

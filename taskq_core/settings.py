@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Where tasks' artifacts are stored: a folder (default: `artifacts/` in the data folder) or
     # `s3://bucket/prefix` (credentials and endpoint from the AWS_* variables).
     artifacts_url: str | None = None
+
+    # Comma-separated API keys with every scope, for deployments that inject secrets; keys made
+    # with `taskq keys create` live in PostgreSQL. A SecretStr, so no repr or log shows them.
+    api_keys: SecretStr = SecretStr("")
 
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"

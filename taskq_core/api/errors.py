@@ -17,14 +17,15 @@ from taskq_core.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from taskq_core.redaction import redact
 
 log = logging.getLogger("taskq.api")
 
 
 def _redact(exc: BaseException) -> str:
     # Driver messages can carry a connection string; keep only the first line, which names the
-    # failure (connection refused, timeout) without credentials in any driver we use.
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # failure (connection refused, timeout), and mask any URL password or key left in it.
+    return redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 import taskq_core
 from taskq_core import artifacts, broker, devstate
 from taskq_core.api import errors
+from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
@@ -41,10 +42,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         queue = broker.Broker(redis, config.queue)
         submitter = GroupSubmitter(storage, queue)
         app.state.backends = Backends(storage, queue, types, submitter)
+        app.state.keyring = keyring = KeyRing(engine, env_keys(config))
         log.info("task types: %s", types.known_names())
+        await keyring.start()
         try:
             yield
         finally:
+            await keyring.close()
             await submitter.close()
             await redis.aclose()
             await engine.dispose()

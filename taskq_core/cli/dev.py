@@ -13,11 +13,13 @@ from types import FrameType
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from taskq_core import devstate
 from taskq_core.db import engines, urls
 from taskq_core.errors import ConfigurationError, TaskqError
 from taskq_core.processes import child_env, python_module, set_parent_death_signal, spawn, terminate
+from taskq_core.redaction import redact_url
 from taskq_core.settings import Settings
 
 API_START_TIMEOUT = 30.0  # seconds
@@ -131,7 +133,10 @@ def _supervise(
     )
     _wait_until_serving(children[0], api_url)
     devstate.write(state_path, devstate.DevState(os.getpid(), database_url, redis_url, api_url))
-    _banner(console, api_url, database_url, redis_url, workers, state_path)
+    from taskq_core.cli.keys import keys_exist
+
+    settings = Settings(database_url=database_url, redis_url=redis_url)
+    _banner(console, api_url, database_url, redis_url, workers, state_path, keys_exist(settings))
     try:
         while True:
             for child in children:
@@ -144,18 +149,35 @@ def _supervise(
 
 
 def _banner(
-    console: Console, api_url: str, database_url: str, redis_url: str, workers: int, state: Path
+    console: Console,
+    api_url: str,
+    database_url: str,
+    redis_url: str,
+    workers: int,
+    state: Path,
+    keyed: bool,
 ) -> None:
+    # URLs only through redact_url: a configured URL may carry a password.
+    if keyed:
+        access = "API keys   required: send `Authorization: Bearer KEY` (taskq keys list)"
+        auth = ' -H "Authorization: Bearer $TASKQ_API_KEY"'
+    else:
+        access = (
+            "API keys   none: the API is OPEN to anyone on this machine; "
+            "`taskq keys create --scope admin` ends that"
+        )
+        auth = ""
     console.print(
         f"[bold green]taskq is running[/]\n"
-        f"  API        {api_url}   (docs: {api_url}/docs)\n"
+        f"  API        {escape(api_url)}   (docs: {escape(api_url)}/docs)\n"
+        f"  {escape(access)}\n"
         f"  workers    {workers}\n"
-        f"  PostgreSQL {urls.normalize_url(database_url).split('@')[-1]}\n"
-        f"  Redis      {redis_url.split('@')[-1]}\n"
-        f"  state      {state}  (other taskq commands find these servers through it)\n"
+        f"  PostgreSQL {escape(redact_url(urls.conninfo(database_url)))}\n"
+        f"  Redis      {escape(redact_url(redis_url))}\n"
+        f"  state      {escape(str(state))}  (other taskq commands find these servers through it)\n"
         "Try:\n"
-        f"  curl -X POST {api_url}/tasks/ -H 'Content-Type: application/json' "
+        f"  curl -X POST {escape(api_url)}/tasks/{auth} -H 'Content-Type: application/json' "
         """-d '{"task_type": "FibonacciTask", "input_data": {"n": 10}, "priority": 4}'\n"""
-        f"  curl {api_url}/tasks/1\n"
+        f"  curl{auth} {escape(api_url)}/tasks/1\n"
         "Ctrl-C stops everything."
     )

@@ -29,7 +29,10 @@ def _positive(value: str) -> int:
 
 
 def _setup_logging(settings: Settings) -> None:
+    from taskq_core import redaction
+
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    redaction.install()
     # Their INFO lines narrate every request; ours say what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -40,16 +43,19 @@ def _setup_logging(settings: Settings) -> None:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from taskq_core import devstate
+    from taskq_core import devstate, redaction
     from taskq_core.api import create_app
+    from taskq_core.cli.keys import check_exposure
 
     # Fail here, with the message, not inside uvicorn's start-up.
     database_url, redis_url = devstate.resolve_urls(settings)
+    check_exposure(args.host, settings, insecure=args.insecure)
     options = {
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
         "access_log": args.access_log,
+        "log_config": redaction.uvicorn_log_config(LOG_FORMAT, settings.log_level),
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -222,7 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=False, help="log requests"
     )
+    api.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve on a non-loopback address even when no API key exists (anyone who can "
+        "reach the port can then submit, read and cancel tasks); a warning at every start",
+    )
     api.set_defaults(func=cmd_api)
+
+    from taskq_core.cli import keys
+
+    keys.add_parser(commands)
 
     worker = commands.add_parser("worker", help="run a worker (the same as taskq-worker)")
     _add_worker_options(worker)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taskq_core.db.models import task_artifacts
+from taskq_core.db.models import task_artifacts, tasks
 
 LISTED_COLUMNS = (
     task_artifacts.c.name,
@@ -32,9 +32,11 @@ class ArtifactQueries:
             return [dict(row._mapping) for row in await conn.execute(query)]
 
     async def artifact(self, task_id: int, name: str) -> dict[str, Any] | None:
-        """One published artifact with its storage key, or None."""
-        query = select(*LISTED_COLUMNS, task_artifacts.c.key).where(
-            task_artifacts.c.task_id == task_id, task_artifacts.c.name == name
+        """One published artifact with its storage key and its task's submitter, or None."""
+        query = (
+            select(*LISTED_COLUMNS, task_artifacts.c.key, tasks.c.submitted_by)
+            .join(tasks, tasks.c.id == task_artifacts.c.task_id)
+            .where(task_artifacts.c.task_id == task_id, task_artifacts.c.name == name)
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()

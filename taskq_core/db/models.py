@@ -16,6 +16,7 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -57,7 +58,7 @@ tasks = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("worker_id", Text),
     Column("lease_expires_at", DateTime(timezone=True)),
-    Column("idempotency_key", Text, unique=True),
+    Column("idempotency_key", Text),
     # A fingerprint of the request body, so a replayed key with another body is refused.
     Column("idempotency_hash", Text),
     # When the id was last pushed to Redis; NULL while the task waits for run_at (delay, retry).
@@ -65,6 +66,11 @@ tasks = Table(
     Column("cancel_requested_at", DateTime(timezone=True)),
     # {"done", "total", "message", "at"}: the last `ctx.progress` of the current attempt.
     Column("progress", JSONB),
+    # Who submitted it: `key:NAME`, `env:...` or `open` (see api/auth.py); '' when submitted
+    # from Python. An Idempotency-Key is unique per submitter, so no client can pre-claim
+    # another's keys.
+    Column("submitted_by", Text, nullable=False, server_default=""),
+    UniqueConstraint("submitted_by", "idempotency_key"),
     CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
     CheckConstraint(f"status IN ({_status_values})", name="status_values"),
     CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
@@ -159,4 +165,22 @@ artifact_deletions = Table(
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("task_id", BigInteger, nullable=False),
     Column("queued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# API keys: only a SHA-256 of each key is stored (why SHA-256 and not a password hash: db/keys.py).
+# A revoked key keeps its row, so its name is never reused and the API never falls back to open.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "cardinality(scopes) >= 1 AND scopes <@ ARRAY['read', 'submit', 'admin']",
+        name="scope_values",
+    ),
 )

@@ -48,6 +48,7 @@ DETAIL_COLUMNS = (
     tasks.c.worker_id,
     tasks.c.cancel_requested_at,
     tasks.c.progress,
+    tasks.c.submitted_by,  # not shown (no response model has it): decides who may read the task
 )
 HISTORY_COLUMNS = (
     task_attempts.c.attempt,
@@ -73,13 +74,16 @@ _VALUES = dict(
     timeout_seconds=bindparam("timeout_seconds"),
     idempotency_key=bindparam("idempotency_key"),
     idempotency_hash=bindparam("idempotency_hash"),
+    submitted_by=bindparam("submitted_by"),
     run_at=_START,
     # Due now: the caller pushes the id at once. Later: the sweeper pushes it when due.
     enqueued_at=case((func.now() >= _START, func.now()), else_=None),
 )
 _INSERT = insert(tasks).values(**_VALUES)
 _INSERT_UNLESS_KEY_EXISTS = (
-    pg_insert(tasks).values(**_VALUES).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    pg_insert(tasks)
+    .values(**_VALUES)
+    .on_conflict_do_nothing(index_elements=["submitted_by", "idempotency_key"])
 )
 _RETURNING = (*SUMMARY_COLUMNS, tasks.c.enqueued_at)
 
@@ -95,6 +99,7 @@ def insert_params(task: NewTask, queue: str) -> dict[str, Any]:
         "timeout_seconds": task.timeout_seconds,
         "idempotency_key": task.idempotency_key,
         "idempotency_hash": task.idempotency_hash,
+        "submitted_by": task.submitted_by,
         "run_at": task.run_at,
         "delay": timedelta(seconds=task.delay_seconds),
     }
@@ -109,18 +114,19 @@ INSERT_TASKS = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
 _INSERT_MANY = text(
     """
     INSERT INTO tasks (queue, task_type, input_data, priority, max_attempts, timeout_seconds,
-                       run_at, enqueued_at)
+                       run_at, enqueued_at, submitted_by)
     SELECT :queue, n.task_type, n.input_data, n.priority, n.max_attempts, n.timeout_seconds,
-           n.start, CASE WHEN n.start <= now() THEN now() END
+           n.start, CASE WHEN n.start <= now() THEN now() END, n.submitted_by
     FROM (
         SELECT u.*, coalesce(u.run_at, now() + make_interval(secs => u.delay)) AS start
         FROM unnest(
             CAST(:task_types AS text[]), CAST(:inputs AS jsonb[]), CAST(:priorities AS int[]),
             CAST(:max_attempts AS int[]), CAST(:timeouts AS float8[]),
-            CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[])
+            CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[]),
+            CAST(:submitted_by AS text[])
         ) WITH ORDINALITY
             AS u(task_type, input_data, priority, max_attempts, timeout_seconds, run_at, delay,
-                 position)
+                 submitted_by, position)
     ) AS n
     ORDER BY n.position
     RETURNING id, task_type, status, priority, created_at, enqueued_at
@@ -148,6 +154,7 @@ class TaskQueries:
             "timeouts": [t.timeout_seconds for t in new],
             "run_ats": [t.run_at for t in new],
             "delays": [t.delay_seconds for t in new],
+            "submitted_by": [t.submitted_by for t in new],
         }
         # One statement is its own transaction: autocommit spares the BEGIN and COMMIT trips.
         async with self.autocommit.connect() as conn:
@@ -170,7 +177,8 @@ class TaskQueries:
             existing = (
                 await conn.execute(
                     select(*_RETURNING, tasks.c.idempotency_hash).where(
-                        tasks.c.idempotency_key == task.idempotency_key
+                        tasks.c.submitted_by == task.submitted_by,
+                        tasks.c.idempotency_key == task.idempotency_key,
                     )
                 )
             ).first()

@@ -10,6 +10,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 
 from taskq_core.plugins import Registry, TaskType
+from taskq_core.redaction import redact
 from taskq_core.task import PermanentError, Reporter, Retry, Task, TaskContext
 
 
@@ -58,11 +59,14 @@ class Outcome:
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for."""
+    """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for.
+
+    URL passwords and API keys in them are masked: a driver's error often quotes its DSN, and
+    whoever may read the task would see it."""
     error: dict[str, Any] = {
         "type": type(exc).__qualname__,
-        "message": str(exc) or type(exc).__qualname__,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": redact(str(exc) or type(exc).__qualname__),
+        "traceback": redact("".join(traceback.format_exception(exc))),
     }
     if isinstance(exc, Retry):
         error["retry_after"] = exc.after

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from taskq_core.api.auth import AUTH_RESPONSES, check_reader
 from taskq_core.api.deps import BackendsDep
-from taskq_core.api.routes.tasks import TaskId
+from taskq_core.api.routes.tasks import ReaderOrSubmitter, TaskId
 from taskq_core.artifacts import NAME_PATTERN, ArtifactStore
 from taskq_core.errors import (
     ArtifactNotFoundError,
@@ -18,7 +19,7 @@ from taskq_core.errors import (
     RangeNotSatisfiableError,
 )
 
-router = APIRouter(prefix="/tasks", tags=["artifacts"])
+router = APIRouter(prefix="/tasks", tags=["artifacts"], responses=AUTH_RESPONSES)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 ArtifactName = Annotated[str, Path(pattern=NAME_PATTERN.pattern, description="Its name.")]
@@ -67,12 +68,15 @@ async def get_artifact(
     name: ArtifactName,
     backends: BackendsDep,
     request: Request,
+    principal: ReaderOrSubmitter,
     range_: Annotated[str | None, Header(alias="Range")] = None,
 ) -> StreamingResponse:
-    """Download one artifact of a task (published when the task completed)."""
+    """Download one artifact of a task (published when the task completed); a submit key, only
+    of the tasks it submitted."""
     row = await backends.storage.artifact(task_id, name)
     if row is None:
         raise ArtifactNotFoundError(f"task {task_id} has no artifact named {name!r}")
+    check_reader(principal, row["submitted_by"])
     store: ArtifactStore = request.app.state.artifact_store
     size: int = row["size"]
     # Reached before the answer starts, so a missing file or an unreachable store is a clear

@@ -7,10 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
 from taskq_core.api.schemas import TaskTypes
 
-router = APIRouter(tags=["task types"])
+router = APIRouter(
+    tags=["task types"], dependencies=[require(Scope.READ)], responses=AUTH_RESPONSES
+)
 
 
 @router.get("/task-types", response_model=TaskTypes)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
+from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, check_reader, require
 from taskq_core.api.deps import Backends, BackendsDep
 from taskq_core.api.schemas import (
     TaskBatch,
@@ -22,7 +23,13 @@ from taskq_core.api.schemas import (
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.records import NewTask, TaskStatus
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], responses=AUTH_RESPONSES)
+
+Reader = Annotated[Principal, require(Scope.READ)]
+# Submit keys read the tasks they submitted (to follow them), nothing else.
+ReaderOrSubmitter = Annotated[Principal, require(Scope.READ, Scope.SUBMIT)]
+Submitter = Annotated[Principal, require(Scope.SUBMIT)]
+Admin = Annotated[Principal, require(Scope.ADMIN)]
 
 MAX_PAGE = 1000
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -43,7 +50,12 @@ def fingerprint(body: TaskCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = None) -> NewTask:
+def prepare(
+    body: TaskCreate,
+    backends: Backends,
+    idempotency_key: str | None = None,
+    submitted_by: str = "",
+) -> NewTask:
     """Validate one request against its task type; InvalidTaskError lists what is wrong."""
     return enqueue.prepare(
         backends.registry,
@@ -56,11 +68,27 @@ def prepare(body: TaskCreate, backends: Backends, idempotency_key: str | None = 
         delay_seconds=body.delay_seconds,
         idempotency_key=idempotency_key,
         idempotency_hash=fingerprint(body) if idempotency_key else None,
+        submitted_by=submitted_by,
     )
 
 
 def _invalid(errors: list[dict[str, Any]], *prefix: object) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])} for e in errors])
+
+
+def _without_traceback(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if error is None else {**error, "traceback": ""}
+
+
+def for_reader(row: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """`row` as `principal` may see it: a traceback (paths, settings, hosts in frames) is for
+    admin keys; others get the error's type and message."""
+    if principal.is_admin:
+        return row
+    shown = {**row, "error": _without_traceback(row.get("error"))}
+    if "history" in row:
+        shown["history"] = [{**h, "error": _without_traceback(h["error"])} for h in row["history"]]
+    return shown
 
 
 def summary_response(row: dict[str, Any], status_code: int) -> Response:
@@ -88,14 +116,17 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
     },
 )
 async def create_task(
-    body: TaskCreate, backends: BackendsDep, idempotency_key: IdempotencyKey = None
+    body: TaskCreate,
+    backends: BackendsDep,
+    principal: Submitter,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Validate, record the task as pending, then hand its id to the workers.
 
     (Requests that will succeed without an Idempotency-Key are served the same way, below
     FastAPI, by `api/fastpath.py`; this route answers the rest, and every error.)"""
     try:
-        new = prepare(body, backends, idempotency_key)
+        new = prepare(body, backends, idempotency_key, principal.owner)
     except InvalidTaskError as exc:
         raise _invalid(exc.errors) from None
     if idempotency_key is None:
@@ -115,13 +146,15 @@ async def create_task(
         503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
     },
 )
-async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]:
+async def create_tasks(
+    body: TaskBatch, backends: BackendsDep, principal: Submitter
+) -> dict[str, Any]:
     """Create up to 1,000 tasks at once, all or none: one INSERT, one pipelined push."""
     new: list[NewTask] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(body.tasks):
         try:
-            new.append(prepare(item, backends))
+            new.append(prepare(item, backends, submitted_by=principal.owner))
         except InvalidTaskError as exc:
             errors.extend({**e, "loc": ("tasks", index, *e["loc"])} for e in exc.errors)
     if errors:
@@ -132,6 +165,7 @@ async def create_tasks(body: TaskBatch, backends: BackendsDep) -> dict[str, Any]
 @router.get("/", response_model=TaskPage)
 async def list_tasks(
     backends: BackendsDep,
+    principal: Reader,
     status: Annotated[TaskStatus | None, Query()] = None,
     task_type: Annotated[str | None, Query()] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
@@ -147,17 +181,21 @@ async def list_tasks(
         limit=limit,
     )
     next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
-    return {"tasks": rows, "next_cursor": next_cursor}
+    return {"tasks": [for_reader(row, principal) for row in rows], "next_cursor": next_cursor}
 
 
 @router.get(
     "/{task_id}", response_model=TaskWithHistory, responses={404: {"description": "No such task"}}
 )
-async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
+async def get_task(
+    task_id: TaskId, backends: BackendsDep, principal: ReaderOrSubmitter
+) -> dict[str, Any]:
+    """A task with every attempt; `error.traceback` only for admin keys."""
     row = await backends.storage.get(task_id)
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
-    return row
+    check_reader(principal, row["submitted_by"])
+    return for_reader(row, principal)
 
 
 @router.post(
@@ -170,7 +208,9 @@ async def get_task(task_id: TaskId, backends: BackendsDep) -> dict[str, Any]:
         409: {"description": "It has already finished"},
     },
 )
-async def cancel_task(task_id: TaskId, backends: BackendsDep, response: Response) -> dict[str, Any]:
+async def cancel_task(
+    task_id: TaskId, backends: BackendsDep, response: Response, principal: Admin
+) -> dict[str, Any]:
     """Cancel a pending task, or ask the worker running it to stop it (it ends `cancelled`)."""
     task = await backends.storage.cancel(task_id)
     if task["status"] == TaskStatus.RUNNING:

@@ -6,11 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
 from taskq_core.api.schemas import WorkerList
 from taskq_core.settings import Settings
 
-router = APIRouter(tags=["workers"])
+router = APIRouter(tags=["workers"], dependencies=[require(Scope.READ)], responses=AUTH_RESPONSES)
 
 
 async def get_settings(request: Request) -> Settings:
