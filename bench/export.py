@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS export_bench (
 """
 FILL = """
 INSERT INTO export_bench
-SELECT i, 'customer ' || i || ', "north"', (i % 100000) * 1.25, i / 7.0, i % 2 = 0,
-       timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => i), date '2026-01-01' + i % 365
+SELECT i, 'customer ' || i || ', "north"', (i %% 100000) * 1.25, i / 7.0, i %% 2 = 0,
+       timestamptz '2026-01-01 00:00:00+00' + make_interval(secs => i), date '2026-01-01' + i %% 365
 FROM generate_series(%(start)s, %(end)s) AS i
 """
 
