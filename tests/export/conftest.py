@@ -73,7 +73,8 @@ class Run:
 
     def file(self, name: str) -> bytes:
         record = next(r for r in self.recorder.artifacts.published() if r["name"] == name)
-        return (self.folder / record["key"]).read_bytes()
+        key: str = record["key"]
+        return (self.folder / key).read_bytes()
 
 
 Exporter = Callable[..., Run]

@@ -8,7 +8,7 @@ from taskq_core import Task, hookimpl
 from taskq_export.queries import ExportQuery, ExportQueryError
 from taskq_export.task import ExportTask, build_task
 
-__all__ = ["ExportQuery", "ExportQueryError", "ExportTask", "register_task_types"]
+__all__ = ["ExportQuery", "ExportQueryError", "ExportTask", "build_task", "register_task_types"]
 
 
 @hookimpl

@@ -84,7 +84,7 @@ def params_model(name: str, params: dict[str, ParamConfig]) -> type[BaseModel]:
     for param, spec in params.items():
         if not NAME.match(param):
             raise ExportQueryError(f"export query {name!r}: bad parameter name {param!r}")
-        constraints = {
+        constraints: dict[str, Any] = {
             key: value
             for key, value in {
                 "ge": spec.ge,

@@ -37,13 +37,14 @@ class ExportOutput(BaseModel):
 
 def _request_model(query: ExportQuery) -> type[BaseModel]:
     """The input of an export of `query`: its parameters, typed, and the output's shape."""
+    tag: Any = Literal[query.name]  # a literal made at run time: typed loosely on purpose
     has_required = any(f.is_required() for f in query.params.model_fields.values())
     params_default: Any = ... if has_required else Field(default_factory=query.params)
     model: type[BaseModel] = create_model(
         f"Export_{query.name}",
         __config__=ConfigDict(extra="forbid", title=f"export {query.name}"),
         __doc__=query.description or f"Export the rows of query {query.name}.",
-        query=(Literal[query.name], Field(description="The named query to run.")),  # type: ignore[valid-type]
+        query=(tag, Field(description="The named query to run.")),
         params=(query.params, params_default),
         format=(Format, "csv"),
         gzip=(
@@ -117,13 +118,13 @@ class ExportTask(Task):
         source = settings.sources[query.source].get_secret_value()
         max_rows = min(settings.max_rows, query.max_rows or settings.max_rows)
         timeout = query.timeout_seconds or settings.statement_timeout_seconds
-        fmt: str = request.format
+        fmt: Format = request.format
         compress = bool(request.gzip) and fmt != "parquet"
         name = request.filename or f"{query.name}.{fmt}" + (".gz" if compress else "")
         content_type = "application/gzip" if compress else CONTENT_TYPES[fmt]
         params = request.params.model_dump()
         statement = sql.SQL("SELECT * FROM ({}) AS export LIMIT {}").format(
-            sql.SQL(query.statement),  # type: ignore[arg-type]  # the operator's, not a request's
+            sql.SQL(query.statement),  # the operator's SQL, never a request's
             sql.Literal(max_rows + 1),
         )
         try:
@@ -157,7 +158,7 @@ class ExportTask(Task):
 def _write(
     conn: psycopg.Connection[Any],
     fmt: str,
-    statement: sql.Composable,
+    statement: sql.Composed,
     params: dict[str, Any],
     out: writers.Output,
     max_rows: int,

@@ -68,7 +68,7 @@ class Output:
 
 def write_csv(
     cursor: psycopg.Cursor[Any],
-    query: sql.Composable,
+    query: sql.Composed,
     params: dict[str, Any],
     out: Output,
     max_rows: int,
@@ -117,7 +117,7 @@ def _json_default(value: Any) -> Any:
 
 def write_jsonl(
     cursor: psycopg.Cursor[Any],
-    query: sql.Composable,
+    query: sql.Composed,
     params: dict[str, Any],
     out: Output,
     max_rows: int,
@@ -168,7 +168,7 @@ def _column(values: Sequence[Any], oid: int, kind: pa.DataType) -> pa.Array:
 
 def write_parquet(
     cursor: psycopg.Cursor[Any],
-    query: sql.Composable,
+    query: sql.Composed,
     params: dict[str, Any],
     out: Output,
     max_rows: int,
