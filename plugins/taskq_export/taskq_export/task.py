@@ -169,7 +169,7 @@ def _write(
         with conn.cursor() as cursor:
             return writers.write_csv(cursor, statement, params, out, max_rows, report)
     # A server-side cursor: the rows stay on the server until fetched, a batch at a time.
-    with conn.cursor(name="taskq_export") as cursor:
+    with conn.cursor(name="taskq_export", binary=True) as cursor:
         if fmt == "jsonl":
             return writers.write_jsonl(cursor, statement, params, out, max_rows, report)
         compression = "gzip" if request.gzip else "snappy"
