@@ -32,11 +32,16 @@ class ArtifactQueries:
             return [dict(row._mapping) for row in await conn.execute(query)]
 
     async def artifact(self, task_id: int, name: str) -> dict[str, Any] | None:
-        """One published artifact with its storage key and its task's submitter, or None."""
+        """The task's submitter and, if it published one of that name, the artifact with its
+        storage key (else those fields are None); None when there is no such task."""
         query = (
-            select(*LISTED_COLUMNS, task_artifacts.c.key, tasks.c.submitted_by)
-            .join(tasks, tasks.c.id == task_artifacts.c.task_id)
-            .where(task_artifacts.c.task_id == task_id, task_artifacts.c.name == name)
+            select(tasks.c.submitted_by, *LISTED_COLUMNS, task_artifacts.c.key)
+            .select_from(tasks)
+            .outerjoin(
+                task_artifacts,
+                (task_artifacts.c.task_id == tasks.c.id) & (task_artifacts.c.name == name),
+            )
+            .where(tasks.c.id == task_id)
         )
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()

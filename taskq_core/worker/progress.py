@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,8 @@ class ProgressBoard:
         self.announce = announce
         self.interval = interval
         self._attempts: dict[int, int] = {}  # task id -> attempt, while it runs here
-        self._latest: dict[int, dict[str, Any]] = {}  # task id -> its last report
+        # task id -> its last report and when (time.time()): stamped only when written
+        self._latest: dict[int, tuple[dict[str, Any], float]] = {}
         self._dirty: set[int] = set()  # ids whose last report is not written yet
         self._wake = asyncio.Event()
 
@@ -52,17 +54,17 @@ class ProgressBoard:
         report always goes with it)."""
         self._attempts.pop(task_id, None)
         self._dirty.discard(task_id)
-        return self._latest.pop(task_id, None)
+        latest = self._latest.pop(task_id, None)
+        return None if latest is None else _stamped(*latest)
 
     def report(self, task_id: int, value: dict[str, Any]) -> None:
         """Keep `value` as the task's latest progress (cheap: a dict assignment)."""
         if task_id not in self._attempts:
             return  # a late line from a job that has ended: dropped
-        stamped = dict(value)
-        stamped["at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self._latest[task_id] = stamped
-        self._dirty.add(task_id)
-        self._wake.set()
+        self._latest[task_id] = (value, time.time())
+        if task_id not in self._dirty:
+            self._dirty.add(task_id)
+            self._wake.set()
 
     async def run(self) -> None:
         while True:
@@ -77,7 +79,7 @@ class ProgressBoard:
             return
         dirty, self._dirty = self._dirty, set()
         items = [
-            (task_id, self._attempts[task_id], self._latest[task_id])
+            (task_id, self._attempts[task_id], _stamped(*self._latest[task_id]))
             for task_id in dirty
             if task_id in self._attempts
         ]
@@ -93,3 +95,9 @@ class ProgressBoard:
                 await self.announce(written)
             except self.outage_errors as exc:
                 log.debug("announcing progress failed (%s)", exc)
+
+
+def _stamped(value: dict[str, Any], at: float) -> dict[str, Any]:
+    stamped = dict(value)
+    stamped["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return stamped

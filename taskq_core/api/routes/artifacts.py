@@ -17,6 +17,7 @@ from taskq_core.errors import (
     ArtifactNotFoundError,
     BackendUnavailableError,
     RangeNotSatisfiableError,
+    TaskNotFoundError,
 )
 
 router = APIRouter(prefix="/tasks", tags=["artifacts"], responses=AUTH_RESPONSES)
@@ -75,8 +76,11 @@ async def get_artifact(
     of the tasks it submitted."""
     row = await backends.storage.artifact(task_id, name)
     if row is None:
-        raise ArtifactNotFoundError(f"task {task_id} has no artifact named {name!r}")
+        raise TaskNotFoundError(f"task {task_id} not found")
+    # Whose task it is first: a key that may not read it learns nothing of its artifacts.
     check_reader(principal, row["submitted_by"])
+    if row["key"] is None:
+        raise ArtifactNotFoundError(f"task {task_id} has no artifact named {name!r}")
     store: ArtifactStore = request.app.state.artifact_store
     size: int = row["size"]
     # Reached before the answer starts, so a missing file or an unreachable store is a clear
