@@ -20,6 +20,8 @@ from taskq_core.worker.sql.progress import ProgressWrites
 
 log = logging.getLogger("taskq.worker")
 
+BACKOFF_MAX = 5.0  # seconds between flushes while PostgreSQL is unreachable
+
 Announce = Callable[[Sequence[int]], Awaitable[None]]
 
 
@@ -44,6 +46,7 @@ class ProgressBoard:
         self._latest: dict[int, tuple[dict[str, Any], float]] = {}
         self._dirty: set[int] = set()  # ids whose last report is not written yet
         self._wake = asyncio.Event()
+        self._pause = interval
 
     def begin(self, task_id: int, attempt: int) -> None:
         self._attempts[task_id] = attempt
@@ -70,13 +73,16 @@ class ProgressBoard:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.flush()
-            await asyncio.sleep(self.interval)
+            written = await self.flush()
+            # While PostgreSQL is away, try less and less often (and log less).
+            self._pause = self.interval if written else min(self._pause * 2, BACKOFF_MAX)
+            await asyncio.sleep(self._pause)
 
-    async def flush(self) -> None:
-        """Write every changed progress in one statement, then announce it."""
+    async def flush(self) -> bool:
+        """Write every changed progress in one statement, then announce it; False if the
+        database could not be reached (the values wait for the next flush)."""
         if not self._dirty:
-            return
+            return True
         dirty, self._dirty = self._dirty, set()
         items = [
             (task_id, self._attempts[task_id], _stamped(*self._latest[task_id]))
@@ -89,12 +95,13 @@ class ProgressBoard:
             log.warning("storing the progress of %d task(s) failed (%s)", len(items), exc)
             self._dirty.update(task_id for task_id, _, _ in items if task_id in self._attempts)
             self._wake.set()
-            return
+            return False
         if written and self.announce is not None:
             try:
                 await self.announce(written)
             except self.outage_errors as exc:
                 log.debug("announcing progress failed (%s)", exc)
+        return True
 
 
 def _stamped(value: dict[str, Any], at: float) -> dict[str, Any]:

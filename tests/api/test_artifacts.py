@@ -110,6 +110,30 @@ def test_a_failed_attempt_leaves_nothing_visible_nor_stored(
     assert not list((api.artifacts / str(task_id)).rglob("*.bin"))
 
 
+def test_a_killed_runner_leaves_nothing_stored(api: Api, long_workers: Workers) -> None:
+    body = {
+        "task_type": "ArtifactTask",
+        "input_data": {"name": "slow.bin", "size": 400_000, "chunk": 10_000, "hang": True},
+        "timeout_seconds": 5,
+        "max_attempts": 1,
+    }
+    created = api.client.post("/tasks/", json=body)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    long_workers.start(1, 4, TASKQ_ARTIFACTS_URL=str(api.artifacts))
+    written = api.artifacts / str(task_id) / "1" / "slow.bin"
+    wait_for(written.exists, what="the runner to start writing")
+    failed = finished(api, task_id)
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "TaskTimeoutError"
+    assert failed["artifacts"] == []
+    # The runner wrote half before it was killed; the worker deletes it in the background.
+    wait_for(
+        lambda: not list((api.artifacts / str(task_id)).rglob("slow.bin")),
+        what="the killed attempt's file to be deleted",
+    )
+
+
 def test_artifact_names_are_one_safe_file_name(api: Api, long_workers: Workers) -> None:
     ids = [submit(api, "BadNameTask", {"name": name}) for name in ("../x", ".hidden", "a/b", "")]
     long_workers.start(1, 4, TASKQ_ARTIFACTS_URL=str(api.artifacts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 
 import redis
@@ -82,6 +83,7 @@ class ArtifactInput(BaseModel):
     content_type: str = "application/octet-stream"
     fail: str | None = None  # "inside": raise while the artifact is open; "after": once closed
     also: str | None = None  # a second artifact's name (a small text file)
+    hang: bool = False  # stop writing halfway and sleep (until a timeout kills the runner)
 
 
 class ArtifactOutput(BaseModel):
@@ -101,6 +103,9 @@ def _write(data: ArtifactInput, ctx: TaskContext) -> int:
             out.write(body[start : start + data.chunk])
             if data.fail == "inside" and start + data.chunk >= len(body) // 2:
                 raise PermanentError("failed halfway through writing")
+            if data.hang and start + data.chunk >= len(body) // 2:
+                out.flush()
+                time.sleep(60)
     if data.also:
         with ctx.artifact(data.also, "text/plain; charset=utf-8") as note:
             note.write(b"hello\n")
