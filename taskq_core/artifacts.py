@@ -41,7 +41,7 @@ class ArtifactNameError(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ArtifactNameError(
             f"artifact name {name!r} is not allowed: use 1-200 letters, digits and ._+=@,- "
             "not starting with a dot (one file name, no folders)"
@@ -50,7 +50,7 @@ def check_name(name: str) -> str:
 
 
 def check_content_type(content_type: str) -> str:
-    if not isinstance(content_type, str) or not CONTENT_TYPE_PATTERN.match(content_type):
+    if not isinstance(content_type, str) or not CONTENT_TYPE_PATTERN.fullmatch(content_type):
         raise ValueError(f"content type {content_type!r} is not a media type like text/csv")
     return content_type
 

@@ -41,7 +41,7 @@ class ExportQuery:
     timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if not NAME.match(self.name):
+        if not NAME.fullmatch(self.name):
             raise ExportQueryError(f"export query name {self.name!r}: letters, digits, _")
         if not self.sql.strip().rstrip(";").strip():
             raise ExportQueryError(f"export query {self.name!r} has no SQL")
@@ -82,7 +82,7 @@ def params_model(name: str, params: dict[str, ParamConfig]) -> type[BaseModel]:
     """A Pydantic model of a declared query's parameters (unknown ones refused)."""
     fields: dict[str, Any] = {}
     for param, spec in params.items():
-        if not NAME.match(param):
+        if not NAME.fullmatch(param):
             raise ExportQueryError(f"export query {name!r}: bad parameter name {param!r}")
         constraints: dict[str, Any] = {
             key: value
