@@ -239,6 +239,15 @@ class AttemptArtifacts:
             writer.close()
         return list(self._done.values())
 
+    def delete_other(self, prefix: str) -> None:
+        """Delete another attempt's files (best effort: what remains goes with the task)."""
+        if not self._done:
+            return  # nothing written: the store may not even be configured
+        try:
+            self.store.delete_prefix(prefix)
+        except Exception as exc:
+            log.warning("deleting %s failed (it goes with its task): %r", prefix, exc)
+
     def discard(self) -> None:
         """The attempt did not complete: delete whatever it wrote (best effort: what remains
         goes with the task)."""

@@ -38,6 +38,7 @@ class JobReporter:
         self._timer: threading.Timer | None = None
         self._ended = False
         self.artifacts = artifacts.AttemptArtifacts(store_url, job.task_id, job.attempt)
+        self._task_id, self._attempt = job.task_id, job.attempt
 
     def progress(self, done: float, total: float | None, message: str | None) -> None:
         value = progress_value(done, total, message)
@@ -88,6 +89,10 @@ class JobReporter:
             except Exception as exc:  # finishing a writer left open failed (storage)
                 self.artifacts.discard()
                 return Outcome(error=describe_error(exc))
+            if self._attempt > 1:
+                # Earlier attempts of a task that died mid-write left files nobody will publish.
+                for earlier in range(1, self._attempt):
+                    self.artifacts.delete_other(artifacts.attempt_prefix(self._task_id, earlier))
             return dataclasses.replace(outcome, artifacts=published)
         self.artifacts.discard()
         return outcome

@@ -5,6 +5,7 @@ with their task."""
 from __future__ import annotations
 
 import hashlib
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,37 @@ def test_a_killed_runner_leaves_nothing_stored(api: Api, long_workers: Workers) 
         lambda: not list((api.artifacts / str(task_id)).rglob("slow.bin")),
         what="the killed attempt's file to be deleted",
     )
+
+
+def test_a_dead_workers_half_file_goes_when_a_later_attempt_completes(
+    api: Api, long_workers: Workers
+) -> None:
+    body = {
+        "task_type": "ArtifactTask",
+        "input_data": {"name": "slow.bin", "size": 400_000, "chunk": 10_000, "hang": True},
+        "max_attempts": 2,
+    }
+    created = api.client.post("/tasks/", json=body)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    env = {
+        "TASKQ_ARTIFACTS_URL": str(api.artifacts),
+        "TASKQ_LEASE_SECONDS": "2",
+        "TASKQ_SWEEP_INTERVAL_SECONDS": "0.5",
+    }
+    (first,) = long_workers.start(1, 4, **env)
+    half = api.artifacts / str(task_id) / "1" / "slow.bin"
+    wait_for(half.exists, what="the first attempt to start writing")
+    first.send_signal(signal.SIGKILL)  # its runner dies with it; nobody discards the file
+    first.wait(10)
+    long_workers.start(1, 4, **env)
+    done = finished(api, task_id)
+    assert done["status"] == "completed", done["error"]
+    assert done["attempts"] == 2
+    (listed,) = done["artifacts"]
+    assert listed["size"] == 400_000
+    assert not half.exists()
+    assert (api.artifacts / str(task_id) / "2" / "slow.bin").stat().st_size == 400_000
 
 
 def test_artifact_names_are_one_safe_file_name(api: Api, long_workers: Workers) -> None:

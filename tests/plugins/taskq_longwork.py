@@ -83,7 +83,7 @@ class ArtifactInput(BaseModel):
     content_type: str = "application/octet-stream"
     fail: str | None = None  # "inside": raise while the artifact is open; "after": once closed
     also: str | None = None  # a second artifact's name (a small text file)
-    hang: bool = False  # stop writing halfway and sleep (until a timeout kills the runner)
+    hang: bool = False  # attempt 1 stops writing halfway and sleeps (until it is killed)
 
 
 class ArtifactOutput(BaseModel):
@@ -103,7 +103,7 @@ def _write(data: ArtifactInput, ctx: TaskContext) -> int:
             out.write(body[start : start + data.chunk])
             if data.fail == "inside" and start + data.chunk >= len(body) // 2:
                 raise PermanentError("failed halfway through writing")
-            if data.hang and start + data.chunk >= len(body) // 2:
+            if data.hang and ctx.attempt == 1 and start + data.chunk >= len(body) // 2:
                 out.flush()
                 time.sleep(60)
     if data.also:
