@@ -33,6 +33,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=@,-]{0,199}$")
 CONTENT_TYPE_PATTERN = re.compile(r"^[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*$")
 READ_CHUNK = 1024 * 1024  # bytes per read when streaming an artifact back
 MAX_ARTIFACTS = 100  # per attempt: each is a row and a stored object
+# Bytes an object store upload holds before it sends a part: the writer's memory (s3fs keeps
+# a few copies of it while a part goes out). S3 allows 10,000 parts: up to 160 GiB a file.
+UPLOAD_PART = 16 * 1024 * 1024
 
 
 class ArtifactNameError(ValueError):
@@ -91,7 +94,9 @@ class ArtifactStore:
         return f"{self.root}/{key}"
 
     def open_write(self, key: str) -> Any:
-        return self.fs.open(self.path(key), "wb")
+        if self.local:
+            return self.fs.open(self.path(key), "wb")
+        return self.fs.open(self.path(key), "wb", block_size=UPLOAD_PART)
 
     def size(self, key: str) -> int:
         return int(self.fs.size(self.path(key)))

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,15 +30,23 @@ class S3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
-    def keys(self, prefix: str) -> list[str]:
+    def fs(self) -> Any:
         import s3fs
 
         fs = s3fs.S3FileSystem(
             key="taskq-test", secret="taskq-test-secret", endpoint_url=self.endpoint
         )
         fs.invalidate_cache()
-        found: list[str] = fs.find(f"{self.bucket}/{prefix}")
+        return fs
+
+    def keys(self, prefix: str) -> list[str]:
+        found: list[str] = self.fs().find(f"{self.bucket}/{prefix}")
         return found
+
+    def pending_uploads(self) -> list[str]:
+        """Multipart uploads begun and neither completed nor aborted."""
+        uploads = self.fs().call_s3("list_multipart_uploads", Bucket=self.bucket)
+        return [upload["Key"] for upload in uploads.get("Uploads", [])]
 
 
 @pytest.fixture(scope="session")

@@ -242,9 +242,13 @@ def test_artifacts_in_s3_compatible_storage(
 ) -> None:
     api, env = s3_api
     prefix = str(api.artifacts)
-    size = 2 * 1024 * 1024 + 5
+    # Past one upload part (16 MiB): a multipart upload, completed; and one aborted halfway.
+    size = 17 * 1024 * 1024 + 5
     good = submit(api, "ArtifactTask", {"name": "big.bin", "size": size, "chunk": 1 << 20})
-    bad = submit(api, "AsyncArtifactTask", {"name": "half.bin", "size": 300_000, "fail": "inside"})
+    half = {"name": "half.bin", "size": size * 2, "chunk": 1 << 20, "fail": "inside"}
+    bad = submit(api, "ArtifactTask", half)
+    small = {"name": "small.bin", "size": 300_000, "fail": "inside"}
+    bad_async = submit(api, "AsyncArtifactTask", small)
     long_workers.start(1, 4, TASKQ_SWEEP_INTERVAL_SECONDS="0.5", **env)
     body = finished(api, good)
     assert body["status"] == "completed", body["error"]
@@ -253,8 +257,10 @@ def test_artifacts_in_s3_compatible_storage(
     assert listed["size"] == size
     assert listed["sha256"] == hashlib.sha256(expected).hexdigest()
     check_download(api, good, "big.bin", expected)
-    assert finished(api, bad)["status"] == "failed"
-    assert s3_server.keys(f"{prefix}/{bad}") == []
+    for failed in (bad, bad_async):
+        assert finished(api, failed)["status"] == "failed"
+        assert s3_server.keys(f"{prefix}/{failed}") == []
+    assert s3_server.pending_uploads() == []
     assert s3_server.keys(f"{prefix}/{good}") == [f"{s3_server.bucket}/{prefix}/{good}/1/big.bin"]
     clean.sql("DELETE FROM tasks WHERE id = %s", (good,))
     wait_for(lambda: s3_server.keys(f"{prefix}/{good}") == [], what="the stored artifact to go")
