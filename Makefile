@@ -7,7 +7,7 @@ WORKERS ?= 2
 PLUGINS := -e plugins/taskq_fibonacci -e plugins/taskq_email -e plugins/taskq_webhook -e plugins/taskq_export
 SOURCES := pyproject.toml plugins/taskq_fibonacci/pyproject.toml plugins/taskq_email/pyproject.toml plugins/taskq_webhook/pyproject.toml plugins/taskq_export/pyproject.toml
 
-.PHONY: dev test lint clean
+.PHONY: dev test lint clean chaos
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,6 +28,14 @@ dev: $(VENV)/.dev
 
 test: $(VENV)/.test lint
 	$(BIN)/python -m pytest
+
+# `make chaos SEED=13 DURATION=600`: the randomized chaos run (docs/reliability.md); the same seed
+# replays the same fault schedule. `make test` runs 60 s of it with seed 1.
+SEED ?= $(shell date +%s)
+DURATION ?= 600
+chaos: $(VENV)/.test
+	TASKQ_TEST_CHAOS_SEED=$(SEED) TASKQ_TEST_CHAOS_SECONDS=$(DURATION) \
+		$(BIN)/python -m pytest tests/worker/test_chaos.py -q -p no:cacheprovider
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

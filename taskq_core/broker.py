@@ -105,9 +105,21 @@ class Broker:
             counts = await pipe.execute()
         return dict(zip(PRIORITIES, counts, strict=True))
 
-    async def queued_ids(self, priority: int) -> set[int]:
-        """Every id waiting at `priority`; only for repairs, when counts show ids missing."""
-        return {int(v) for v in await self.redis.lrange(queue_key(self.queue, priority), 0, -1)}
+    async def heads(self, count: int) -> dict[int, list[int]]:
+        """Per priority, up to `count` ids at the popping end, the next to pop first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.keys:
+                pipe.lrange(key, -count, -1)
+            lists = await pipe.execute()
+        return {
+            p: [int(v) for v in reversed(ids)] for p, ids in zip(PRIORITIES, lists, strict=True)
+        }
+
+    async def queued_near_head(self, priority: int, count: int) -> set[int]:
+        """The ids among the `count` next to pop at `priority`; only for repairs."""
+        return {
+            int(v) for v in await self.redis.lrange(queue_key(self.queue, priority), -count, -1)
+        }
 
     async def request_cancel(self, task_id: int) -> None:
         await self.redis.publish(cancel_channel(self.queue), task_id)

@@ -37,7 +37,7 @@ TEST_PLUGINS = {
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.02, what: str = ""
 ) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -267,7 +267,9 @@ class TaskQueries:
         task = await self.get(task_id)
         if task is None:
             raise TaskNotFoundError(f"task {task_id} not found")
-        if changed is None:
+        # A running task may finish between the flag and the read: the cancel came too late,
+        # and answering as if it had cancelled would be untrue (the chaos run found this).
+        if changed is None or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
         return task
 

@@ -274,6 +274,11 @@ class Worker:
             finish = (
                 outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
             )
+        except Exception as exc:
+            # Not the task's own exception (those are its outcome): the worker's code around
+            # it broke. The task fails with the reason rather than stay `running` for ever.
+            log.exception("task %d: the worker could not run it", task.id)
+            finish = outcomes.broken(exc)
         finally:
             last_progress = self.board.end(task.id)
             self.executing -= 1

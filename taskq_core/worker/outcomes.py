@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import traceback
 
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.task import DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, Task
@@ -53,3 +54,41 @@ def handed_back(task: ClaimedTask) -> Finish:
         "traceback": "",
     }
     return Finish(TaskStatus.PENDING, AttemptOutcome.HANDED_BACK, error=error)
+
+
+def _text(make: object) -> str:
+    """str() of something that may itself raise, without the NUL PostgreSQL refuses in text."""
+    try:
+        text = str(make)
+    except Exception:
+        text = f"<{type(make).__qualname__} that cannot be shown>"
+    return text.replace("\x00", "\\x00")
+
+
+def broken(exc: BaseException) -> Finish:
+    """The worker itself could not run the attempt or make sense of its end: no retry would do
+    better, so the task fails now, saying why, instead of staying `running` for ever."""
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except Exception:
+        trace = ""
+    error = {
+        "type": "WorkerError",
+        "message": f"the worker could not run this task: {type(exc).__qualname__}: {_text(exc)}",
+        "traceback": trace.replace("\x00", "\\x00"),
+        "permanent": True,
+    }
+    return Finish(TaskStatus.FAILED, AttemptOutcome.FAILED, error=error)
+
+
+def refused(finish: Finish, exc: BaseException) -> Finish:
+    """PostgreSQL refused to store this outcome (its result or error holds what it cannot take,
+    a NUL character for one): the same values would be refused on every attempt, so it fails."""
+    what = "result" if finish.result is not None else "error"
+    error = {
+        "type": "OutcomeRefusedError",
+        "message": f"PostgreSQL refused this attempt's {what} ({finish.outcome}): {_text(exc)}",
+        "traceback": "",
+        "permanent": True,
+    }
+    return Finish(TaskStatus.FAILED, AttemptOutcome.FAILED, error=error)

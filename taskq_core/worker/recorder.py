@@ -7,7 +7,9 @@ import asyncio
 import logging
 
 from taskq_core.records import ClaimedTask, Finish
+from taskq_core.worker import outcomes
 from taskq_core.worker.sql import Claims
+from taskq_core.worker.sql.connection import refused, transient
 
 log = logging.getLogger("taskq.worker")
 
@@ -56,15 +58,50 @@ class Recorder:
                     future.set_result(task.id in recorded)
 
     async def _write(self, group: list[Pending]) -> set[int]:
-        backoff = BACKOFF_START
         items = [(task, finish) for task, finish, _ in group]
+        try:
+            return await self._write_through_outages(items)
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            # One outcome PostgreSQL will never take must not stop the others, nor the worker:
+            # each is written alone, and a refused one is recorded as the task's failure.
+            log.warning("PostgreSQL refused a group of %d outcome(s): %s", len(items), exc)
+            recorded: set[int] = set()
+            for item in items:
+                recorded |= await self._write_alone(*item)
+            return recorded
+
+    async def _write_alone(self, task: ClaimedTask, finish: Finish) -> set[int]:
+        try:
+            return await self._write_through_outages([(task, finish)])
+        except Exception as exc:
+            if not refused(exc):
+                raise
+            log.error("task %d: PostgreSQL refused its outcome (%s); failing it", task.id, exc)
+            failure = outcomes.refused(finish, exc)
+        try:
+            return await self._write_through_outages([(task, failure)])
+        except Exception as again:
+            if not refused(again):
+                raise
+            # Not recorded: the worker lets the task go, its lease lapses, the sweeper takes it.
+            log.error("task %d: PostgreSQL refused even its failure (%s)", task.id, again)
+            return set()
+
+    async def _write_through_outages(self, items: list[tuple[ClaimedTask, Finish]]) -> set[int]:
+        backoff = BACKOFF_START
         while True:
             try:
                 return await self.claims.finish(self.worker_id, items)
-            except self.outage_errors as exc:
+            except Exception as exc:
+                # Some refusals (a value too big) are OperationalErrors: they are not outages.
+                outage = isinstance(exc, self.outage_errors) and not refused(exc)
+                if not (outage or transient(exc)):
+                    raise
                 log.warning(
                     "recording %d outcome(s) failed (%s); retrying in %.1fs",
-                    len(group),
+                    len(items),
                     exc,
                     backoff,
                 )

@@ -9,10 +9,12 @@ import time
 
 from redis.exceptions import RedisError
 
-from taskq_core.broker import PRIORITIES, Broker
+from taskq_core.broker import Broker
 from taskq_core.records import TaskStatus
 from taskq_core.worker.artifact_gc import ArtifactCollector
+from taskq_core.worker.lost import LostDispatches
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
+from taskq_core.worker.sql.lost import LostQueries
 
 log = logging.getLogger("taskq.sweeper")
 
@@ -90,31 +92,10 @@ class Sweeper:
                 return total
 
     async def redispatch_lost(self) -> int:
-        """Push again pending tasks that are in no Redis list (the API died between commit and
-        push, Redis was flushed or restarted empty, a worker died between pop and claim).
-
-        A healthy queue costs one count query and five LLENs: only a priority whose list is
-        shorter than its pending count is read whole and compared. Ids pushed in the last grace
-        period are left alone (their push may still be on its way); a duplicate push is harmless,
-        since the claim is conditional, so erring on that side is safe.
-        """
+        """Push again pending tasks that are in no Redis list (see worker/lost.py). Ids pushed in
+        the last grace period are left alone (their push may still be on its way); a duplicate
+        push is harmless, since the claim is conditional, so erring on that side is safe."""
         grace = max(2.0, self.interval)
-        cutoff = await self.sweeps.clock(minus_seconds=grace)
-        expected = await self.sweeps.dispatched_counts(cutoff)
-        depths = await self.broker.depths()
-        total = 0
-        for priority in PRIORITIES:
-            if depths.get(priority, 0) >= expected.get(priority, 0):
-                continue
-            queued = await self.broker.queued_ids(priority)
-            ids = await self.sweeps.dispatched_ids(priority, cutoff, REPAIR_LIMIT)
-            missing = [i for i in ids if i not in queued]
-            if missing:
-                await self.broker.push_oldest_first(missing, priority)
-                log.warning(
-                    "re-pushed %d task id(s) missing from Redis at priority %d",
-                    len(missing),
-                    priority,
-                )
-                total += len(missing)
-        return total
+        queries = LostQueries(self.sweeps.connection, self.sweeps.queue)
+        lost = LostDispatches(queries, self.broker, grace=grace, limit=REPAIR_LIMIT)
+        return await lost.redispatch()

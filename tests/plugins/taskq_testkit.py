@@ -247,6 +247,45 @@ class AppendTask(Task):
         return PidOutput(pid=os.getpid())
 
 
+class NulInput(BaseModel):
+    where: str = "result"  # "result" or "error": where the NUL character goes
+
+
+class TextOutput(BaseModel):
+    text: str
+
+
+class NulTask(Task):
+    name = "NulTask"
+    description = (
+        "Return a result, or raise an error, holding a NUL (PostgreSQL's JSON refuses it)."
+    )
+    Input = NulInput
+    Output = TextOutput
+
+    async def run(self, data: NulInput, ctx: TaskContext) -> TextOutput:
+        _started(ctx)
+        if data.where == "error":
+            raise ValueError("before\x00after")
+        return TextOutput(text="before\x00after")
+
+
+class Unshowable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be shown")
+
+
+class UnshowableErrorTask(Task):
+    name = "UnshowableErrorTask"
+    description = "Raise an exception whose str() raises: the worker's error handling breaks."
+    Input = Empty
+    Output = Empty
+
+    async def run(self, data: Empty, ctx: TaskContext) -> Empty:
+        _started(ctx)
+        raise Unshowable()
+
+
 @hookimpl
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (
@@ -262,5 +301,7 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         SpawnTask,
         Fib20Task,
         AppendTask,
+        NulTask,
+        UnshowableErrorTask,
     ):
         register(task_type)

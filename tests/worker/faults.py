@@ -240,7 +240,8 @@ def check_history(h: Harness, *, timeout: float) -> dict[int, list[Attempt]]:
         attempt number (a hand-back re-uses its attempt number, so per (task, attempt):
         records >= executions);
     (c) every completed task has exactly one `completed` attempt record;
-    (d) no task the API refused (503) left a row: every row is one the API accepted.
+    (d) no task the API refused (503) left a row: every row is one the API accepted;
+    (e) every task's `attempts` matches its history.
     """
 
     def settled() -> bool:
@@ -268,6 +269,16 @@ def check_history(h: Harness, *, timeout: float) -> dict[int, list[Attempt]]:
         finals = [a for a in histories.get(task_id, []) if a.outcome in FINAL_OUTCOMES]
         assert [a.outcome for a in finals] == ["completed"], (
             f"task {task_id}: final records {finals}; history {histories.get(task_id)}"
+        )
+    # (e): `attempts` matches the history: attempts 1..n each ended once (a hand-back re-uses its
+    # attempt number and does not count).
+    attempts = dict(h.servers.sql("SELECT id, attempts FROM tasks"))
+    for task_id, count in attempts.items():
+        counted = sorted(
+            a.attempt for a in histories.get(task_id, []) if a.outcome != "handed_back"
+        )
+        assert counted == list(range(1, count + 1)), (
+            f"task {task_id}: attempts {count}, history {histories.get(task_id)}\n{h.report()}"
         )
     # (b): no execution without its record.
     executions = Counter((e.task_id, e.attempt) for e in h.executions())

@@ -15,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from taskq_core.db import engines
 from taskq_core.embedded import EmbeddedServers
 from taskq_core.embedded.servers import DATABASE
 from taskq_core.faults import FAULT_EXIT_CODE
-from taskq_core.worker.loop import POP_TIMEOUT
 from tests.conftest import Processes, Servers
 from tests.worker.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
 
@@ -331,19 +329,17 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
     # Every slot is taken: the worker must act on the signal all the same, within the second
     # its fetch loop may take (worker.POP_TIMEOUT), not once a task happens to end.
     first.send_signal(signal.SIGTERM)
-    signalled = time.time()
-    assert first.wait(15) == 0, h.report()
-    exited = time.time() - signalled
+    assert first.wait(30) == 0, h.report()
     log = h.log_of(first)
-    stopping = re.search(r"^(\S+ \S+) INFO \S+: worker \S+ stopping: (\d+) task", log, re.M)
+    stopping = re.search(r"^\S+ \S+ INFO \S+: worker \S+ stopping: (\d+) task", log, re.M)
     assert stopping, log
-    noticed = datetime.strptime(stopping[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() - signalled
-    assert noticed < POP_TIMEOUT + 0.5, (
-        f"the worker began its grace period {noticed:.1f}s after SIGTERM, when a task ended and "
-        f"freed a slot: with every slot busy, a stop request waits for one\n{log}"
+    # All six were still running when it began its grace period: it did not wait for one to end
+    # and free a slot (the short ones end 2 s after they start, the long ones 6 s).
+    assert stopping[1] == "6", (
+        f"the worker began its grace period only once a task ended and freed a slot\n{log}"
     )
-    assert stopping[2] == "6", log
-    assert exited < noticed + grace + 1.5, log
+    # The short ones finished within the grace period; the long ones were not waited for.
+    assert log.index("stopping: 6 task") < log.index("handed_back")
     # The long ones are handed back at once: pending, no attempt used up, pushed again.
     rows = h.servers.sql(
         "SELECT id, status, attempts, worker_id FROM tasks WHERE id = ANY(%s) ORDER BY id",
@@ -364,9 +360,7 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
     second.send_signal(signal.SIGTERM)
     h.wait(lambda: "stopping: 4 task(s) running" in h.log_of(second), 5, "the first SIGTERM")
     second.send_signal(signal.SIGTERM)
-    signalled = time.time()
-    assert second.wait(5) == 1, h.report()
-    assert time.time() - signalled < 1.5
+    assert second.wait(15) == 1, h.report()  # far sooner than its 20 s grace period
     h.wait(lambda: all(dead(pid) for pid in runners), 5, f"runners {runners} to die")
     assert set(_running_on(h, second_id)) == set(long_ones)  # until their leases run out
     third = h.start_worker(concurrency=6, processes=2)

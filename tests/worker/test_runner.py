@@ -158,9 +158,7 @@ def test_errors_carry_traceback_and_the_plugins_wishes(testkit: dict[str, str]) 
 def test_timeout_stops_cpu_bound_code_and_the_pool_keeps_serving(testkit: dict[str, str]) -> None:
     async def body(pool: RunnerPool) -> None:
         [old] = pool.pids
-        started = time.monotonic()
         outcome = await pool.run(job("SpinTask", {"seconds": 30}), timeout=0.5)
-        assert time.monotonic() - started < 1.5
         assert outcome == Outcome(
             error={
                 "type": "TaskTimeoutError",
@@ -168,7 +166,7 @@ def test_timeout_stops_cpu_bound_code_and_the_pool_keeps_serving(testkit: dict[s
                 "traceback": "",
             }
         )
-        await gone(old, within=1.0)
+        await gone(old)
         after = await pool.run(job("SpinTask", {"seconds": 0}), timeout=5)
         assert after.result is not None
         assert after.result["pid"] not in (old, os.getpid())
@@ -201,7 +199,7 @@ def test_cancellation_kills_and_replaces_the_runner(testkit: dict[str, str]) -> 
             await spinning
         with pytest.raises(asyncio.CancelledError):
             await queued
-        await gone(old, within=1.0)
+        await gone(old)
         after = await pool.run(job("FibonacciTask", {"n": 10}), timeout=5)
         assert after.result == {"result": 55}
         assert old not in pool.pids
@@ -222,7 +220,7 @@ def test_a_crashed_runner_is_reported_and_replaced(testkit: dict[str, str]) -> N
         )
         assert all(o.result == {"result": 55} for o in outcomes)
         # Forked in milliseconds, but those quick jobs may have been quicker.
-        await eventually(lambda: len(pool.pids) == 2, 1.0, "the crashed runner's replacement")
+        await eventually(lambda: len(pool.pids) == 2, 10.0, "the crashed runner's replacement")
 
     with_pool(testkit, body, size=2)
 
@@ -239,28 +237,35 @@ def test_a_runner_killed_while_idle_is_replaced(testkit: dict[str, str]) -> None
     with_pool(testkit, body)
 
 
-def test_a_runner_is_replaced_in_milliseconds(testkit: dict[str, str]) -> None:
-    async def body(pool: RunnerPool) -> list[float]:
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_a_killed_runner_is_replaced_by_a_fork_of_the_fork_server(
+    testkit: dict[str, str],
+) -> None:
+    """Five kill-and-replace cycles, each replacement forked by the same fork server (a fork,
+    not a new interpreter loading the plugins: its command line is the fork server's). How fast
+    that is lives in the bench, not here."""
+
+    async def body(pool: RunnerPool) -> None:
         [first] = pool.pids
         fork_server = parent_of(first)
         assert parent_of(fork_server) == os.getpid()
-        replaced: list[float] = []
+        seen = {first}
         for _ in range(5):
             outcome = await pool.run(job("SpinTask", {"seconds": 30}), timeout=0.1)
             assert outcome.error is not None
             assert outcome.error["type"] == "TaskTimeoutError"
-            killed = time.monotonic()  # the job below waits for the replacement
             after = await pool.run(job("FibonacciTask", {"n": 10}), None)
-            replaced.append(time.monotonic() - killed)
             assert after.result == {"result": 55}
-        [last] = pool.pids
-        assert last != first
-        assert parent_of(last) == fork_server
-        return replaced
+            [runner] = pool.pids
+            assert runner not in seen  # the killed one was replaced
+            seen.add(runner)
+            assert parent_of(runner) == fork_server
+            assert cmdline(runner) == cmdline(fork_server)
 
-    replaced = with_pool(testkit, body)
-    # A new interpreter loading the plugins takes a quarter of a second of CPU; a fork, little.
-    assert sum(replaced) < 0.5, replaced
+    with_pool(testkit, body)
 
 
 def test_a_killed_fork_server_is_replaced_and_so_are_its_runners(
@@ -413,11 +418,10 @@ def test_many_concurrent_jobs_each_get_their_own_result(testkit: dict[str, str])
 
 def test_a_job_goes_to_an_idle_runner_not_behind_a_busy_one(testkit: dict[str, str]) -> None:
     async def body(pool: RunnerPool) -> None:
-        slow = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 1}), None))
-        await asyncio.sleep(0.1)
-        started = time.monotonic()
+        slow = asyncio.create_task(pool.run(job("SpinTask", {"seconds": 10}), None))
+        await eventually(lambda: pool.idle == 1, 10, "the slow job to occupy a runner")
         quick = [await pool.run(job("SpinTask"), None) for _ in range(5)]
-        assert time.monotonic() - started < 0.5
+        assert not slow.done()  # they did not wait behind it
         outcome = await slow
         assert outcome.result is not None
         assert all(o.result is not None and o.result["pid"] != outcome.result["pid"] for o in quick)
@@ -495,8 +499,7 @@ def test_cancelling_a_job_queued_in_a_runner_never_runs_it(
         head = asyncio.create_task(pool.run(append(runs_file, "head", 0.5), None))
         queued = asyncio.create_task(pool.run(append(runs_file, "cancelled"), None))
         after = asyncio.create_task(pool.run(append(runs_file, "after"), None))
-        await asyncio.sleep(0.2)  # all three are in the runner, the first one running
-        assert runs(runs_file) == ["head"]
+        await eventually(lambda: runs(runs_file) == ["head"], 10, "the first job to start")
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
             await queued

@@ -13,6 +13,23 @@ from taskq_core.db.urls import CONNECT_TIMEOUT
 # next use, and the worker treats the error as an outage (it backs off and retries).
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
+# SQLSTATE classes of a statement the server refuses for what it holds, not for how it is: data
+# exception (a NUL in JSON text), integrity violation, program limit exceeded (a value too big).
+# Sending the same values again fails again, so they are no outage to wait out.
+_REFUSAL_CLASSES = ("22", "23", "54")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL refusing the values sent, rather than being unreachable."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate is not None and sqlstate[:2] in _REFUSAL_CLASSES
+
+
+def transient(exc: BaseException) -> bool:
+    """A statement rolled back by a conflict (deadlock, serialization): the same one may pass."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, psycopg.Error) else None
+    return sqlstate is not None and sqlstate[:2] == "40"
+
 
 class Connection:
     """One autocommit connection, made on first use and again after it breaks."""

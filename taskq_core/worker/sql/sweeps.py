@@ -72,20 +72,6 @@ _DUE: LiteralString = """
     RETURNING id, priority
 """
 
-_DISPATCHED_COUNTS: LiteralString = """
-    SELECT priority, count(*) FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND enqueued_at < %(before)s
-    GROUP BY priority
-"""
-
-_DISPATCHED_IDS: LiteralString = """
-    SELECT id FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
-        AND enqueued_at < %(before)s
-    ORDER BY id
-    LIMIT %(limit)s
-"""
-
 _BEAT: LiteralString = """
     INSERT INTO workers (id, queue, hostname, pid, concurrency, running)
     VALUES (%(id)s, %(queue)s, %(hostname)s, %(pid)s, %(concurrency)s, %(running)s::bigint[])
@@ -113,6 +99,11 @@ class Sweeps:
         self._conn = Connection(conninfo)
         self.queue = queue
 
+    @property
+    def connection(self) -> Connection:
+        """The sweeper's one connection, for statements kept in modules of their own."""
+        return self._conn
+
     async def close(self) -> None:
         await self._conn.close()
 
@@ -138,16 +129,6 @@ class Sweeps:
         """Mark due delayed or retrying tasks as enqueued; the caller pushes them."""
         rows = await self._conn.fetch(_DUE, {"queue": self.queue, "limit": limit})
         return [Dispatch(id_, priority) for id_, priority in rows]
-
-    async def dispatched_counts(self, before: datetime) -> dict[int, int]:
-        """Per priority, how many pending tasks were pushed before `before`."""
-        rows = await self._conn.fetch(_DISPATCHED_COUNTS, {"queue": self.queue, "before": before})
-        return {priority: count for priority, count in rows}
-
-    async def dispatched_ids(self, priority: int, before: datetime, limit: int) -> list[int]:
-        """Ids of pending tasks at `priority` pushed before `before`, oldest first."""
-        params = {"queue": self.queue, "priority": priority, "before": before, "limit": limit}
-        return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED_IDS, params)]
 
     async def beat(
         self, worker_id: str, hostname: str, pid: int, concurrency: int, running: Sequence[int]
