@@ -21,6 +21,11 @@ $(VENV)/.dev: $(BIN)/python $(SOURCES)
 
 $(VENV)/.test: $(BIN)/python $(SOURCES)
 	$(BIN)/pip install --quiet -e '.[embedded,test]' $(PLUGINS)
+	@# The PgBouncer test (tests/test_pgbouncer.py) runs Debian's pgbouncer; as root we install it.
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+		{ test "$$(id -u)" = 0 && { apt-get install -y -qq pgbouncer || \
+		  { apt-get update -qq && apt-get install -y -qq pgbouncer; }; } >/dev/null; } || \
+		echo "pgbouncer is missing (apt-get install pgbouncer); tests/test_pgbouncer.py will fail"
 	@touch $@
 
 dev: $(VENV)/.dev

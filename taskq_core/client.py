@@ -36,11 +36,14 @@ class Client:
         database_url: str | None = None,
         registry: Registry | None = None,
         queue: str = "default",
+        prepare: bool = True,
     ) -> None:
         self.registry = registry if registry is not None else load_registry()
         self.queue = queue
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
-        self._engine: Engine | None = engines.sync_engine(database_url) if database_url else None
+        self._engine: Engine | None = (
+            engines.sync_engine(database_url, prepare=prepare) if database_url else None
+        )
         # Session.info keys of this client: ids to push once the session commits, and whether
         # this client listens to the session's commits yet.
         self._pending_key = f"taskq_pending_{id(self)}"
@@ -51,7 +54,12 @@ class Client:
         """A client for the configured servers (or those of a running `taskq dev`)."""
         settings = settings or Settings()
         database_url, redis_url = devstate.resolve_urls(settings)
-        return cls(redis_url=redis_url, database_url=database_url, queue=settings.queue)
+        return cls(
+            redis_url=redis_url,
+            database_url=database_url,
+            queue=settings.queue,
+            prepare=settings.database_prepare,
+        )
 
     def close(self) -> None:
         self._redis.close()

@@ -67,3 +67,11 @@ class ArtifactNotFoundError(TaskNotFoundError):
 
 class RangeNotSatisfiableError(TaskqError):
     """The byte range asked for is outside the file."""
+
+
+class ScheduleNotFoundError(TaskqError):
+    """No schedule with this name."""
+
+
+class ScheduleExistsError(TaskqError):
+    """A schedule with this name already exists."""

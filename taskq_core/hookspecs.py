@@ -15,3 +15,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 @hookspec
 def register_task_types(register: Callable[[type], None]) -> None:
     """Call `register(TaskSubclass)` once for each task type the plugin provides."""
+
+
+@hookspec
+def register_schedules(register: Callable[..., None]) -> None:
+    """Call `register(name, cron, task_type, input_data, *, timezone="UTC", priority=None,
+    catch_up="once")` once for each periodic task the plugin declares."""

@@ -40,6 +40,20 @@ class PluginFailure:
 
 
 @dataclass(frozen=True)
+class ScheduleDeclaration:
+    """A periodic task a plugin declares through `register_schedules`; workers store it."""
+
+    plugin: str
+    name: str
+    cron: str
+    task_type: str
+    input_data: dict[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    priority: int | None = None
+    catch_up: str = "once"
+
+
+@dataclass(frozen=True)
 class TaskType:
     """A registered task type: the plugin's class plus the models the host validates with."""
 
@@ -82,6 +96,7 @@ class Registry:
     types: dict[str, TaskType] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    schedules: list[ScheduleDeclaration] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[TaskType]:
         return iter(sorted(self.types.values(), key=lambda t: t.name))
@@ -173,6 +188,7 @@ def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool 
                 found.append(_check_task_class(cls))
 
             caller(register=register)
+            declared = _declared_schedules(manager, module, info.name)
         except Exception as exc:
             if manager.is_registered(module):
                 manager.unregister(module)
@@ -187,7 +203,50 @@ def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool 
             owners[cls.name] = info.name
             registry.types[cls.name] = TaskType(cls, info, _forbid_extra(cls.Input))
         registry.plugins[info.name] = info
+        registry.schedules.extend(declared)
     return registry
+
+
+def _declared_schedules(
+    manager: pluggy.PluginManager, module: ModuleType, plugin: str
+) -> list[ScheduleDeclaration]:
+    """The schedules `module` declares; their cron, zone and input are checked where stored."""
+    caller = manager.subset_hook_caller(
+        "register_schedules", remove_plugins=[p for p in manager.get_plugins() if p is not module]
+    )
+    declared: list[ScheduleDeclaration] = []
+
+    def register(
+        name: str,
+        cron: str,
+        task_type: str,
+        input_data: dict[str, Any] | None = None,
+        *,
+        timezone: str = "UTC",
+        priority: int | None = None,
+        catch_up: str = "once",
+    ) -> None:
+        for label, value in (
+            ("name", name),
+            ("cron", cron),
+            ("task_type", task_type),
+            ("timezone", timezone),
+            ("catch_up", catch_up),
+        ):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"register_schedules: {label} must be a non-empty string")
+        if input_data is not None and not isinstance(input_data, dict):
+            raise TypeError(f"register_schedules: {name}: input_data must be a dict")
+        if priority is not None and not isinstance(priority, int):
+            raise TypeError(f"register_schedules: {name}: priority must be an int")
+        declared.append(
+            ScheduleDeclaration(
+                plugin, name, cron, task_type, dict(input_data or {}), timezone, priority, catch_up
+            )
+        )
+
+    caller(register=register)
+    return declared
 
 
 def _record_failure(registry: Registry, plugin: str, entry_point: str, exc: BaseException) -> None:

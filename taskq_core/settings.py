@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskq_core.durations import parse_duration
 
 MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
 
@@ -39,4 +41,34 @@ class Settings(BaseSettings):
     api_keys: SecretStr = SecretStr("")
 
     db_pool_size: int = Field(default=10, ge=1)
+    # `off` turns psycopg's automatic prepared statements off, for PgBouncer in transaction mode
+    # before 1.21 (prepared statements live in one server session, which such a pool hands around).
+    database_prepare: bool = True
+
+    # How long finished tasks are kept, per status (`30d`, `12h`, `15m`, `45s`, or `off`); the
+    # sweeper deletes older ones, their attempts and idempotency keys with them.
+    retention_completed: str = "7d"
+    retention_failed: str = "30d"
+    retention_cancelled: str = "30d"
     log_level: str = "INFO"
+
+    @field_validator("database_prepare", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("on", "off"):
+            return value.strip().lower() == "on"
+        return value
+
+    @field_validator("retention_completed", "retention_failed", "retention_cancelled")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value, allow_off=True)
+        return value
+
+    def retention(self) -> dict[str, float | None]:
+        """Seconds finished tasks are kept, by status; None keeps them forever."""
+        return {
+            "completed": parse_duration(self.retention_completed, allow_off=True),
+            "failed": parse_duration(self.retention_failed, allow_off=True),
+            "cancelled": parse_duration(self.retention_cancelled, allow_off=True),
+        }

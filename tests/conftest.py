@@ -33,6 +33,7 @@ TEST_PLUGINS = {
     "taskq-broken": ("taskq_broken", "broken"),
     "taskq-dupe": ("taskq_dupe", "dupe"),
     "taskq-longwork": ("taskq_longwork", "longwork"),
+    "taskq-cron": ("taskq_cron", "cron"),
 }
 
 
@@ -130,7 +131,7 @@ def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
     servers.sql(
         "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
-        "sweeper_leases RESTART IDENTITY"
+        "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
     )
     with servers.redis() as client:
         client.flushdb()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from taskq_core import Task, TaskContext, hookimpl
+from taskq_core import Task, TaskContext, hookimpl, hookspecs
 from taskq_core.errors import DuplicateTaskTypeError, UnknownTaskTypeError
 from taskq_core.plugins import load_registry
 from tests.conftest import Servers, free_port, taskq, wait_for
@@ -52,7 +52,7 @@ def test_installed_plugins_load_through_entry_points() -> None:
     assert registry.failures == []
 
 
-def test_modules_can_be_registered_directly() -> None:
+def test_hook_register_task_types_from_modules_registered_directly() -> None:
     registry = load_registry([plugin_module("my_plugin", Double)], use_entry_points=False)
     assert [t.name for t in registry] == ["Double"]
     assert registry.types["Double"].plugin.name == "my_plugin"
@@ -170,3 +170,54 @@ def test_a_broken_plugin_does_not_stop_a_worker(
     finally:
         worker.terminate()
         assert worker.wait(15) == 0
+
+
+def test_hook_register_schedules_declares_periodic_tasks() -> None:
+    module = types.ModuleType("cron_plugin")
+
+    @hookimpl
+    def register_schedules(register):  # type: ignore[no-untyped-def]
+        register("nightly", "0 3 * * *", "Double", {"n": 2}, timezone="Europe/Paris", priority=2)
+
+    module.register_schedules = register_schedules  # type: ignore[attr-defined]
+    module.register_task_types = plugin_module("x", Double).register_task_types  # type: ignore[attr-defined]
+    registry = load_registry([module], use_entry_points=False)
+    (declared,) = registry.schedules
+    assert (declared.plugin, declared.name, declared.cron, declared.task_type) == (
+        "cron_plugin",
+        "nightly",
+        "0 3 * * *",
+        "Double",
+    )
+    assert (declared.input_data, declared.timezone, declared.priority) == (
+        {"n": 2},
+        "Europe/Paris",
+        2,
+    )
+    assert declared.catch_up == "once"
+
+
+def test_a_plugin_whose_register_schedules_raises_is_recorded() -> None:
+    module = types.ModuleType("bad_cron")
+
+    @hookimpl
+    def register_schedules(register):  # type: ignore[no-untyped-def]
+        register("no-cron")  # missing arguments
+
+    module.register_schedules = register_schedules  # type: ignore[attr-defined]
+    registry = load_registry([module, plugin_module("fine", Double)], use_entry_points=False)
+    assert "Double" in registry
+    assert registry.schedules == []
+    (failure,) = registry.failures
+    assert failure.plugin == "bad_cron"
+    assert "TypeError" in failure.error
+
+
+def test_every_hookspec_has_a_test() -> None:
+    """As datasette does: a hook nobody tests is a hook nobody knows works."""
+    marker = f"{hookspecs.PROJECT_NAME}_spec"
+    specs = {name for name, obj in vars(hookspecs).items() if hasattr(obj, marker)}
+    assert specs == {"register_task_types", "register_schedules"}
+    tests = [name for name in globals() if name.startswith("test_hook_")]
+    for spec in specs:
+        assert any(t.startswith(f"test_hook_{spec}") for t in tests), f"no test_hook_{spec}_*"

@@ -14,6 +14,8 @@ from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
     RangeNotSatisfiableError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -73,6 +75,8 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
     RangeNotSatisfiableError: _range,
+    ScheduleNotFoundError: _not_found,
+    ScheduleExistsError: _conflict,
 }
 
 

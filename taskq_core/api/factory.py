@@ -16,7 +16,7 @@ from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.routes import artifacts as artifact_routes
-from taskq_core.api.routes import health, task_types, tasks, workers
+from taskq_core.api.routes import bulk, health, schedules, task_types, tasks, workers
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
@@ -34,7 +34,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         config = settings or Settings()
         database_url, redis_url = devstate.resolve_urls(config)
         types = registry if registry is not None else load_registry()
-        engine = engines.async_engine(database_url, pool_size=config.db_pool_size)
+        engine = engines.async_engine(
+            database_url, pool_size=config.db_pool_size, prepare=config.database_prepare
+        )
         redis = broker.connect(redis_url)
         app.state.settings = config
         app.state.artifact_store = artifacts.ArtifactStore(artifacts.configured_url(config))
@@ -62,8 +64,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.add_middleware(SubmitFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # the last added runs first
     errors.install(app)
+    app.include_router(bulk.router)
     app.include_router(tasks.router)
     app.include_router(artifact_routes.router)
+    app.include_router(schedules.router)
     app.include_router(task_types.router)
     app.include_router(workers.router)
     app.include_router(health.router)

@@ -156,6 +156,8 @@ class TaskTypeInfo(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     defaults: dict[str, Any]
+    paused: bool = Field(default=False, description="Paused: none of its tasks start.")
+    paused_at: datetime | None = None
 
 
 class PluginFailureInfo(BaseModel):

@@ -54,7 +54,7 @@ def run_demo(
         )
     console = Console()
     with servers_for(settings, "demo") as (database_url, redis_url):
-        engines.upgrade(database_url)
+        engines.upgrade(database_url, prepare=settings.database_prepare)
         if demo_exports.available() and export_rows > 0:
             demo_exports.configure(database_url)  # before the workers start: they inherit it
             registry = load_registry()
@@ -94,7 +94,7 @@ async def _drive(
     workers: int,
     export_rows: int,
 ) -> int:
-    engine = engines.async_engine(database_url, pool_size=2)
+    engine = engines.async_engine(database_url, pool_size=2, prepare=settings.database_prepare)
     redis = broker.connect(redis_url)
     storage = Storage(engine, settings.queue)
     queue = broker.Broker(redis, settings.queue)

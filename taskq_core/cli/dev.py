@@ -90,7 +90,7 @@ def run_dev(settings: Settings, *, host: str, port: int, workers: int) -> int:
     code = 0
     try:
         with servers_for(settings, "dev") as (database_url, redis_url):
-            engines.upgrade(database_url)
+            engines.upgrade(database_url, prepare=settings.database_prepare)
             children: list[subprocess.Popen[bytes]] = []
             try:
                 _supervise(

@@ -37,7 +37,7 @@ def _with_engine(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T
     database_url, _ = devstate.resolve_urls(settings)
 
     async def main() -> T:
-        engine = engines.async_engine(database_url, pool_size=1)
+        engine = engines.async_engine(database_url, pool_size=1, prepare=settings.database_prepare)
         try:
             return await action(engine)
         finally:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from taskq_core.cli import operations
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
@@ -96,6 +97,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                 sweep_interval=settings.sweep_interval_seconds,
                 grace_seconds=args.grace_seconds,
                 queue=settings.queue,
+                retention=settings.retention(),
+                prepare=settings.database_prepare,
             ),
             pool=pool,
         )
@@ -127,7 +130,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.db import engines
 
     database_url, _ = devstate.resolve_urls(settings)
-    engines.upgrade(database_url)
+    engines.upgrade(database_url, prepare=settings.database_prepare)
     print("database schema is up to date")
     return 0
 
@@ -140,7 +143,7 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
     database_url, _ = devstate.resolve_urls(settings)
 
     async def main() -> Any:
-        engine = engines.async_engine(database_url, pool_size=1)
+        engine = engines.async_engine(database_url, pool_size=1, prepare=settings.database_prepare)
         try:
             return await action(Storage(engine, settings.queue))
         finally:
@@ -154,12 +157,6 @@ def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
 
     rows = _with_storage(settings, lambda storage: storage.recent(args.count))
     task_table(rows)
-    return 0
-
-
-def cmd_tasks_clear(args: argparse.Namespace, settings: Settings) -> int:
-    deleted = _with_storage(settings, lambda storage: storage.delete_oldest(args.count))
-    print(f"deleted {deleted} task(s)")
     return 0
 
 
@@ -255,9 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = task_commands.add_parser("show", help="print the last N tasks")
     show.add_argument("count", type=_positive, metavar="N")
     show.set_defaults(func=cmd_tasks_show)
-    clear = task_commands.add_parser("clear", help="delete the first (oldest) N tasks")
+    clear = task_commands.add_parser(
+        "clear", help="delete the first (oldest) N finished tasks; pending and running ones stay"
+    )
     clear.add_argument("count", type=_positive, metavar="N")
-    clear.set_defaults(func=cmd_tasks_clear)
+    clear.add_argument(
+        "--include-unfinished", action="store_true", help="delete pending and running ones too"
+    )
+    clear.set_defaults(func=operations.cmd_clear)
+    operations.add_task_commands(task_commands)
+
+    operations.add_commands(commands, _positive)
 
     plugins = commands.add_parser(
         "plugins", help="list plugins, their task types, and plugins that failed to load"

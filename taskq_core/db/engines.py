@@ -6,7 +6,7 @@ SQLAlchemy is imported inside the functions that build engines, so importing thi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskq_core.db.urls import CONNECT_TIMEOUT, POOL_TIMEOUT, normalize_url
 
@@ -17,7 +17,16 @@ if TYPE_CHECKING:
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def connect_args(prepare: bool = True) -> dict[str, Any]:
+    """psycopg's connection options; `prepare=False` (TASKQ_DATABASE_PREPARE=off) never prepares
+    statements on the server, which PgBouncer in transaction mode before 1.21 cannot carry."""
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    if not prepare:
+        args["prepare_threshold"] = None
+    return args
+
+
+def async_engine(url: str, *, pool_size: int = 10, prepare: bool = True) -> AsyncEngine:
     """An asyncio engine with a connection pool, for the API."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -31,20 +40,18 @@ def async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=False,
         pool_recycle=1800,
         pool_timeout=POOL_TIMEOUT,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+        connect_args=connect_args(prepare),
     )
 
 
-def sync_engine(url: str) -> Engine:
+def sync_engine(url: str, *, prepare: bool = True) -> Engine:
     """A blocking engine, for the command line and migrations."""
     from sqlalchemy import create_engine
 
-    return create_engine(
-        normalize_url(url), pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT}
-    )
+    return create_engine(normalize_url(url), pool_pre_ping=True, connect_args=connect_args(prepare))
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, prepare: bool = True) -> None:
     """Create or migrate the schema to `revision` with Alembic."""
     import logging
 
@@ -56,7 +63,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    engine = sync_engine(url)
+    engine = sync_engine(url, prepare=prepare)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -92,6 +93,13 @@ tasks = Table(
         "run_at",
         postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
     ),
+    # Retention deletes the oldest finished rows of one status in small batches through this.
+    Index(
+        "ix_tasks_finished",
+        "status",
+        "finished_at",
+        postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
+    ),
 )
 
 
@@ -165,6 +173,52 @@ artifact_deletions = Table(
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("task_id", BigInteger, nullable=False),
     Column("queued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Task types whose tasks must not start: the claim skips them (operations.md, pause and resume).
+paused_task_types = Table(
+    "paused_task_types",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("task_type", Text, primary_key=True),
+    Column("paused_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Periodic tasks: a cron expression in a time zone; `next_run_at` is the next tick to turn into a
+# task, advanced in the same statement that inserts the task (worker/scheduler.py).
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("task_type", Text, nullable=False),
+    Column("input_data", JSONB, nullable=False),
+    Column("priority", SmallInteger),
+    # What ticks missed during an outage become: 'once' (one task for them all) or 'skip' (none).
+    Column("catch_up", Text, nullable=False, server_default="once"),
+    Column("paused", Boolean, nullable=False, server_default="false"),
+    # 'api', or the plugin that declared it (plugin schedules are re-declared at worker start).
+    Column("source", Text, nullable=False, server_default="api"),
+    Column("next_run_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("catch_up IN ('once', 'skip')", name="catch_up_values"),
+    CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
+    Index("ix_schedules_due", "queue", "next_run_at", postgresql_where=text("NOT paused")),
+)
+
+# One row per tick turned into a task: the unique (schedule, tick) that makes each tick exactly
+# one task. It goes with its task when retention deletes it.
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    Column("queue", Text, primary_key=True),
+    Column("schedule", Text, primary_key=True),
+    Column("tick_at", DateTime(timezone=True), primary_key=True),
+    Column("task_id", BigInteger, ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    Index("ix_schedule_ticks_task_id", "task_id"),
 )
 
 # API keys: only a SHA-256 of each key is stored (why SHA-256 and not a password hash: db/keys.py).

@@ -277,13 +277,6 @@ class TaskQueries:
         """The last `count` tasks, newest first."""
         return await self.list_tasks(limit=count)
 
-    async def delete_oldest(self, count: int) -> int:
-        """Delete the first `count` tasks by id; returns how many went."""
-        oldest = select(tasks.c.id).order_by(tasks.c.id).limit(count).scalar_subquery()
-        async with self.engine.begin() as conn:
-            result = await conn.execute(delete(tasks).where(tasks.c.id.in_(oldest)))
-            return result.rowcount
-
     async def count_by_status(self, since_id: int = 0) -> dict[str, int]:
         """How many tasks with id above `since_id` are in each status."""
         query = (

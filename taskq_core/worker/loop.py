@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,9 +29,13 @@ from taskq_core.worker.pool import RunnerPool
 from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import LINGER, Recorder
 from taskq_core.worker.reporting import JobReporter, discard_attempt, store_url
+from taskq_core.worker.retention import purge_expired
+from taskq_core.worker.scheduler import Scheduler
 from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
 from taskq_core.worker.sql.artifacts import ArtifactDeletions
 from taskq_core.worker.sql.progress import ProgressWrites
+from taskq_core.worker.sql.retention import Retention
+from taskq_core.worker.sql.schedules import ScheduleStatements
 from taskq_core.worker.sweeper import Sweeper
 
 log = logging.getLogger("taskq.worker")
@@ -71,6 +75,9 @@ class WorkerOptions:
     sweep_interval: float = 5.0
     grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
     queue: str = "default"
+    # Seconds finished tasks are kept, by status (None: forever); empty: retention off.
+    retention: Mapping[str, float | None] = field(default_factory=dict)
+    prepare: bool = True  # False: no server-side prepared statements (PgBouncer)
 
 
 class Worker:
@@ -117,13 +124,13 @@ class Worker:
         redis = broker_module.connect(self.redis_url)
         popper = broker_module.connect(self.redis_url, blocking=True)
         conninfo = urls.conninfo(self.database_url)
-        self.claims = Claims(conninfo)
-        self.sweeps = Sweeps(conninfo, opts.queue)
+        self.claims = Claims(conninfo, opts.queue, prepare=opts.prepare)
+        self.sweeps = Sweeps(conninfo, opts.queue, prepare=opts.prepare)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
         self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
-        self.progress_writes = ProgressWrites(conninfo)
-        self.artifact_deletions = ArtifactDeletions(conninfo)
+        self.progress_writes = ProgressWrites(conninfo, prepare=opts.prepare)
+        self.artifact_deletions = ArtifactDeletions(conninfo, prepare=opts.prepare)
         self.board = ProgressBoard(
             self.progress_writes, self.worker_id, OUTAGE_ERRORS, self.broker.announce_progress
         )
@@ -133,16 +140,30 @@ class Worker:
         try:
             if has_sync:
                 await self.pool.start()
+            retention = Retention(self.sweeps.connection, opts.queue)
             sweeper = Sweeper(
-                self.sweeps, self.broker, self.worker_id, interval=opts.sweep_interval
+                self.sweeps,
+                self.broker,
+                self.worker_id,
+                interval=opts.sweep_interval,
+                chores=[
+                    lambda: purge_expired(retention, opts.retention),
+                    ArtifactCollector(self.artifact_deletions, store_url()).collect,
+                ],
             )
-            sweeper.artifacts = ArtifactCollector(self.artifact_deletions, store_url())
+            scheduler = Scheduler(
+                ScheduleStatements(self.sweeps.connection, opts.queue),
+                self.broker,
+                self.registry,
+                errors=OUTAGE_ERRORS,
+            )
             background = [
                 asyncio.create_task(self.recorder.run(), name="recorder"),
                 asyncio.create_task(self.board.run(), name="progress"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
+                asyncio.create_task(scheduler.run(self._stopping), name="scheduler"),
             ]
             for task in background:
                 task.add_done_callback(self._background_ended)

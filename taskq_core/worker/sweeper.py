@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
 from taskq_core.broker import Broker
 from taskq_core.records import TaskStatus
-from taskq_core.worker.artifact_gc import ArtifactCollector
 from taskq_core.worker.lost import LostDispatches
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
 from taskq_core.worker.sql.lost import LostQueries
@@ -28,13 +28,23 @@ OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
 class Sweeper:
     """Runs inside every worker; only the holder of the queue's sweeper lease does the work."""
 
-    def __init__(self, sweeps: Sweeps, broker: Broker, holder: str, *, interval: float) -> None:
+    def __init__(
+        self,
+        sweeps: Sweeps,
+        broker: Broker,
+        holder: str,
+        *,
+        interval: float,
+        chores: Sequence[Callable[[], Awaitable[object]]] = (),
+    ) -> None:
+        """`chores`: further work for the leader after each repair (retention, then deleting
+        the stored artifacts of deleted tasks)."""
         self.sweeps = sweeps
         self.broker = broker
         self.holder = holder
         self.interval = interval
+        self.chores = chores
         self.leader = False
-        self.artifacts: ArtifactCollector | None = None  # deletes deleted tasks' stored files
 
     async def run(self, stopping: asyncio.Event) -> None:
         last_lead = last_repair = float("-inf")
@@ -74,8 +84,8 @@ class Sweeper:
         await self.recover_expired()
         await self.redispatch_lost()
         await self.sweeps.prune_workers(WORKER_RETENTION)
-        if self.artifacts is not None:
-            await self.artifacts.collect()
+        for chore in self.chores:
+            await chore()
 
     async def recover_expired(self) -> int:
         """Tasks whose worker stopped renewing its lease: back to pending (pushed), or failed."""

@@ -130,6 +130,11 @@ ROUTES: list[tuple[str, str, object, set[str]]] = [
     ("POST", "/tasks/", FIB, {"submit", "admin", "env"}),
     ("POST", "/tasks/batch", {"tasks": [FIB]}, {"submit", "admin", "env"}),
     ("POST", "/tasks/{id}/cancel", None, {"admin", "env"}),
+    ("GET", "/schedules", None, {"read", "admin", "env"}),
+    ("POST", "/tasks/retry?task_type=NoSuchTask", None, {"admin", "env"}),
+    ("POST", "/tasks/cancel?task_type=NoSuchTask", None, {"admin", "env"}),
+    ("POST", "/task-types/FibonacciTask/pause", None, {"admin", "env"}),
+    ("POST", "/task-types/FibonacciTask/resume", None, {"admin", "env"}),
 ]
 
 
@@ -149,6 +154,32 @@ def test_each_scope_reaches_exactly_its_routes(
             assert response.status_code == 403, (key, response.text)
             assert "insufficient_scope" in response.headers["WWW-Authenticate"]
             assert "scope" in response.json()["detail"]
+
+
+def test_only_admin_keys_change_schedules(keyed: Keyed) -> None:
+    def expect(response: httpx.Response, key: str | None, allowed: int) -> None:
+        wanted = allowed if key in ("admin", "env") else 401 if key in (None, "bogus") else 403
+        assert response.status_code == wanted, (key, response.text)
+
+    body = {"cron": "0 0 1 1 *", "task_type": "FibonacciTask", "input_data": {"n": 1}}
+    for key in ("read", "submit", "admin", "env", "bogus", None):
+        name = f"auth-{key}"
+        expect(keyed.call("POST", "/schedules", key, json={**body, "name": name}), key, 201)
+        admin_made = f"auth-admin-for-{key}"
+        assert keyed.call("POST", "/schedules", "admin", json={**body, "name": admin_made})
+        path = f"/schedules/{admin_made}"
+        expect(keyed.call("PATCH", path, key, json={"paused": True}), key, 200)
+        expect(keyed.call("DELETE", path, key), key, 204)
+        readable = keyed.call("GET", path, key)
+        assert readable.status_code == (
+            401
+            if key in (None, "bogus")
+            else 403
+            if key == "submit"
+            else 404
+            if key in ("admin", "env")
+            else 200
+        ), (key, readable.text)
 
 
 def test_the_fast_path_checks_keys_too(keyed: Keyed) -> None:

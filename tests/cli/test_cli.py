@@ -22,6 +22,11 @@ COMMANDS = [
     ["tasks"],
     ["tasks", "show"],
     ["tasks", "clear"],
+    ["tasks", "purge"],
+    ["schedules"],
+    ["schedules", "create"],
+    ["task-types"],
+    ["task-types", "pause"],
     ["plugins"],
     ["demo"],
     ["dev"],
@@ -79,9 +84,13 @@ def test_tasks_show_and_clear(clean: Servers) -> None:
     assert "last 3 task(s)" in shown.stdout
     lines = [line for line in shown.stdout.splitlines() if "FibonacciTask" in line]
     assert [line.split()[1] for line in lines] == ["5", "4", "3"]
+    clean.sql("UPDATE tasks SET status = 'completed' WHERE id IN (2, 3, 5)")
     cleared = run(taskq("tasks", "clear", "2"), env)
-    assert cleared.stdout.strip() == "deleted 2 task(s)"
-    assert clean.sql("SELECT id FROM tasks ORDER BY id") == [(3,), (4,), (5,)]
+    assert cleared.stdout.splitlines() == [
+        "deleted the 2 oldest finished task(s)",
+        "kept 1 older pending or running task(s); --include-unfinished deletes them too",
+    ]
+    assert clean.sql("SELECT id FROM tasks ORDER BY id") == [(1,), (4,), (5,)]
     assert run(taskq("tasks", "show", "0"), env).returncode == 2  # argparse: N must be >= 1
 
 

@@ -3,7 +3,8 @@
 They are fixed statements run for every task (claims, outcomes) or on timers (leases, sweeps),
 so an ORM or query builder buys them nothing and costs CPU per task and start-up time. Each
 runs in autocommit mode: one round trip (no BEGIN, no COMMIT, no pre-ping) and, being one
-statement, still atomic; psycopg prepares them on the server after a few runs.
+statement, still atomic; psycopg prepares them on the server after a few runs (never with
+TASKQ_DATABASE_PREPARE=off, for PgBouncer in transaction mode).
 """
 
 from taskq_core.worker.sql.claims import Claims

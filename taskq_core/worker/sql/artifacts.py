@@ -17,8 +17,8 @@ _DONE: LiteralString = """
 
 
 class ArtifactDeletions:
-    def __init__(self, conninfo: str) -> None:
-        self._conn = Connection(conninfo)
+    def __init__(self, conninfo: str, *, prepare: bool = True) -> None:
+        self._conn = Connection(conninfo, prepare=prepare)
 
     async def close(self) -> None:
         await self._conn.close()

@@ -16,8 +16,16 @@ from taskq_core.worker.sql.connection import Connection
 # transaction only, set inside the statement so it needs no extra round trip and works through
 # PgBouncer): a claim lost in a database crash only leaves the task pending and unqueued, which the
 # sweeper repairs; the worker's outcome write is then fenced out and the task runs again.
+# A popped id of a paused task type is not claimed but parked: it stays pending, off Redis
+# (enqueued_at NULL), and the sweeper's due dispatch pushes it again once the type is resumed.
 _CLAIM: LiteralString = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
+    paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
+    parked AS (
+        UPDATE tasks SET enqueued_at = NULL
+        WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+            AND task_type IN (SELECT task_type FROM paused)
+    )
     UPDATE tasks SET
         status = 'running',
         attempts = attempts + 1,
@@ -26,6 +34,7 @@ _CLAIM: LiteralString = """
         lease_expires_at = now() + make_interval(secs => %(lease)s),
         progress = NULL
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
+        AND task_type NOT IN (SELECT task_type FROM paused)
         AND EXISTS (SELECT FROM relaxed)
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
 """
@@ -98,9 +107,10 @@ class Claims:
     """A worker's claims, lease renewals and outcome writes. Claims and outcomes have a connection
     each, so a group commit never waits behind a claim nor a claim behind a group commit."""
 
-    def __init__(self, conninfo: str) -> None:
-        self._claims = Connection(conninfo)
-        self._outcomes = Connection(conninfo)
+    def __init__(self, conninfo: str, queue: str = "default", *, prepare: bool = True) -> None:
+        self._claims = Connection(conninfo, prepare=prepare)
+        self._outcomes = Connection(conninfo, prepare=prepare)
+        self.queue = queue
 
     async def close(self) -> None:
         await self._claims.close()
@@ -111,7 +121,8 @@ class Claims:
     ) -> list[ClaimedTask]:
         """Take whichever of `ids` are pending and due; the others are gone or someone else's."""
         rows = await self._claims.fetch(
-            _CLAIM, {"ids": list(ids), "worker": worker_id, "lease": lease_seconds}
+            _CLAIM,
+            {"ids": list(ids), "worker": worker_id, "lease": lease_seconds, "queue": self.queue},
         )
         return [ClaimedTask(*row) for row in rows]
 

@@ -34,15 +34,20 @@ def transient(exc: BaseException) -> bool:
 class Connection:
     """One autocommit connection, made on first use and again after it breaks."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, prepare: bool = True) -> None:
         self.conninfo = conninfo
+        # False: never prepare statements on the server (TASKQ_DATABASE_PREPARE=off, PgBouncer).
+        self.prepare = prepare
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
     async def fetch(self, query: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         conn = self._conn
         if conn is None or conn.closed:
             conn = self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                self.conninfo,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                **({} if self.prepare else {"prepare_threshold": None}),
             )
         try:
             cursor = await conn.execute(query, params)

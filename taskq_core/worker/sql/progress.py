@@ -25,8 +25,8 @@ class ProgressWrites:
     """Progress statements on a connection of their own, so they never wait behind claims or
     outcomes (nor those behind them)."""
 
-    def __init__(self, conninfo: str) -> None:
-        self._conn = Connection(conninfo)
+    def __init__(self, conninfo: str, *, prepare: bool = True) -> None:
+        self._conn = Connection(conninfo, prepare=prepare)
 
     async def close(self) -> None:
         await self._conn.close()

@@ -65,6 +65,8 @@ _DUE: LiteralString = """
     WHERE id IN (
         SELECT id FROM tasks
         WHERE status = 'pending' AND enqueued_at IS NULL AND run_at <= now() AND queue = %(queue)s
+            AND task_type NOT IN (
+                SELECT task_type FROM paused_task_types WHERE queue = %(queue)s)
         ORDER BY run_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -95,13 +97,14 @@ class Sweeps:
     """The statements of one worker's sweeper and heartbeat, on one connection: they are rare,
     and psycopg runs concurrent statements on a connection one after the other."""
 
-    def __init__(self, conninfo: str, queue: str) -> None:
-        self._conn = Connection(conninfo)
+    def __init__(self, conninfo: str, queue: str, *, prepare: bool = True) -> None:
+        self._conn = Connection(conninfo, prepare=prepare)
         self.queue = queue
 
     @property
     def connection(self) -> Connection:
-        """The sweeper's one connection, for statements kept in modules of their own."""
+        """The sweeper's one connection, for statements kept in modules of their own (lost ids,
+        retention)."""
         return self._conn
 
     async def close(self) -> None:
