@@ -194,6 +194,24 @@ def test_deleting_a_task_deletes_its_stored_artifacts(
     assert clean.sql("SELECT count(*) FROM artifact_deletions")[0][0] == 0
 
 
+def test_retention_deletes_artifacts_with_their_task(
+    api: Api, long_workers: Workers, clean: Servers
+) -> None:
+    task_id = submit(api, "ArtifactTask", {"name": "old.bin", "size": 1000})
+    long_workers.start(
+        1,
+        4,
+        TASKQ_ARTIFACTS_URL=str(api.artifacts),
+        TASKQ_SWEEP_INTERVAL_SECONDS="0.5",
+        TASKQ_RETENTION_COMPLETED="2s",
+    )
+    folder = api.artifacts / str(task_id)
+    wait_for((folder / "1" / "old.bin").exists, what="the artifact to be written")
+    wait_for(lambda: not folder.exists(), timeout=30, what="retention to delete the artifact")
+    assert clean.sql("SELECT count(*) FROM tasks WHERE id = %s", (task_id,)) == [(0,)]
+    assert clean.sql("SELECT count(*) FROM artifact_deletions") == [(0,)]
+
+
 # ---- S3-compatible storage
 
 
