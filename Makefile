@@ -19,13 +19,18 @@ $(VENV)/.dev: $(BIN)/python $(SOURCES)
 	$(BIN)/pip install --quiet -e '.[embedded]' $(PLUGINS)
 	@touch $@
 
-$(VENV)/.test: $(BIN)/python $(SOURCES)
+$(VENV)/.test: $(BIN)/python $(SOURCES) $(VENV)/.browser
 	$(BIN)/pip install --quiet -e '.[embedded,test]' $(PLUGINS)
 	@# The PgBouncer test (tests/test_pgbouncer.py) runs Debian's pgbouncer; as root we install it.
 	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
 		{ test "$$(id -u)" = 0 && { apt-get install -y -qq pgbouncer || \
 		  { apt-get update -qq && apt-get install -y -qq pgbouncer; }; } >/dev/null; } || \
 		echo "pgbouncer is missing (apt-get install pgbouncer); tests/test_pgbouncer.py will fail"
+	@touch $@
+
+# The dashboard's tests drive Debian's chromium: installed with apt-get when missing (as root).
+$(VENV)/.browser: scripts/install-browser.sh | $(BIN)/python
+	scripts/install-browser.sh
 	@touch $@
 
 dev: $(VENV)/.dev

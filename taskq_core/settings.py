@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # with `taskq keys create` live in PostgreSQL. A SecretStr, so no repr or log shows them.
     api_keys: SecretStr = SecretStr("")
 
+    # Signs the dashboard's session cookies; unset, each API process draws its own at start (a
+    # restart logs everyone out; several API processes behind one address need it set).
+    session_secret: SecretStr | None = None
+
     db_pool_size: int = Field(default=10, ge=1)
     # `off` turns psycopg's automatic prepared statements off, for PgBouncer in transaction mode
     # before 1.21 (prepared statements live in one server session, which such a pool hands around).

@@ -149,6 +149,17 @@ class KeyRing:
             self._used(key_hash)
         return principal
 
+    async def by_digest(self, key_hash: str) -> Principal | None:
+        """Like `authenticate`, from the key's SHA-256 (`db.keys.digest`) instead of the key: the
+        dashboard's session cookie keeps the digest, never the key, and looks it up on every
+        request, so revoking a key ends its sessions within the cache's expiry."""
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - snapshot.loaded_at >= self.ttl:
+            snapshot = await self._reload()
+        if snapshot.open:
+            return OPEN
+        return snapshot.by_hash.get(key_hash)
+
     async def start(self) -> None:
         """Read the keys once at start-up, so the log says at once whether the API is open."""
         try:

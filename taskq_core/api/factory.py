@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 import taskq_core
 from taskq_core import artifacts, broker, devstate
-from taskq_core.api import errors
+from taskq_core.api import errors, ui
 from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
@@ -71,4 +71,5 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(task_types.router)
     app.include_router(workers.router)
     app.include_router(health.router)
+    ui.mount(app)
     return app
