@@ -108,6 +108,7 @@ LIST_COLUMNS = (
     tasks.c.created_at,
     tasks.c.started_at,
     tasks.c.finished_at,
+    tasks.c.progress,  # a small JSON object, NULL for tasks that never report
 )
 
 
