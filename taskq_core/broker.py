@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import redis
@@ -23,6 +24,11 @@ def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, in
         for task_id, priority in items:
             pipe.lpush(queue_key(queue, priority), task_id)
         pipe.execute()
+
+
+def rate_key(identity: str, window: int, index: int) -> str:
+    """The counter of `identity`'s requests in window number `index` of `window` seconds."""
+    return f"taskq:rate:{window}:{index}:{identity}"
 
 
 def cancel_channel(queue: str) -> str:
@@ -139,6 +145,21 @@ class Broker:
         if ids:
             data = json.dumps([[task_id, "running"] for task_id in ids], separators=(",", ":"))
             await self.redis.publish(status_channel(self.queue), data)
+
+    async def count_request(self, identity: str, limit: int, window: int) -> float | None:
+        """Count one request of `identity` in the current fixed window of `window` seconds, in one
+        round trip shared by every API replica; None while within `limit`, else the seconds until
+        the window ends (the Retry-After)."""
+        now = time.time()
+        index = int(now // window)
+        key = rate_key(identity, window, index)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, window + 1)
+            count, _ = await pipe.execute()
+        if int(count) <= limit:
+            return None
+        return (index + 1) * window - now
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -47,9 +47,17 @@ def read(path: Path) -> DevState | None:
 
 
 def write(path: Path, state: DevState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the state for this user alone: its URLs carry the servers' passwords (a 0600 file in
+    a 0700 folder, whatever the umask or an older taskq left; 0701 as root, see below)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # As root the embedded PostgreSQL runs as nobody, who must pass through (x, never r or w).
+    passing = os.stat(path.parent).st_mode & 0o001 if os.geteuid() == 0 else 0
+    os.chmod(path.parent, 0o700 | passing)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state)))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(asdict(state)))
     tmp.replace(path)
 
 

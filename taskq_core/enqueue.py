@@ -9,13 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from taskq_core.broker import Broker
 from taskq_core.db.storage import Storage
-from taskq_core.errors import InvalidTaskError, UnknownTaskTypeError
+from taskq_core.errors import BackendUnavailableError, InvalidTaskError, UnknownTaskTypeError
 from taskq_core.faults import fault_point
+from taskq_core.inputs import DEFAULT_LIMITS, InputLimits, problems, size_problem
 from taskq_core.plugins import Registry
 from taskq_core.records import NewTask
+from taskq_core.task import MIN_TIMEOUT_SECONDS, Task
 
 log = logging.getLogger("taskq.enqueue")
 
@@ -33,10 +37,15 @@ def prepare(
     idempotency_key: str | None = None,
     idempotency_hash: str | None = None,
     submitted_by: str = "",
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> NewTask:
     """Validate one request; raises InvalidTaskError listing every bad field (loc, msg, type).
 
-    Unset options take the task type's defaults."""
+    Unset options take the task type's defaults; a request may not ask for more attempts or a
+    longer timeout than its type's caps, nor a timeout under MIN_TIMEOUT_SECONDS."""
+    unstorable = problems(input_data, ("input_data",), limits.max_depth)
+    if unstorable:
+        raise InvalidTaskError(unstorable)
     try:
         kind = registry.get(task_type)
     except UnknownTaskTypeError as exc:
@@ -64,21 +73,19 @@ def prepare(
                 for e in exc.errors(include_url=False, include_context=False)
             ]
         ) from None
-    if priority is not None and not 1 <= priority <= 5:
-        raise InvalidTaskError(
-            [
-                {
-                    "type": "priority_range",
-                    "loc": ("priority",),
-                    "msg": "must be 1..5",
-                    "input": priority,
-                }
-            ]
-        )
+    stored = data.model_dump(mode="json")
+    errors = _option_errors(kind.cls, priority, max_attempts, timeout_seconds)
+    # The plugin's model may fill in defaults or transform: what is stored is checked again.
+    errors += problems(stored, ("input_data",), limits.max_depth)
+    too_large = size_problem(stored, ("input_data",), limits.max_bytes)
+    if too_large is not None:
+        errors.append(too_large)
+    if errors:
+        raise InvalidTaskError(errors)
     return NewTask(
         task_type=kind.name,
         # Stored as the model dumps it: defaults filled in, and the worker reads what was checked.
-        input_data=data.model_dump(mode="json"),
+        input_data=stored,
         priority=priority if priority is not None else kind.cls.priority,
         max_attempts=max_attempts if max_attempts is not None else kind.cls.max_attempts,
         timeout_seconds=timeout_seconds
@@ -90,6 +97,29 @@ def prepare(
         idempotency_hash=idempotency_hash,
         submitted_by=submitted_by,
     )
+
+
+def _option_errors(
+    cls: type[Task], priority: int | None, max_attempts: int | None, timeout: float | None
+) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+
+    def refuse(kind: str, field: str, msg: str, value: object) -> None:
+        errors.append({"type": kind, "loc": (field,), "msg": msg, "input": value})
+
+    if priority is not None and not 1 <= priority <= 5:
+        refuse("priority_range", "priority", "must be 1..5", priority)
+    if max_attempts is not None and not 1 <= max_attempts <= cls.max_attempts_cap:
+        cap = cls.max_attempts_cap
+        refuse("max_attempts_cap", "max_attempts", f"must be 1..{cap} for {cls.name}", max_attempts)
+    if timeout is not None and not MIN_TIMEOUT_SECONDS <= timeout <= cls.max_timeout_seconds:
+        refuse(
+            "timeout_range",
+            "timeout_seconds",
+            f"must be {MIN_TIMEOUT_SECONDS:g}..{cls.max_timeout_seconds:g} seconds for {cls.name}",
+            timeout,
+        )
+    return errors
 
 
 async def submit(storage: Storage, broker: Broker, new: Sequence[NewTask]) -> list[dict[str, Any]]:
@@ -140,7 +170,8 @@ class GroupSubmitter:
     Requests that arrive while a group is being written wait for the next group, so an idle API
     adds no delay and a busy one shares each commit's WAL flush between many requests. Every
     caller still gets its own answer only after its row is committed and its id pushed; if the
-    group fails, every request in it fails (503) and none of its rows remain.
+    group meets an outage, every request in it fails (503) and none of its rows remain; if a row
+    was refused, the group is written again one request at a time.
     """
 
     def __init__(self, storage: Storage, broker: Broker) -> None:
@@ -171,6 +202,11 @@ class GroupSubmitter:
             try:
                 rows = await submit(self.storage, self.broker, [new for new, _ in waiting])
             except Exception as exc:
+                if len(waiting) > 1 and not is_outage(exc):
+                    # One request's row was refused (nothing of the group was written): each
+                    # request gets its own answer, so one bad row never fails the others.
+                    await self._one_by_one(waiting)
+                    continue
                 for _, future in waiting:
                     if not future.done():
                         future.set_exception(exc)
@@ -178,3 +214,22 @@ class GroupSubmitter:
             for (_, future), row in zip(waiting, rows, strict=True):
                 if not future.done():
                     future.set_result(row)
+
+    async def _one_by_one(self, waiting: list[_Waiting]) -> None:
+        log.warning("a group of %d submits failed; writing them one by one", len(waiting))
+        for new, future in waiting:
+            try:
+                (row,) = await submit(self.storage, self.broker, [new])
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(row)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says a backend is unreachable (retrying row by row would not help), rather
+    than that a row was refused."""
+    outages = (OperationalError, InterfaceError, RedisError, BackendUnavailableError, OSError)
+    return isinstance(exc, outages)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, RootModel
 
 from taskq_core import hookspecs
 from taskq_core.errors import DuplicateTaskTypeError, UnknownTaskTypeError
-from taskq_core.task import Task
+from taskq_core.task import MIN_TIMEOUT_SECONDS, Task
 
 ENTRY_POINT_GROUP = "taskq.tasks"
 
@@ -86,6 +86,11 @@ class TaskType:
             "input_schema": self.cls.Input.model_json_schema(),
             "output_schema": self.cls.Output.model_json_schema(),
             "defaults": self.defaults(),
+            "limits": {
+                "max_attempts": self.cls.max_attempts_cap,
+                "min_timeout_seconds": MIN_TIMEOUT_SECONDS,
+                "max_timeout_seconds": self.cls.max_timeout_seconds,
+            },
         }
 
 
@@ -140,6 +145,15 @@ def _check_task_class(cls: Any) -> type[Task]:
         raise TypeError(f"{cls.__qualname__}.priority must be between 1 and 5")
     if cls.max_attempts < 1:
         raise TypeError(f"{cls.__qualname__}.max_attempts must be at least 1")
+    if cls.max_attempts > cls.max_attempts_cap:
+        raise TypeError(f"{cls.__qualname__}.max_attempts is above its max_attempts_cap")
+    if cls.timeout_seconds is not None and not (
+        MIN_TIMEOUT_SECONDS <= cls.timeout_seconds <= cls.max_timeout_seconds
+    ):
+        raise TypeError(
+            f"{cls.__qualname__}.timeout_seconds must be between {MIN_TIMEOUT_SECONDS:g} and "
+            f"its max_timeout_seconds ({cls.max_timeout_seconds:g})"
+        )
     return cls
 
 

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskq_core.durations import parse_duration
 
-MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413
+MAX_BODY_BYTES = 1024 * 1024  # request bodies above this answer 413 (the default limit)
 
 
 class Settings(BaseSettings):
@@ -55,6 +55,27 @@ class Settings(BaseSettings):
     retention_failed: str = "30d"
     retention_cancelled: str = "30d"
     log_level: str = "INFO"
+
+    # What one request may carry (api/limits.py, taskq_core/inputs.py); over a limit is 413/422.
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    max_input_bytes: int = Field(default=256 * 1024, ge=64, le=64 * 1024 * 1024)
+    max_input_depth: int = Field(default=32, ge=1, le=200)
+    max_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    max_page_size: int = Field(default=1000, ge=1, le=10_000)
+    # Requests per client per window, counted in Redis across API replicas: "100/s", "6000/min",
+    # "100000/hour"; unset: no limit. 429 with Retry-After beyond it (api/ratelimit.py).
+    rate_limit: str | None = None
+
+    # How `taskq api` holds connections (cli/serve.py): past api_max_connections, uvicorn answers
+    # 503 at once; an idle keep-alive connection closes after api_keep_alive_seconds. Slow
+    # clients (headers or bodies trickled in) are the reverse proxy's to cut: docs/deployment.md.
+    api_max_connections: int = Field(default=1000, ge=1)
+    api_keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)  # h11 only
+    # uvicorn's HTTP parser: auto is httptools when installed (faster; it bounds no header size,
+    # so the proxy must), h11 enforces api_max_header_bytes.
+    api_http: str = Field(default="auto", pattern=r"^(auto|h11|httptools)$")
+    api_shutdown_seconds: int = Field(default=15, ge=1)
 
     @field_validator("database_prepare", mode="before")
     @classmethod

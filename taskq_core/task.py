@@ -12,6 +12,10 @@ DEFAULT_PRIORITY = 3
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF_BASE = 1.0  # seconds: the first retry waits up to this long
 DEFAULT_BACKOFF_MAX = 300.0  # seconds: no retry waits longer than this
+# What a request may ask for: a timeout below this kills and re-forks runners for nothing.
+MIN_TIMEOUT_SECONDS = 0.5
+DEFAULT_MAX_ATTEMPTS_CAP = 25
+DEFAULT_MAX_TIMEOUT_SECONDS = 24 * 3600.0
 
 
 class Retry(Exception):
@@ -81,6 +85,9 @@ class Task:
     priority: ClassVar[int] = DEFAULT_PRIORITY
     max_attempts: ClassVar[int] = DEFAULT_MAX_ATTEMPTS
     timeout_seconds: ClassVar[float | None] = None
+    # The most a request may ask for (422 beyond): caps on retries and on how long one runs.
+    max_attempts_cap: ClassVar[int] = DEFAULT_MAX_ATTEMPTS_CAP
+    max_timeout_seconds: ClassVar[float] = DEFAULT_MAX_TIMEOUT_SECONDS
     # Exponential back-off with full jitter between attempts.
     retry_backoff_base: ClassVar[float] = DEFAULT_BACKOFF_BASE
     retry_backoff_max: ClassVar[float] = DEFAULT_BACKOFF_MAX

@@ -34,6 +34,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taskq_core.api.responses import documented
 from taskq_core.db import keys
 from taskq_core.db.keys import Scope
 from taskq_core.errors import ConfigurationError
@@ -240,10 +241,12 @@ _bearer = HTTPBearer(
     auto_error=False,
 )
 
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No API key, or one that is unknown or revoked"},
-    403: {"description": "The API key's scopes do not cover this call"},
-}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = documented(
+    401,
+    403,
+    _401="No API key, or one that is unknown or revoked",
+    _403="The API key's scopes do not cover this call",
+)
 
 
 def _unauthorized(detail: str, error: str | None) -> HTTPException:

@@ -10,7 +10,9 @@ from fastapi import Depends, Request
 from taskq_core.broker import Broker
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
+from taskq_core.inputs import DEFAULT_LIMITS, InputLimits
 from taskq_core.plugins import Registry
+from taskq_core.settings import Settings
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Backends:
     broker: Broker
     registry: Registry
     submitter: GroupSubmitter
+    limits: InputLimits = DEFAULT_LIMITS
 
 
 async def get_backends(request: Request) -> Backends:
@@ -30,3 +33,11 @@ async def get_backends(request: Request) -> Backends:
 
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

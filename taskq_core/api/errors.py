@@ -1,14 +1,23 @@
-"""The one table mapping errors to HTTP answers: outages are 503 with a message, never a 500."""
+"""The one table mapping errors to HTTP answers: outages are 503 with a message, never a 500;
+a value PostgreSQL refuses is the request's fault (422); validation errors never echo a large or
+deep input back; a wrong method is a 405 whose `Allow` names every method the path serves."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from taskq_core.errors import (
     BackendUnavailableError,
@@ -48,6 +57,65 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
+    # Validation should refuse whatever PostgreSQL would; if a value slips through, it is still
+    # the request's fault, not an outage.
+    log.warning("PostgreSQL refused a value: %s", _redact(exc))
+    error = {"type": "data_error", "loc": ["body"], "msg": f"refused: {_redact(exc)}"}
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
+ECHO_LIMIT = 200  # characters of a refused input echoed back in a 422
+
+
+def _echo(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= ECHO_LIMIT
+    return value is None or isinstance(value, bool | int | float)
+
+
+def _clean(error: dict[str, Any]) -> dict[str, Any]:
+    """An error of the list, with its input only when small and flat, and no context objects:
+    echoing a 1 MiB or 50,000-deep input would cost more than refusing it."""
+    clean = {"type": error.get("type", "invalid"), "loc": error["loc"], "msg": error["msg"]}
+    value = error.get("input")
+    if _echo(value) and not (isinstance(value, float) and value != value):
+        clean["input"] = value
+    return clean
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = jsonable_encoder([_clean(e) for e in exc.errors()])
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """Every method some route fully matches at this request's path: the router stops at the
+    first route whose path matches, which names only its own methods."""
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**scope, "method": method})[0] == Match.FULL
+            for route in app.router.routes
+        )
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse | Any:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = ", ".join(allowed_methods(request.app, request.scope))
+        return JSONResponse(
+            {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow}
+        )
+    return await http_exception_handler(request, exc)
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
@@ -67,6 +135,7 @@ async def _range(request: Request, exc: Exception) -> JSONResponse:
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 HANDLERS: dict[type[Exception], Handler] = {
+    DataError: _data_refused,
     OperationalError: _database_down,
     DBAPIError: _database_down,
     RedisError: _redis_down,
@@ -92,3 +161,5 @@ def handler_for(exc: Exception) -> Handler | None:
 def install(app: FastAPI) -> None:
     for cls, handler in HANDLERS.items():
         app.add_exception_handler(cls, handler)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)

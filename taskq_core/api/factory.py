@@ -10,28 +10,31 @@ from fastapi import FastAPI
 
 import taskq_core
 from taskq_core import artifacts, broker, devstate
-from taskq_core.api import errors, ui
+from taskq_core.api import errors, openapi, ui
 from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
+from taskq_core.api.ratelimit import RateLimit, parse_rate
 from taskq_core.api.routes import artifacts as artifact_routes
 from taskq_core.api.routes import bulk, health, schedules, task_types, tasks, workers
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
+from taskq_core.inputs import InputLimits
 from taskq_core.plugins import Registry, load_registry
-from taskq_core.settings import MAX_BODY_BYTES, Settings
+from taskq_core.settings import Settings
 
 log = logging.getLogger("taskq.api")
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
-    """Build the API; settings and plugins default to the environment's, read at start-up."""
+    """Build the API; settings default to the environment's, plugins are loaded at start-up."""
+    config = settings or Settings()
+    rate = parse_rate(config.rate_limit) if config.rate_limit else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        config = settings or Settings()
         database_url, redis_url = devstate.resolve_urls(config)
         types = registry if registry is not None else load_registry()
         engine = engines.async_engine(
@@ -43,7 +46,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         storage = Storage(engine, config.queue)
         queue = broker.Broker(redis, config.queue)
         submitter = GroupSubmitter(storage, queue)
-        app.state.backends = Backends(storage, queue, types, submitter)
+        limits = InputLimits(config.max_input_bytes, config.max_input_depth)
+        app.state.backends = Backends(storage, queue, types, submitter, limits)
         app.state.keyring = keyring = KeyRing(engine, env_keys(config))
         log.info("task types: %s", types.known_names())
         await keyring.start()
@@ -61,9 +65,14 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         description="Submit tasks, follow them, list the task types the installed plugins provide.",
         lifespan=lifespan,
     )
+    # The last added runs first: the body is read (bounded) before a request is counted, so a
+    # refused one's client hears the 413 or 429.
     app.add_middleware(SubmitFastPath)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)  # the last added runs first
+    if rate is not None:
+        app.add_middleware(RateLimit, rate=rate)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
     errors.install(app)
+    openapi.install(app, config)
     app.include_router(bulk.router)
     app.include_router(tasks.router)
     app.include_router(artifact_routes.router)

@@ -87,7 +87,8 @@ class SubmitFastPath:
                 backends,
                 submitted_by=principal.owner,
             )
-        except (ValueError, ValidationError, InvalidTaskError):  # JSONDecodeError is a ValueError
+        # JSONDecodeError is a ValueError; RecursionError: nested deeper than json can read.
+        except (ValueError, RecursionError, ValidationError, InvalidTaskError):
             await self.app(scope, replaying(body, receive), send)
             return
         response: Response

@@ -8,31 +8,69 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from taskq_core.records import TaskStatus
+from taskq_core.task import MIN_TIMEOUT_SECONDS
 
 
 class TaskCreate(BaseModel):
     """The body of `POST /tasks/`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The schema says what _one_start_time checks: not both start times at once.
+        json_schema_extra={
+            "examples": [
+                {"task_type": "FibonacciTask", "input_data": {"n": 10}},
+                {
+                    "task_type": "FibonacciTask",
+                    "input_data": {"n": 90},
+                    "priority": 5,
+                    "max_attempts": 2,
+                    "timeout_seconds": 30,
+                    "delay_seconds": 5,
+                },
+            ],
+            "not": {
+                "required": ["run_at", "delay_seconds"],
+                "properties": {"run_at": {"type": "string"}, "delay_seconds": {"type": "number"}},
+            },
+        },
+    )
 
     task_type: str = Field(description="A registered task type, e.g. FibonacciTask.")
     input_data: dict[str, Any] = Field(
         default_factory=dict, description="Validated against the task type's input schema."
     )
+    # Numbers strictly: `true` is not a priority, nor `false` a delay.
     priority: int | None = Field(
-        default=None, ge=1, le=5, description="1 (lowest) .. 5 (highest); default: the type's."
+        default=None,
+        ge=1,
+        le=5,
+        strict=True,
+        description="1 (lowest) .. 5 (highest); default: the type's.",
     )
     max_attempts: int | None = Field(
-        default=None, ge=1, le=100, description="Attempts before failing; default: the type's."
+        default=None,
+        strict=True,
+        ge=1,
+        le=100,
+        description="Attempts before failing; default: the type's; at most its max_attempts.",
     )
     timeout_seconds: float | None = Field(
-        default=None, gt=0, le=7 * 24 * 3600, description="Stop an attempt after this long."
+        default=None,
+        strict=True,
+        ge=MIN_TIMEOUT_SECONDS,
+        le=7 * 24 * 3600,
+        description="Stop an attempt after this long; at most the type's max_timeout_seconds.",
     )
     run_at: AwareDatetime | None = Field(
         default=None, description="Not before this instant (ISO 8601 with a time zone)."
     )
     delay_seconds: float | None = Field(
-        default=None, ge=0, le=365 * 24 * 3600, description="Not before this many seconds."
+        default=None,
+        strict=True,
+        ge=0,
+        le=365 * 24 * 3600,
+        description="Not before this many seconds.",
     )
 
     @model_validator(mode="after")
@@ -42,13 +80,20 @@ class TaskCreate(BaseModel):
         return self
 
 
-MAX_BATCH = 1000  # tasks per POST /tasks/batch
+MAX_BATCH = 10_000  # tasks per POST /tasks/batch at most; TASKQ_MAX_BATCH_SIZE sets the limit
 
 
 class TaskBatch(BaseModel):
     """The body of `POST /tasks/batch`: validated all together, created all or none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"tasks": [{"task_type": "FibonacciTask", "input_data": {"n": n}} for n in (1, 2)]}
+            ]
+        },
+    )
 
     tasks: list[TaskCreate] = Field(min_length=1, max_length=MAX_BATCH)
 
@@ -123,8 +168,19 @@ class TaskWithHistory(TaskDetail):
     )
 
 
+class TaskListItem(TaskSummary):
+    """A task in a listing: its state, none of its bodies (GET /tasks/{id} has them)."""
+
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: str | None
+
+
 class TaskPage(BaseModel):
-    tasks: list[TaskDetail]
+    tasks: list[TaskListItem]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page.")
 
 
@@ -156,6 +212,9 @@ class TaskTypeInfo(BaseModel):
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     defaults: dict[str, Any]
+    limits: dict[str, Any] = Field(
+        description="The most a request may ask for: max_attempts, max_timeout_seconds."
+    )
     paused: bool = Field(default=False, description="Paused: none of its tasks start.")
     paused_at: datetime | None = None
 
@@ -169,3 +228,9 @@ class PluginFailureInfo(BaseModel):
 class TaskTypes(BaseModel):
     task_types: list[TaskTypeInfo]
     errors: list[PluginFailureInfo]
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready or unavailable")
+    postgresql: str
+    redis: str

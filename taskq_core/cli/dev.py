@@ -105,7 +105,7 @@ def run_dev(settings: Settings, *, host: str, port: int, workers: int) -> int:
     except _StopRequested:
         pass
     except TaskqError as exc:
-        console.print(f"[red]taskq dev: {exc}[/]")
+        console.print(f"[red]taskq dev: {escape(str(exc))}[/]")
         code = 1
     console.print("stopped")
     return code

@@ -47,6 +47,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate, redaction
     from taskq_core.api import create_app
     from taskq_core.cli.keys import check_exposure
+    from taskq_core.cli.serve import server_options
 
     # Fail here, with the message, not inside uvicorn's start-up.
     database_url, redis_url = devstate.resolve_urls(settings)
@@ -57,6 +58,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         "log_level": settings.log_level.lower(),
         "access_log": args.access_log,
         "log_config": redaction.uvicorn_log_config(LOG_FORMAT, settings.log_level),
+        **server_options(settings),
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)

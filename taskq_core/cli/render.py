@@ -1,4 +1,8 @@
-"""Terminal output of the command line: tables of tasks and plugins."""
+"""Terminal output of the command line: tables of tasks and plugins.
+
+Every value that comes from a task or a plugin is data, never markup: a subject of `[/x]` would
+crash rich, and `[link=...]` would plant a terminal hyperlink. Such values go through `Text`
+(taken literally); only our own fixed strings use markup."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from taskq_core.plugins import Registry
 
@@ -20,11 +26,11 @@ STATUS_STYLES = {
 }
 
 
-def _short(value: Any, width: int = 40) -> str:
+def _short(value: Any, width: int = 40) -> Text:
     if value is None:
-        return ""
+        return Text("")
     text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 def task_table(rows: Sequence[dict[str, Any]], console: Console | None = None) -> None:
@@ -36,8 +42,8 @@ def task_table(rows: Sequence[dict[str, Any]], console: Console | None = None) -
         outcome = row["result"] if row["error"] is None else row["error"].get("message")
         table.add_row(
             str(row["id"]),
-            row["task_type"],
-            f"[{STATUS_STYLES.get(status, '')}]{status}[/]",
+            Text(row["task_type"]),
+            Text(status, style=STATUS_STYLES.get(status, "")),
             str(row["priority"]),
             f"{row['attempts']}/{row['max_attempts']}",
             row["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
@@ -54,14 +60,15 @@ def plugin_table(registry: Registry, console: Console | None = None) -> None:
         table.add_column(column)
     for task_type in registry:
         table.add_row(
-            task_type.plugin.name,
-            task_type.plugin.version or "",
-            task_type.name,
+            Text(task_type.plugin.name),
+            Text(task_type.plugin.version or ""),
+            Text(task_type.name),
             "async" if task_type.is_async else "sync",
-            task_type.cls.description,
+            Text(task_type.cls.description),
         )
     console.print(table if registry.types else "[yellow]no task types installed[/]")
     for failure in registry.failures:
         console.print(
-            f"[red]failed to load[/] {failure.plugin} ({failure.entry_point}): {failure.error}"
+            f"[red]failed to load[/] {escape(failure.plugin)} ({escape(failure.entry_point)}): "
+            f"{escape(failure.error)}"
         )

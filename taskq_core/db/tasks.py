@@ -34,6 +34,17 @@ SUMMARY_COLUMNS = (
     tasks.c.priority,
     tasks.c.created_at,
 )
+# A listing's row: the task's state without its bodies (input, result, error), so a page's size
+# is bounded by its length, whatever the tasks carry.
+LIST_COLUMNS = (
+    *SUMMARY_COLUMNS,
+    tasks.c.attempts,
+    tasks.c.max_attempts,
+    tasks.c.run_at,
+    tasks.c.started_at,
+    tasks.c.finished_at,
+    tasks.c.worker_id,
+)
 DETAIL_COLUMNS = (
     *SUMMARY_COLUMNS,
     tasks.c.input_data,
@@ -229,9 +240,12 @@ class TaskQueries:
         priority: int | None = None,
         before_id: int | None = None,
         limit: int = 50,
+        detail: bool = False,
     ) -> list[dict[str, Any]]:
-        """Tasks newest first, filtered; page with `before_id` (the previous page's last id)."""
-        query = select(*DETAIL_COLUMNS).order_by(tasks.c.id.desc()).limit(limit)
+        """Tasks newest first, filtered; page with `before_id` (the previous page's last id).
+        Summaries (LIST_COLUMNS), or with `detail` every field but the history."""
+        columns = DETAIL_COLUMNS if detail else LIST_COLUMNS
+        query = select(*columns).order_by(tasks.c.id.desc()).limit(limit)
         if status is not None:
             query = query.where(tasks.c.status == status)
         if task_type is not None:
@@ -274,8 +288,8 @@ class TaskQueries:
         return task
 
     async def recent(self, count: int) -> list[dict[str, Any]]:
-        """The last `count` tasks, newest first."""
-        return await self.list_tasks(limit=count)
+        """The last `count` tasks with their bodies, newest first (for `taskq tasks show`)."""
+        return await self.list_tasks(limit=count, detail=True)
 
     async def count_by_status(self, since_id: int = 0) -> dict[str, int]:
         """How many tasks with id above `since_id` are in each status."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -14,7 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from taskq_core.embedded import binaries, nobody, ports, processes
+from taskq_core.embedded import binaries, credentials, nobody, ports, processes
 from taskq_core.embedded.errors import AddressInUseError, EmbeddedError
 from taskq_core.embedded.processes import Server
 
@@ -22,6 +23,13 @@ DATABASE = "taskq"
 MAX_CONNECTIONS = 200  # the tests run many API and worker processes at once
 PORT_ATTEMPTS = 5
 SUN_PATH_MAX = 107  # bytes in a unix socket path, the trailing NUL aside
+# Every connection, TCP or socket, gives the password; a cluster made by an older taskq (which
+# trusted every local connection) gets it at its next start.
+PG_HBA = """# Written by taskq: every connection gives the password in credentials.json.
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 def default_data_dir() -> Path:
@@ -41,9 +49,9 @@ class EmbeddedServers:
     when the thread that spawned it ends.
 
     data_dir holds postgres/ (the cluster) and run/ (its socket), valkey/ (the append-only
-    file), valkey.conf, valkey.pid, valkey.sock, both logs, and ports.json (the ports, reused
-    when free). As root, when nobody cannot reach data_dir, postgres/ and run/ live in a
-    stand-in folder that postgres.home names.
+    file), valkey.conf, valkey.pid, valkey.sock, both logs, ports.json (the ports, reused
+    when free) and credentials.json (both passwords, 0600). As root, when nobody cannot reach
+    data_dir, postgres/ and run/ live in a stand-in folder that postgres.home names.
     """
 
     def __init__(
@@ -72,14 +80,25 @@ class EmbeddedServers:
         self._valkey_pidfile = self.data_dir / "valkey.pid"
         self._valkey_log = self.data_dir / "valkey.log"
         self._ports_file = self.data_dir / "ports.json"
+        self._credentials: credentials.Credentials | None = None
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{_known(self._pg_port)}/{DATABASE}"
+        port = _known(self._pg_port)
+        return (
+            f"postgresql://postgres:{self._secrets().postgres_password}@127.0.0.1:{port}/{DATABASE}"
+        )
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{_known(self._redis_port)}/0"
+        port = _known(self._redis_port)
+        return f"redis://:{self._secrets().redis_password}@127.0.0.1:{port}/0"
+
+    def _secrets(self) -> credentials.Credentials:
+        if self._credentials is None:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._credentials = credentials.load_or_create(self.data_dir)
+        return self._credentials
 
     @property
     def postgres_pid(self) -> int | None:
@@ -150,10 +169,11 @@ class EmbeddedServers:
             user = nobody.postgres_user()
             return processes.spawn(argv, self._pg_log, self.data_dir, signal.SIGINT, user)
 
+        self._write_pg_hba_if_trusting()
         self._pg, self._pg_port = self._start_on_a_port(
             "PostgreSQL", "postgres", self._pg_port, spawn, self._postgres_ready, self._pg_log
         )
-        with psycopg.connect(_conninfo(self._pg_port), autocommit=True) as conn:
+        with psycopg.connect(self._conninfo(self._pg_port), autocommit=True) as conn:
             query = "SELECT 1 FROM pg_database WHERE datname = %s"
             if conn.execute(query, (DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -188,7 +208,7 @@ class EmbeddedServers:
             return processes.spawn(argv, self._valkey_log, self.data_dir, signal.SIGTERM)
 
         self._redis, self._redis_port = self._start_on_a_port(
-            "Valkey", "redis", self._redis_port, spawn, _valkey_ready, self._valkey_log
+            "Valkey", "redis", self._redis_port, spawn, self._valkey_ready, self._valkey_log
         )
 
     def stop_redis(self) -> None:
@@ -209,13 +229,43 @@ class EmbeddedServers:
         # flushing the AOF). Only while our child lives is the port surely still ours.
         if self._redis is None or self._redis.poll() is not None:
             return
-        if self._redis_port is None or not _shutdown_valkey(self._redis_port):
+        password = self._secrets().redis_password
+        if self._redis_port is None or not _shutdown_valkey(self._redis_port, password):
             processes.send(self._redis, signal.SIGTERM)
+
+    def _valkey_ready(self, port: int, proc: Server) -> bool:
+        return _valkey_ready(port, proc, self._secrets().redis_password)
+
+    def _conninfo(self, port: int) -> str:
+        password = self._secrets().postgres_password
+        return f"{_conninfo(port)} password={password}"
+
+    def _write_pg_hba_if_trusting(self) -> None:
+        """A cluster made by an older taskq trusts every connection and its role has no
+        password: give it one (in single-user mode, before it listens) and require it."""
+        hba = self._pg_dir / "pg_hba.conf"
+        if hba.read_text() == PG_HBA:
+            return
+        postgres = self._postgres_bin_dir() / "postgres"
+        password = self._secrets().postgres_password
+        statement = f"ALTER ROLE postgres PASSWORD '{password}';\n"  # URL-safe: no quote in it
+        single = subprocess.run(
+            [str(postgres), "--single", "-D", str(self._pg_dir), "postgres"],
+            input=statement,
+            capture_output=True,
+            text=True,
+            user=nobody.postgres_user(),
+            group=nobody.postgres_user(),
+            check=False,
+        )
+        if single.returncode != 0:
+            raise EmbeddedError(f"could not set the postgres role's password: {single.stderr}")
+        hba.write_text(PG_HBA)
 
     def _postgres_ready(self, port: int, proc: Server) -> bool:
         """Whether our PostgreSQL answers on `port`, not a server that took the port meanwhile."""
         try:
-            with psycopg.connect(_conninfo(port), autocommit=True) as conn:
+            with psycopg.connect(self._conninfo(port), autocommit=True) as conn:
                 row = conn.execute("SHOW data_directory").fetchone()
         except psycopg.Error:
             return False
@@ -237,18 +287,28 @@ class EmbeddedServers:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(mode=0o700)
         nobody.give_to_postgres(scratch)
-        argv = [str(bin_dir / "initdb"), "-D", str(scratch), "-U", "postgres", "--auth=trust"]
-        argv += ["-E", "UTF8", "--locale=C"]
+        # The password from a file PostgreSQL's user can read, removed with the scratch folder's
+        # rename (it lives outside it, beside it, for initdb refuses a non-empty folder).
+        pwfile = self._pg_home / "postgres.pwfile"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self._secrets().postgres_password + "\n")
+        nobody.give_to_postgres(pwfile)
+        argv = [str(bin_dir / "initdb"), "-D", str(scratch), "-U", "postgres"]
+        argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"]
         if not self.durable:
             argv.append("-N")  # no fsync: a throwaway cluster need not survive a power cut
         offset = processes.log_size(self._pg_log)
         user = nobody.postgres_user()
         initdb = processes.spawn(argv, self._pg_log, self.data_dir, signal.SIGTERM, user)
-        if initdb.wait() != 0:
+        initdb.wait()
+        pwfile.unlink()
+        if initdb.returncode != 0:
             tail = processes.log_tail(self._pg_log, offset)
             raise EmbeddedError(
                 f"initdb failed ({initdb.returncode}); {self._pg_log} ends:\n{tail}"
             )
+        (scratch / "pg_hba.conf").write_text(PG_HBA)
         scratch.rename(self._pg_dir)
 
     def _write_valkey_conf(self, port: int) -> Path:
@@ -262,12 +322,17 @@ class EmbeddedServers:
             f"pidfile {_quote(self._valkey_pidfile)}",
             f"appendonly {'yes' if self.durable else 'no'}",
             "appendfsync everysec",
+            # URL-safe characters only: no quoting needed.
+            f"requirepass {self._secrets().redis_password}",
         ]
         unix_socket = self.data_dir / "valkey.sock"
         if _fits_sun_path(unix_socket):
             lines += [f"unixsocket {_quote(unix_socket)}", "unixsocketperm 700"]
         conf = self.data_dir / "valkey.conf"
-        conf.write_text("\n".join(lines) + "\n")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("\n".join(lines) + "\n")
+        os.chmod(conf, 0o600)  # a conf from an older taskq was 0644
         return conf
 
     def _start_on_a_port(
@@ -312,21 +377,22 @@ def _conninfo(port: int) -> str:
     return f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
 
 
-def _valkey_client(port: int) -> redis.Redis:
+def _valkey_client(port: int, password: str) -> redis.Redis:
     # No retries: redis-py's default backoff turns a refused connection while Valkey starts,
     # or the one SHUTDOWN closes, into seconds of waiting.
     return redis.Redis(
         host="127.0.0.1",
         port=port,
+        password=password,
         socket_timeout=2,
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),
     )
 
 
-def _valkey_ready(port: int, proc: Server) -> bool:
+def _valkey_ready(port: int, proc: Server, password: str) -> bool:
     """Whether our Valkey answers on `port`, its data loaded; not a server that took the port."""
-    client = _valkey_client(port)
+    client = _valkey_client(port, password)
     try:
         client.ping()  # refused while the append-only file loads; INFO is not
         info: dict[str, object] = client.info("server")
@@ -337,8 +403,8 @@ def _valkey_ready(port: int, proc: Server) -> bool:
     return info.get("process_id") == proc.pid
 
 
-def _shutdown_valkey(port: int) -> bool:
-    client = _valkey_client(port)
+def _shutdown_valkey(port: int, password: str) -> bool:
+    client = _valkey_client(port, password)
     try:
         client.shutdown()
     except redis.RedisError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -9,9 +10,28 @@ from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
+from taskq_core.inputs import size_problem
 from taskq_core.plugins import Registry, TaskType
 from taskq_core.redaction import redact
-from taskq_core.task import PermanentError, Reporter, Retry, Task, TaskContext
+from taskq_core.task import (
+    DEFAULT_BACKOFF_MAX,
+    PermanentError,
+    Reporter,
+    Retry,
+    Task,
+    TaskContext,
+)
+
+# What a task's outcome may put in its row: a result is read whole by every GET of its task, and
+# an error's text by every reader. (What PostgreSQL refuses outright, a NUL character, the
+# recorder turns into the task's OutcomeRefusedError.)
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 32 * 1024
+
+
+class UnstorableResultError(PermanentError):
+    """The task's result is too large to store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +82,18 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     """The JSON stored in `tasks.error`: type, message, traceback, and what the plugin asked for.
 
     URL passwords and API keys in them are masked: a driver's error often quotes its DSN, and
-    whoever may read the task would see it."""
+    whoever may read the task would see it. A long traceback keeps its end."""
+    message = redact(str(exc) or type(exc).__qualname__)
+    trace = redact("".join(traceback.format_exception(exc)))
+    if len(trace) > MAX_TRACEBACK_CHARS:  # the end says where it failed: keep that
+        trace = "…" + trace[-MAX_TRACEBACK_CHARS:]
     error: dict[str, Any] = {
         "type": type(exc).__qualname__,
-        "message": redact(str(exc) or type(exc).__qualname__),
-        "traceback": redact("".join(traceback.format_exception(exc))),
+        "message": message[:MAX_MESSAGE_CHARS],
+        "traceback": trace,
     }
     if isinstance(exc, Retry):
-        error["retry_after"] = exc.after
+        error["retry_after"] = exc.after if math.isfinite(exc.after) else DEFAULT_BACKOFF_MAX
     elif isinstance(exc, PermanentError):
         error["permanent"] = True
     return error
@@ -94,7 +118,11 @@ def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
     output_model = task_type.cls.Output
     if isinstance(value, BaseModel) and not isinstance(value, output_model):
         value = value.model_dump()
-    return output_model.model_validate(value).model_dump(mode="json")
+    result: dict[str, Any] = output_model.model_validate(value).model_dump(mode="json")
+    too_large = size_problem(result, ("result",), MAX_RESULT_BYTES)
+    if too_large is not None:
+        raise UnstorableResultError(f"result {too_large['msg']}")
+    return result
 
 
 def run_sync(

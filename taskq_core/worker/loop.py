@@ -265,6 +265,12 @@ class Worker:
             backoff = BACKOFF_START
             for task in claimed:
                 self.executing += 1
+                stale = self.running.get(task.id)
+                if stale is not None:
+                    # Our own earlier attempt, stalled past its lease (a paused process, a cut
+                    # network) while our pop waited in Redis: the sweeper recorded it lost and
+                    # its outcome would be refused. Stop it; the new attempt owns the entry.
+                    self._interrupt(stale, "lost")
                 running = self.running[task.id] = Running(task)
                 running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
 
@@ -290,7 +296,7 @@ class Worker:
             reason = running.stop_reason
             if reason == "lost":
                 log.warning("task %d was taken over after its lease expired; stopped", task.id)
-                self.running.pop(task.id, None)
+                self._forget(running)
                 return  # the finally below frees the slot
             finish = (
                 outcomes.cancelled(task) if reason == "cancelled" else outcomes.handed_back(task)
@@ -309,8 +315,13 @@ class Worker:
         try:
             await self._record(running, finish)
         finally:
-            self.running.pop(task.id, None)
+            self._forget(running)
             self._slot_freed.set()
+
+    def _forget(self, running: Running) -> None:
+        """Drop `running`'s entry, unless a newer attempt of the same task owns it by now."""
+        if self.running.get(running.task.id) is running:
+            del self.running[running.task.id]
 
     async def _run(self, task: ClaimedTask) -> Outcome:
         task_type = self.registry.types.get(task.task_type)

@@ -8,8 +8,9 @@ It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON obj
 It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
 the pool carries two file descriptors (SCM_RIGHTS): the read end of a runner's job pipe and the
 write end of its reply pipe. It answers each, in order, with `{"forked": PID}` (or
-`{"forked": null, "error": "..."}`), and reports each runner it reaps with
-`{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at EOF.
+`{"forked": null, "error": "..."}`), having closed its copies of both first, and reports each
+runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
+EOF.
 
 It dies with the pool's process, and its runners die with it (parent-death signals), so nothing
 outlives a worker killed even by SIGKILL.
@@ -115,27 +116,32 @@ def _reap(control: socket.socket) -> None:
 def _fork(
     control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
 ) -> None:
-    """Fork a runner serving the pipes in `fds`; they are the runner's alone afterwards."""
+    """Fork a runner serving the pipes in `fds`; they are the runner's alone before the answer."""
+    answer: dict[str, Any]
     try:
         if len(fds) != 2:
-            _send(control, {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"})
-            return
-        # Else what sits in their buffers would be written once more by every runner.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        zygote = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _send(control, {"forked": None, "error": str(exc)})
-            return
-        if pid == 0:
-            _runner(zygote, control, registry, fds, wake)
-        _send(control, {"forked": pid})
+            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"}
+        else:
+            # Else what sits in their buffers would be written once more by every runner.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            zygote = os.getpid()
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                answer = {"forked": None, "error": str(exc)}
+            else:
+                if pid == 0:
+                    _runner(zygote, control, registry, fds, wake)
+                answer = {"forked": pid}
     finally:
-        # The runner's copies must be the only ones: its death is EOF on the pool's reply pipe.
+        # Closed BEFORE the answer: the runner's copies must be the only ones once the pool has
+        # it, as its death is EOF on the pool's reply pipe. Closed after, a fork server stopped or
+        # descheduled in between would keep them open: the pool would see no EOF, write jobs into
+        # a pipe nobody reads, and, the stuck fork server reporting no exit, wait forever.
         for fd in fds:
             os.close(fd)
+    _send(control, answer)
 
 
 def _runner(

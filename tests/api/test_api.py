@@ -200,8 +200,9 @@ def test_unknown_id_is_404_and_bad_id_422(api: Api) -> None:
     response = api.client.get("/tasks/999999")
     assert response.status_code == 404
     assert response.json() == {"detail": "task 999999 not found"}
-    assert api.client.get("/tasks/abc").status_code == 422
+    assert api.client.get("/tasks/abc").status_code == 404  # no such resource: ids are digits
     assert api.client.get("/tasks/0").status_code == 422
+    assert api.client.get(f"/tasks/{2**63}").status_code == 422
 
 
 def test_task_types_describe_each_type_and_list_broken_plugins(api: Api) -> None:

@@ -286,6 +286,16 @@ class UnshowableErrorTask(Task):
         raise Unshowable()
 
 
+class HugeResultTask(Task):
+    name = "HugeResultTask"
+    description = "Return a 2 MiB result: over what the worker stores (worker/execution.py)."
+    Input = Empty
+    Output = TextOutput
+
+    def run(self, data: Empty, ctx: TaskContext) -> TextOutput:
+        return TextOutput(text="x" * (2 * 1024 * 1024))
+
+
 @hookimpl
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (
@@ -303,5 +313,6 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         AppendTask,
         NulTask,
         UnshowableErrorTask,
+        HugeResultTask,
     ):
         register(task_type)

@@ -160,7 +160,9 @@ def test_chaos(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     servers = chaos_servers
-    servers.sql("TRUNCATE tasks, task_attempts, workers, sweeper_leases RESTART IDENTITY")
+    servers.sql(
+        "TRUNCATE tasks, task_attempts, schedule_ticks, workers, sweeper_leases RESTART IDENTITY"
+    )
     with servers.redis() as client:
         client.flushall()
     faults = schedule(SEED, DURATION)

@@ -163,3 +163,42 @@ def test_the_outcome_statement_refuses_a_stale_attempt(harness: Harness) -> None
     rows = h.servers.sql("SELECT status, attempts, result FROM tasks WHERE id = %s", (task_id,))
     assert rows == [("completed", 2, {"b": 2})]
     assert h.histories()[task_id] == [Attempt(2, "completed", "fresh")]
+
+
+def test_a_worker_paused_past_its_lease_that_gets_its_own_task_back_runs_the_new_attempt(
+    harness: Harness,
+) -> None:
+    # The paused worker's pop waits in Redis and the only other worker is full, so the sweeper's
+    # re-push of the lost task goes back to it: on resume it holds the stale attempt and the new
+    # one of the same task.
+    h = harness
+    api = h.start_api()
+    sweeper = h.start_worker(concurrency=1)  # sweeps, but is kept too busy to pop anything
+    h.worker_id(sweeper)
+    busy = h.post(api, "AsyncSleepTask", {"seconds": 60})
+    h.wait(lambda: any(e.task_id == busy for e in h.executions()), 60, "the busy task to start")
+    paused = h.start_worker(concurrency=2)
+    paused_id = h.worker_id(paused)
+    # Sync: its runner goes on while the worker is stopped, and ends during the new attempt.
+    task_id = h.post(api, "BlockingSleepTask", {"seconds": 6}, max_attempts=2)
+    h.wait(lambda: any(e.task_id == task_id for e in h.executions()), 60, "the task to start")
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        h.wait(
+            lambda: h.servers.sql(
+                "SELECT 1 FROM task_attempts WHERE task_id = %s AND outcome = 'lost'", (task_id,)
+            ),
+            60,
+            "the sweeper to record the stalled attempt lost",
+        )
+    finally:
+        paused.send_signal(signal.SIGCONT)
+
+    h.wait(lambda: _status(h, task_id) in FINAL_OUTCOMES, 60, "the task to finish")
+    history = h.servers.sql(
+        "SELECT attempt, outcome, worker_id FROM task_attempts WHERE task_id = %s ORDER BY attempt",
+        (task_id,),
+    )
+    # The new attempt's lease was kept while it ran: it completed, on the worker that was paused.
+    assert _status(h, task_id) == "completed", f"{history}\n{h.report()}"
+    assert history == [(1, "lost", paused_id), (2, "completed", paused_id)]

@@ -14,7 +14,8 @@ MAX_N = 10_000  # fib(10000) has 2,090 digits: a bounded, sub-millisecond reques
 class FibonacciInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    n: int = Field(ge=0, le=MAX_N, description="Which Fibonacci number to compute.")
+    # Strict: `true`, `3.0` and `"3"` are not numbers a caller meant (hypothesis found `true`).
+    n: int = Field(ge=0, le=MAX_N, strict=True, description="Which Fibonacci number to compute.")
 
 
 class FibonacciOutput(BaseModel):

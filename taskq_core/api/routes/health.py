@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from taskq_core.api.deps import BackendsDep
+from taskq_core.api.schemas import Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +31,11 @@ async def _check(name: str, probe: Any) -> str:
     return "ok"
 
 
-@router.get("/ready", responses={503: {"description": "PostgreSQL or Redis is unreachable"}})
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "PostgreSQL or Redis is unreachable"}},
+)
 async def ready(backends: BackendsDep) -> JSONResponse:
     postgresql, redis = await asyncio.gather(
         _check("postgresql", backends.storage.ping), _check("redis", backends.broker.ping)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import Backends, BackendsDep
+from taskq_core.api.responses import GUARDED, documented
 from taskq_core.api.schemas import TaskTypes
 from taskq_core.errors import TaskNotFoundError
 
@@ -27,7 +28,7 @@ class PauseState(BaseModel):
     paused_at: datetime | None
 
 
-@router.get("/task-types", response_model=TaskTypes)
+@router.get("/task-types", response_model=TaskTypes, responses=documented(*GUARDED))
 async def list_task_types(backends: BackendsDep) -> dict[str, Any]:
     registry = backends.registry
     paused = await backends.storage.paused_task_types()

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 
 from taskq_core import enqueue
 from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, check_reader, require
-from taskq_core.api.deps import Backends, BackendsDep
+from taskq_core.api.deps import Backends, BackendsDep, SettingsDep
+from taskq_core.api.responses import GUARDED, WITH_BODY, documented
 from taskq_core.api.schemas import (
     TaskBatch,
     TaskCreate,
@@ -31,8 +32,12 @@ ReaderOrSubmitter = Annotated[Principal, require(Scope.READ, Scope.SUBMIT)]
 Submitter = Annotated[Principal, require(Scope.SUBMIT)]
 Admin = Annotated[Principal, require(Scope.ADMIN)]
 
-MAX_PAGE = 1000
-TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+MAX_PAGE = 10_000  # the most TASKQ_MAX_PAGE_SIZE may allow
+MAX_ID = 2**63 - 1  # PostgreSQL's bigint
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# `{task_id:int}`: only digits reach the task routes, so /tasks/batch is never read as an id
+# (GET /tasks/batch is a 405, not a 422 about an integer).
+ONE = "/{task_id:int}"
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -69,11 +74,16 @@ def prepare(
         idempotency_key=idempotency_key,
         idempotency_hash=fingerprint(body) if idempotency_key else None,
         submitted_by=submitted_by,
+        limits=backends.limits,
     )
 
 
 def _invalid(errors: list[dict[str, Any]], *prefix: object) -> RequestValidationError:
     return RequestValidationError([{**e, "loc": ("body", *prefix, *e["loc"])} for e in errors])
+
+
+def _over(loc: tuple[str, ...], value: object, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "limit", "loc": loc, "msg": msg, "input": value}])
 
 
 def _without_traceback(error: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -108,11 +118,18 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
     status_code=status.HTTP_201_CREATED,
     response_model=TaskSummary,
     responses={
-        200: {"description": "A replay of an earlier request with the same Idempotency-Key"},
-        409: {"description": "The Idempotency-Key was used for a different request"},
-        413: {"description": "Body over 1 MiB"},
-        422: {"description": "Unknown task type or invalid input"},
-        503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
+        200: {
+            "model": TaskSummary,
+            "description": "A replay of an earlier request with the same Idempotency-Key",
+        },
+        **documented(
+            *GUARDED,
+            *WITH_BODY,
+            409,
+            422,
+            _409="The Idempotency-Key was used for a different request",
+            _422="Unknown task type or invalid input (NUL characters, NaN, too deep or too large)",
+        ),
     },
 )
 async def create_task(
@@ -140,16 +157,24 @@ async def create_task(
     "/batch",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskSummaries,
-    responses={
-        413: {"description": "Body over 1 MiB"},
-        422: {"description": "Some task is invalid (`loc` names its index); nothing was created"},
-        503: {"description": "PostgreSQL or Redis unavailable; nothing was created"},
-    },
+    responses=documented(
+        *GUARDED,
+        *WITH_BODY,
+        422,
+        _422="Some task is invalid (`loc` names its index), or too many; nothing was created",
+    ),
 )
 async def create_tasks(
-    body: TaskBatch, backends: BackendsDep, principal: Submitter
+    body: TaskBatch, backends: BackendsDep, settings: SettingsDep, principal: Submitter
 ) -> dict[str, Any]:
-    """Create up to 1,000 tasks at once, all or none: one INSERT, one pipelined push."""
+    """Create up to TASKQ_MAX_BATCH_SIZE (1,000) tasks at once, all or none: one INSERT, one
+    pipelined push."""
+    if len(body.tasks) > settings.max_batch_size:
+        raise _over(
+            ("body", "tasks"),
+            len(body.tasks),
+            f"at most {settings.max_batch_size} tasks per batch (TASKQ_MAX_BATCH_SIZE)",
+        )
     new: list[NewTask] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(body.tasks):
@@ -162,17 +187,29 @@ async def create_tasks(
     return {"tasks": await enqueue.submit(backends.storage, backends.broker, new)}
 
 
-@router.get("/", response_model=TaskPage)
+@router.get("/", response_model=TaskPage, responses=documented(*GUARDED, 422))
 async def list_tasks(
     backends: BackendsDep,
+    settings: SettingsDep,
     principal: Reader,
     status: Annotated[TaskStatus | None, Query()] = None,
-    task_type: Annotated[str | None, Query()] = None,
+    task_type: Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_PAGE, description="At most TASKQ_MAX_PAGE_SIZE (1,000).")
+    ] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
 ) -> dict[str, Any]:
-    """Tasks newest first; follow `next_cursor` for older ones."""
+    """Tasks newest first, as summaries (no input, result or error: `GET /tasks/{id}` has
+    them); follow `next_cursor` for older ones."""
+    if limit > settings.max_page_size:
+        raise _over(
+            ("query", "limit"),
+            limit,
+            f"at most {settings.max_page_size} tasks per page (TASKQ_MAX_PAGE_SIZE)",
+        )
+    if cursor is not None and int(cursor) > MAX_ID:
+        raise _over(("query", "cursor"), cursor, "is not a cursor this API gave out")
     rows = await backends.storage.list_tasks(
         status=status,
         task_type=task_type,
@@ -181,12 +218,11 @@ async def list_tasks(
         limit=limit,
     )
     next_cursor = str(rows[-1]["id"]) if len(rows) == limit else None
-    return {"tasks": [for_reader(row, principal) for row in rows], "next_cursor": next_cursor}
+    # Summaries carry no error, so nothing in them is for admin keys only.
+    return {"tasks": rows, "next_cursor": next_cursor}
 
 
-@router.get(
-    "/{task_id}", response_model=TaskWithHistory, responses={404: {"description": "No such task"}}
-)
+@router.get(ONE, response_model=TaskWithHistory, responses=documented(*GUARDED, 404, 422))
 async def get_task(
     task_id: TaskId, backends: BackendsDep, principal: ReaderOrSubmitter
 ) -> dict[str, Any]:
@@ -199,13 +235,15 @@ async def get_task(
 
 
 @router.post(
-    "/{task_id}/cancel",
+    ONE + "/cancel",
     response_model=TaskWithHistory,
     responses={
         200: {"description": "Cancelled: it was pending and will never run"},
-        202: {"description": "It is running: its worker was asked to stop it"},
-        404: {"description": "No such task"},
-        409: {"description": "It has already finished"},
+        202: {
+            "model": TaskWithHistory,
+            "description": "It is running: its worker was asked to stop it",
+        },
+        **documented(*GUARDED, 404, 409, 413, 422, _409="It has already finished"),
     },
 )
 async def cancel_task(
