@@ -17,6 +17,8 @@ from tests.conftest import Servers
 ROWS = 25_000  # more than one fetch batch and several progress reports
 
 _TABLE = """
+CREATE SCHEMA IF NOT EXISTS export_src;
+SET search_path = export_src;
 DROP TABLE IF EXISTS export_rows;
 CREATE TABLE export_rows (
     id bigint PRIMARY KEY,
@@ -47,8 +49,15 @@ CREATE OR REPLACE FUNCTION export_delete_all() RETURNS bigint LANGUAGE sql
 
 @pytest.fixture(scope="session")
 def export_table(servers: Servers) -> Servers:
+    # A schema of its own: the suite's schema stays the migrations' (tests/db/test_db.py).
     servers.sql(_TABLE.replace("%(rows)s", str(ROWS)))
     return servers
+
+
+def source_url(servers: Servers) -> str:
+    """The suite's database as an export source whose search path finds the export schema."""
+    separator = "&" if "?" in servers.database_url else "?"
+    return f"{servers.database_url}{separator}options=-csearch_path%3Dexport_src"
 
 
 @dataclass
@@ -89,7 +98,7 @@ def export(export_table: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     def run(data: dict[str, Any], queries: dict[str, Any], **settings: str) -> Run:
         from taskq_export import build_task
 
-        monkeypatch.setenv("TASKQ_EXPORT_SOURCES", json.dumps({"main": export_table.database_url}))
+        monkeypatch.setenv("TASKQ_EXPORT_SOURCES", json.dumps({"main": source_url(export_table)}))
         monkeypatch.setenv("TASKQ_EXPORT_QUERIES", json.dumps(queries))
         for key, value in settings.items():
             monkeypatch.setenv(f"TASKQ_EXPORT_{key.upper()}", value)

@@ -152,8 +152,9 @@ def test_an_export_cannot_write(
     writer = {"sneaky": {"source": "main", "sql": statement, "count": False}}
     with pytest.raises(PermanentError, match="tried to write"):
         export({"query": "sneaky", "format": fmt}, writer)
-    assert export_table.sql("SELECT count(*) FROM export_rows")[0][0] == ROWS
-    assert export_table.sql("SELECT last_value, is_called FROM export_seq")[0] == (1, False)
+    assert export_table.sql("SELECT count(*) FROM export_src.export_rows")[0][0] == ROWS
+    sequence = export_table.sql("SELECT last_value, is_called FROM export_src.export_seq")
+    assert sequence == [(1, False)]
 
 
 def test_broken_sql_is_a_permanent_error(export: Exporter) -> None:

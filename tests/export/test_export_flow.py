@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Processes, Servers, free_port, taskq, wait_for
-from tests.export.conftest import ROWS
+from tests.export.conftest import ROWS, source_url
 
 QUERIES = {
     "rows_from": {
@@ -29,7 +29,7 @@ QUERIES = {
 @pytest.fixture
 def export_env(export_table: Servers, tmp_path: Path) -> dict[str, str]:
     return {
-        "TASKQ_EXPORT_SOURCES": json.dumps({"main": export_table.database_url}),
+        "TASKQ_EXPORT_SOURCES": json.dumps({"main": source_url(export_table)}),
         "TASKQ_EXPORT_QUERIES": json.dumps(QUERIES),
         "TASKQ_ARTIFACTS_URL": str(tmp_path / "artifacts"),
     }

@@ -33,6 +33,8 @@ def progress_writes(clean: Servers) -> Iterator[Servers]:
     clean.sql(_COUNTER)
     yield clean
     clean.sql("DROP TRIGGER IF EXISTS test_count_progress ON tasks")
+    clean.sql("DROP FUNCTION IF EXISTS test_count_progress()")
+    clean.sql("DROP TABLE IF EXISTS test_progress_writes")
 
 
 @pytest.fixture
