@@ -39,6 +39,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--taskq-processes", type=_positive, help="taskq-worker --processes")
     parser.add_argument("--taskq-concurrency", type=_positive, help="taskq-worker --concurrency")
     parser.add_argument(
+        "--taskq-base",
+        help="a taskq checkout (e.g. a worktree of main) whose API and worker run as the system "
+        "taskq-base: old against new code in one invocation",
+    )
+    parser.add_argument(
+        "--phases",
+        help="comma-separated phases to run (default all): enqueue_http, enqueue_python, "
+        "enqueue_threads, enqueue_async, bulk, drain_noop, drain_fib, latency",
+    )
+    parser.add_argument(
+        "--peers-tuned",
+        action="store_true",
+        help="run the peers' workers with layouts tuned for 2 cores instead of their defaults",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="200 tasks, 1 run, 1 s of latency: for the tests"
     )
     parser.add_argument("--results", type=Path, default=report.RESULTS, help="where the JSON goes")
@@ -57,6 +72,9 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "taskq_workers": args.taskq_workers,
         "taskq_processes": args.taskq_processes,
         "taskq_concurrency": args.taskq_concurrency,
+        "peers_tuned": args.peers_tuned or None,
+        "phases": args.phases,
+        "taskq_base": args.taskq_base,
     }
     return dataclasses.replace(sizes, **{k: v for k, v in given.items() if v is not None})
 

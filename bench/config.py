@@ -17,10 +17,16 @@ class Sizes:
     latency_seconds: float = 10.0
     http_seconds: int = 10  # wrk runs for a time, not a count
     phase_timeout: float = 300.0  # seconds any one phase may take before its cell reads timeout
-    # taskq's worker layout (the product's own knobs): processes x --processes x --concurrency
+    # taskq's worker layout: `taskq_workers` processes of `taskq-worker`, with --processes and
+    # --concurrency only when given (None: the product's defaults, which is what users run)
     taskq_workers: int = 1
-    taskq_processes: int = 2
-    taskq_concurrency: int = 32  # of 8, 16, 32, 64 tried: 16-64 drain alike, 8 far slower
+    taskq_processes: int | None = None
+    taskq_concurrency: int | None = None
+    taskq_base: str = ""  # another checkout, run as the system "taskq-base" (old vs new code)
+    # Every peer's worker at its own defaults unless True: then the layouts tuned for this
+    # 2-core machine (Celery -c 4 / -c 2, RQ SimpleWorker x 2, procrastinate 2 x 4)
+    peers_tuned: bool = False
+    phases: str = ""  # comma-separated phases to run (default: all)
 
     @classmethod
     def quick(cls) -> Sizes:

@@ -36,13 +36,22 @@ class Column:
 COLUMNS = (
     Column("enqueue_http", "rate", "enqueue HTTP, 1 req/task", peers_phase="enqueue_python"),
     Column("enqueue_python", "rate", "enqueue Python, 1 call/task"),
+    Column("enqueue_threads", "rate", "enqueue Python, 32 threads"),
+    Column("enqueue_async", "rate", "enqueue async, 32 tasks", peers_phase="enqueue_threads"),
     Column("bulk", "rate", "bulk enqueue"),
     Column("drain_noop", "rate", "drain no-op"),
     Column("drain_fib", "rate", "drain fib(20)"),
+    Column("drain_noop", "first_done_s", "first task done s", higher_is_better=False),
     Column("latency", "p50", "start p50 ms", higher_is_better=False),
     Column("latency", "p95", "start p95 ms", higher_is_better=False),
     Column("latency", "p99", "start p99 ms", higher_is_better=False),
 )
+
+
+def columns(phases: str = "") -> tuple[Column, ...]:
+    """The columns of the phases run (`phases`: comma-separated, empty for all)."""
+    chosen = {p.strip() for p in phases.split(",") if p.strip()}
+    return tuple(c for c in COLUMNS if not chosen or c.phase in chosen)
 
 
 def _number(value: float, column: Column) -> str:
@@ -69,7 +78,9 @@ def _value(results: Results, key: tuple[str, int, str], value: str) -> float | N
     return number
 
 
-def summarize(records: list[dict[str, Any]], systems: list[str], runs: int) -> dict[str, Any]:
+def summarize(
+    records: list[dict[str, Any]], systems: list[str], runs: int, phases: str = ""
+) -> dict[str, Any]:
     """Per system and column: median, min, max, the cell's text; then taskq's ratios."""
     results: Results = {
         (r["system"], r["run"], r["phase"]): r for r in records if r["phase"] != "_meta"
@@ -77,7 +88,7 @@ def summarize(records: list[dict[str, Any]], systems: list[str], runs: int) -> d
     cells: dict[str, dict[str, Any]] = {}
     for system in systems:
         row = cells[system] = {}
-        for column in COLUMNS:
+        for column in columns(phases):
             values, reasons = [], []
             for run in range(1, runs + 1):
                 result = results.get((system, run, column.phase))
@@ -100,7 +111,7 @@ def summarize(records: list[dict[str, Any]], systems: list[str], runs: int) -> d
     ratios: dict[str, Any] = {}
     peers = [s for s in systems if s != TASKQ]
     if TASKQ in systems and peers:
-        for column in COLUMNS:
+        for column in columns(phases):
             per_run, best_peers = [], []
             for run in range(1, runs + 1):
                 ours = _value(results, (TASKQ, run, column.phase), column.value)
@@ -132,14 +143,15 @@ def summarize(records: list[dict[str, Any]], systems: list[str], runs: int) -> d
 
 def table(summary: dict[str, Any], labels: dict[str, str], sizes: dict[str, Any]) -> str:
     """The markdown table: one row per system, then taskq ÷ best peer."""
-    titles = [c.title for c in COLUMNS]
+    shown = columns(sizes.get("phases", ""))
+    titles = [c.title for c in shown]
     rows = [
-        [labels[system]] + [row[c.key]["text"] for c in COLUMNS]
+        [labels[system]] + [row[c.key]["text"] for c in shown]
         for system, row in summary["cells"].items()
     ]
     ratios = summary["taskq_ratio_to_best_peer"]
     if ratios:
-        rows.append(["**taskq ÷ best peer**"] + [ratios[c.key]["text"] for c in COLUMNS])
+        rows.append(["**taskq ÷ best peer**"] + [ratios[c.key]["text"] for c in shown])
     header = ["system", *titles]
     lines = [
         "| " + " | ".join(header) + " |",

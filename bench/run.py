@@ -43,7 +43,7 @@ def _base_env(site: Path) -> dict[str, str]:
 
 def _system_wiring(system: str, servers: Servers) -> tuple[str, dict[str, str], dict[str, str]]:
     """The system's database URL, Redis URLs by role, and the variables its processes read."""
-    if system == "taskq":
+    if system.startswith("taskq"):  # taskq, and taskq-base: the same wiring
         db, redis = servers.url(DATABASES["taskq"]), {"queue": servers.redis_url("taskq")}
         return db, redis, {"TASKQ_DATABASE_URL": db, "TASKQ_REDIS_URL": redis["queue"]}
     if system.startswith("celery"):
@@ -186,7 +186,7 @@ def main(sizes: Sizes, systems: list[str], results_dir: Path) -> int:
         servers.stop()
     meta = {r["system"]: r for r in records if r["phase"] == "_meta"}
     labels = {s: meta.get(s, {}).get("label", s) for s in systems}
-    summary = report.summarize(records, systems, sizes.runs)
+    summary = report.summarize(records, systems, sizes.runs, sizes.phases)
     text = report.table(summary, labels, vars(sizes)) + _source_note(records)
     host["load_average_at_end"] = os.getloadavg()
     document = {

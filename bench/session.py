@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,22 @@ import redis
 
 from bench import peers, work
 from bench.config import SessionSpec, Sizes
+from bench.cpu import Meter
 from bench.measure import PhaseTimeout, paced, percentile, wait_for_count
 from bench.peers.base import Context, Kind, Peer, Unsupported
 from bench.procs import Processes
 
-PHASES = ("enqueue_http", "enqueue_python", "bulk", "drain_noop", "drain_fib", "latency")
+PHASES = (
+    "enqueue_http",
+    "enqueue_python",
+    "enqueue_threads",
+    "enqueue_async",
+    "bulk",
+    "drain_noop",
+    "drain_fib",
+    "latency",
+)
+THREADS = 32  # callers at once in enqueue_threads and enqueue_async
 WARMUP_STAMPS = 5  # sent before the latency phase, to know the workers are up and connected
 Result = dict[str, Any]
 
@@ -60,13 +72,18 @@ class Session:
 
     def enqueue_http(self) -> Result:
         self.fresh()
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
         load = self.peer.enqueue_http(self.sizes.http_seconds)
+        cpu = meter.stop([], max(1, load["count"]))  # PostgreSQL and Redis; the API's not here
         if load["non_2xx"]:
             raise RuntimeError(f"{load['non_2xx']} of {load['count']} requests were not 2xx")
         queued = self.peer.queued()
         if queued < load["count"]:
             raise RuntimeError(f"{load['count']} requests answered but {queued} tasks queued")
-        return ok({"rate": load["count"] / load["seconds"]}, **load, queued=queued)
+        return ok(
+            {"rate": load["count"] / load["seconds"]}, **load, queued=queued, cpu_us_per_task=cpu
+        )
 
     def enqueue_python(self) -> Result:
         self.fresh()
@@ -79,6 +96,35 @@ class Session:
         seconds = time.perf_counter() - start
         self.check_queued(n)
         return ok({"rate": n / seconds}, count=n, seconds=seconds, calls="one per task, 1 thread")
+
+    def enqueue_threads(self) -> Result:
+        """THREADS threads calling the Python enqueue at once, n calls in all."""
+        self.fresh()
+        n, send = self.sizes.tasks, self.peer.sender("noop")
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
+
+        def calls(count: int) -> None:
+            for _ in range(count):
+                send()
+
+        shares = [n // THREADS + (i < n % THREADS) for i in range(THREADS)]
+        start = time.perf_counter()
+        with ThreadPoolExecutor(THREADS) as pool:
+            for future in [pool.submit(calls, share) for share in shares]:
+                future.result(timeout=self.sizes.phase_timeout)
+        seconds = time.perf_counter() - start
+        self.check_queued(n)
+        cpu = meter.stop([], n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds, cpu_us_per_task=cpu)
+
+    def enqueue_async(self) -> Result:
+        """THREADS asyncio tasks calling the system's async enqueue at once, n calls in all."""
+        self.fresh()
+        n = self.sizes.tasks
+        seconds = self.peer.enqueue_async("noop", n, THREADS)
+        self.check_queued(n)
+        return ok({"rate": n / seconds}, count=n, seconds=seconds)
 
     def bulk(self) -> Result:
         self.fresh()
@@ -93,6 +139,8 @@ class Session:
         self.fresh()
         self.peer.fill(kind, n)
         self.check_queued(n)
+        meter = Meter(self.peer.ctx.database_url, self.spec.stamps_url)
+        meter.start()
         start = time.perf_counter()
         self.peer.start_workers()
         self.workers_up = True
@@ -109,12 +157,13 @@ class Session:
             if failed:
                 raise RuntimeError(f"{failed} tasks failed") from exc
             raise
+        cpu = meter.stop((p.pid for p in self.peer.ctx.procs.running), n)
         return ok(
-            {"rate": drained.rate},
+            {"rate": drained.rate, "first_done_s": drained.first_done_seconds},
             count=n,
             seconds=drained.seconds,
-            first_done_seconds=drained.first_done_seconds,
             steady_rate=drained.steady_rate,
+            cpu_us_per_task=cpu,
             clock="from starting the workers to the system's own record of the last task",
         )
 
@@ -230,15 +279,18 @@ def main(argv: list[str]) -> int:
                 emit(phase, {"status": "error", "reason": f"set-up failed: {exc}"[:300]})
             return 1
         session = Session(spec, peer)
+        chosen = [p.strip() for p in spec.sizes.phases.split(",") if p.strip()] or PHASES
         try:
-            for phase in PHASES:
+            for phase in (p for p in PHASES if p in chosen):
                 began = time.perf_counter()
                 result = guarded(phase, getattr(session, phase))
                 took = time.perf_counter() - began
                 emit(phase, {**result, "phase_seconds": round(took, 2)})
                 line = f"  run {spec.run}  {spec.system:14} {phase:15} {summary(result)}"
                 print(f"{line}  [{took:.1f}s]", flush=True)
-            meta = {"label": peer.label, "knobs": peer.knobs(), "versions": versions(peer)}
+            knobs = peer.knobs()
+            label = f"{peer.label}: `{knobs['worker']}`" if "worker" in knobs else peer.label
+            meta = {"label": label, "knobs": knobs, "versions": versions(peer)}
             if spec.system == "taskq":
                 meta["taskq_source"] = taskq_source()
             emit("_meta", meta)

@@ -20,6 +20,7 @@ PYTHON = VENV / "bin" / "python"
 # Whatever changes what the venv should hold; their hash is kept in the venv.
 INPUTS = (
     "pyproject.toml",
+    "clients/python/pyproject.toml",
     "plugins/taskq_fibonacci/pyproject.toml",
     "plugins/taskq_email/pyproject.toml",
     "bench/requirements.txt",
@@ -27,6 +28,8 @@ INPUTS = (
 INSTALL = [
     "-e",
     ".[embedded]",
+    "-e",
+    "clients/python",  # taskq-core's command line depends on it
     "-e",
     "plugins/taskq_fibonacci",
     "-e",

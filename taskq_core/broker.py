@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import redis
 import redis.asyncio as aioredis
@@ -19,10 +19,16 @@ def queue_key(queue: str, priority: int) -> str:
 
 
 def push_blocking(client: redis.Redis, queue: str, items: Iterable[tuple[int, int]]) -> None:
-    """Push (task_id, priority) pairs from blocking code, in one round trip."""
+    """Push (task_id, priority) pairs from blocking code, in one round trip, keeping their order
+    per priority (one LPUSH per priority, as push_many)."""
+    by_priority: dict[int, list[int]] = {}
+    for task_id, priority in items:
+        by_priority.setdefault(priority, []).append(task_id)
+    if not by_priority:
+        return
     with client.pipeline(transaction=False) as pipe:
-        for task_id, priority in items:
-            pipe.lpush(queue_key(queue, priority), task_id)
+        for priority, ids in by_priority.items():
+            pipe.lpush(queue_key(queue, priority), *ids)
         pipe.execute()
 
 
@@ -41,6 +47,59 @@ def status_channel(queue: str) -> str:
     is committed), so the API can wake whoever waits for a task. One channel per queue, each
     message a batch: a group commit of outcomes costs one PUBLISH."""
     return f"taskq:{{{queue}}}:status"
+
+
+def stats_key(queue: str, kind: str) -> str:
+    """Hashes of the queue's counters, shared by every API and worker process so one scrape of
+    any API sees them all: `counts` ("event|task_type|priority" -> n) and `durations`
+    ("task_type|le" -> n per bucket, "task_type|count", "task_type|sum")."""
+    return f"taskq:{{{queue}}}:stats:{kind}"
+
+
+# Upper bounds (seconds) of the task duration histogram's buckets; the last is +Inf.
+DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DURATION_BUCKETS += (10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+def count_field(event: str, task_type: str, priority: int) -> str:
+    return f"{event}|{task_type}|{priority}"
+
+
+def _bucket(seconds: float) -> str:
+    for bound in DURATION_BUCKETS:
+        if seconds <= bound:
+            return repr(bound)
+    return "+Inf"
+
+
+def _add_stats(
+    pipe: aioredis.client.Pipeline,
+    queue: str,
+    counts: Mapping[str, int],
+    durations: Sequence[tuple[str, float]],
+) -> None:
+    """Queue the HINCRBYs for `counts` and `durations` (task_type, seconds) on `pipe`."""
+    for name, n in counts.items():
+        pipe.hincrby(stats_key(queue, "counts"), name, n)
+    buckets: dict[str, int] = {}
+    sums: dict[str, float] = {}
+    for task_type, seconds in durations:
+        field = f"{task_type}|{_bucket(seconds)}"
+        buckets[field] = buckets.get(field, 0) + 1
+        buckets[f"{task_type}|count"] = buckets.get(f"{task_type}|count", 0) + 1
+        sums[task_type] = sums.get(task_type, 0.0) + seconds
+    for name, n in buckets.items():
+        pipe.hincrby(stats_key(queue, "durations"), name, n)
+    for task_type, total in sums.items():
+        pipe.hincrbyfloat(stats_key(queue, "durations"), f"{task_type}|sum", total)
+
+
+def encode_statuses(changes: Sequence[tuple[int, str]]) -> str:
+    return json.dumps([[task_id, status] for task_id, status in changes], separators=(",", ":"))
+
+
+def decode_statuses(data: str) -> list[tuple[int, str]]:
+    return [(int(task_id), str(status)) for task_id, status in json.loads(data)]
 
 
 def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
@@ -69,16 +128,20 @@ class Broker:
     async def push(self, task_id: int, priority: int) -> None:
         await self.redis.lpush(queue_key(self.queue, priority), task_id)
 
-    async def push_many(self, items: Iterable[tuple[int, int]]) -> None:
-        """Push (task_id, priority) pairs in one round trip, keeping their order per priority."""
+    async def push_many(
+        self, items: Iterable[tuple[int, int]], created: Mapping[str, int] | None = None
+    ) -> None:
+        """Push (task_id, priority) pairs in one round trip, keeping their order per priority;
+        `created` counters (`count_field` -> n) ride in the same round trip."""
         by_priority: dict[int, list[int]] = {}
         for task_id, priority in items:
             by_priority.setdefault(priority, []).append(task_id)
-        if not by_priority:
+        if not by_priority and not created:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
             for priority, ids in by_priority.items():
                 pipe.lpush(queue_key(self.queue, priority), *ids)
+            _add_stats(pipe, self.queue, created or {}, ())
             await pipe.execute()
 
     async def push_oldest_first(self, ids: list[int], priority: int) -> None:
@@ -160,6 +223,49 @@ class Broker:
         if int(count) <= limit:
             return None
         return (index + 1) * window - now
+
+    async def announce(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: Mapping[str, int] | None = None,
+        durations: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        """Tell the API processes that these tasks (id, new status) changed, once committed, and
+        add to the counters (`count_field` -> n) and the duration histogram (task_type,
+        seconds): one round trip."""
+        if not changes and not counts and not durations:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if changes:
+                pipe.publish(status_channel(self.queue), encode_statuses(changes))
+            _add_stats(pipe, self.queue, counts or {}, durations)
+            await pipe.execute()
+
+    async def stats(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The counters and the duration histogram's fields, as stored."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(stats_key(self.queue, "counts"))
+            pipe.hgetall(stats_key(self.queue, "durations"))
+            counts, durations = await pipe.execute()
+        return counts, durations
+
+    async def status_changes(
+        self, subscribed: Callable[[], None], poll: float = 1.0
+    ) -> AsyncIterator[list[tuple[int, str]]]:
+        """Batches of (id, status) as announced; `subscribed` is called once the subscription is
+        confirmed, from when on no announcement is missed. Give this a client of its own
+        (`connect(url, blocking=True)`): it holds the connection. Raises on a lost connection;
+        reads in `poll`-second steps so the pub/sub health check runs while it is quiet."""
+        async with self.redis.pubsub() as pubsub:
+            await pubsub.subscribe(status_channel(self.queue))
+            while True:
+                message = await pubsub.get_message(timeout=poll)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    subscribed()
+                elif message["type"] == "message":
+                    yield decode_statuses(message["data"])
 
     async def ping(self) -> None:
         await self.redis.ping()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from taskq_core import broker, devstate, enqueue
+from taskq_core.commit_group import CommitGroup, Row
 from taskq_core.db import engines
 from taskq_core.db.tasks import INSERT_TASKS, insert_params
 from taskq_core.faults import fault_point
@@ -44,6 +46,15 @@ class Client:
         self._engine: Engine | None = (
             engines.sync_engine(database_url, prepare=prepare) if database_url else None
         )
+        self._group: CommitGroup | None = None
+        if self._engine is not None:
+            self._group = CommitGroup(
+                self._engine,
+                self._redis,
+                queue,
+                after_commit=lambda: fault_point("outbox_after_commit"),
+                on_push_error=_push_failed,
+            )
         # Session.info keys of this client: ids to push once the session commits, and whether
         # this client listens to the session's commits yet.
         self._pending_key = f"taskq_pending_{id(self)}"
@@ -105,10 +116,17 @@ class Client:
         return task_id
 
     def enqueue(self, task_type: str, input_data: Any, **options: Any) -> int:
-        """Enqueue in a transaction of its own on the configured database; returns the id."""
-        if self._engine is None:
+        """Enqueue in a transaction of its own on the configured database; returns the id once
+        the task is committed (and pushed, if due now).
+
+        Thread-safe: the calls of threads enqueueing at once share statements and commits
+        (`commit_group`), each still returning only once its own row is durable."""
+        if self._engine is None or self._group is None:
             raise ValueError("this Client has no database_url; use enqueue_in(session, ...)")
         new = self.prepare(task_type, input_data, **options)
+        if new.idempotency_key is None:
+            task_id: int = self._group.submit(new)["id"]
+            return task_id
         # A bare connection rather than a Session: no unit of work to run, and the push needs
         # no commit hook because it simply follows the commit. One statement in autocommit is
         # its own transaction: no BEGIN and COMMIT round trips.
@@ -120,7 +138,7 @@ class Client:
                 broker.push_blocking(self._redis, self.queue, [(row.id, row.priority)])
             except redis.RedisError as exc:
                 log.warning("could not push task %d after commit (%s)", row.id, exc)
-        task_id: int = row.id
+        task_id = row.id
         return task_id
 
     def _dispatch_after_commit(self, session: Session, task_id: int, priority: int) -> None:
@@ -144,3 +162,9 @@ class Client:
         except redis.RedisError as exc:
             # Committed but not pushed: the sweeper's lost-dispatch repair will push them.
             log.warning("could not push %d task id(s) after commit (%s)", len(items), exc)
+
+
+def _push_failed(rows: Sequence[Row], exc: redis.RedisError) -> None:
+    # Committed but not pushed: the sweeper's lost-dispatch repair will push them.
+    ids = ", ".join(str(row["id"]) for row in rows)
+    log.warning("could not push task(s) %s after commit (%s)", ids, exc)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from taskq_core.broker import Broker
+from taskq_core.broker import Broker, count_field
 from taskq_core.db.storage import Storage
 from taskq_core.errors import BackendUnavailableError, InvalidTaskError, UnknownTaskTypeError
 from taskq_core.faults import fault_point
@@ -149,8 +149,12 @@ async def _dispatch(storage: Storage, broker: Broker, rows: list[dict[str, Any]]
     propagates, so the caller sees a clean failure (503) and its retry cannot leave a twin; if
     even that fails, the sweeper pushes them later."""
     due = [row for row in rows if row.pop("enqueued_at") is not None]
+    created: dict[str, int] = {}
+    for row in rows:
+        field = count_field("created", row["task_type"], row["priority"])
+        created[field] = created.get(field, 0) + 1
     try:
-        await broker.push_many((row["id"], row["priority"]) for row in due)
+        await broker.push_many(((row["id"], row["priority"]) for row in due), created)
     except Exception:
         try:
             await storage.discard_pending([row["id"] for row in rows])

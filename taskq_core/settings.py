@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
     retention_failed: str = "30d"
     retention_cancelled: str = "30d"
     log_level: str = "INFO"
+    # `json`: one JSON object per line (ts, level, logger, pid, message and the event's fields).
+    log_format: Literal["text", "json"] = "text"
 
     # What one request may carry (api/limits.py, taskq_core/inputs.py); over a limit is 413/422.
     max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)

@@ -13,9 +13,21 @@ from bench.venv import ensure_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ["taskq", "celery-redis", "celery-pg", "rq", "dramatiq", "procrastinate"]
-COLUMNS = ["enqueue_http", "enqueue_python", "bulk", "drain_noop", "drain_fib", "p50", "p95", "p99"]
+COLUMNS = [
+    "enqueue_http",
+    "enqueue_python",
+    "enqueue_threads",
+    "enqueue_async",
+    "bulk",
+    "drain_noop",
+    "drain_fib",
+    "first_done_s",
+    "p50",
+    "p95",
+    "p99",
+]
 # Cells every system must fill with a number; the others may give a reason ("no HTTP API").
-MEASURED = ["enqueue_python", "drain_noop", "drain_fib", "p50", "p95", "p99"]
+MEASURED = ["enqueue_python", "drain_noop", "drain_fib", "first_done_s", "p50", "p95", "p99"]
 
 
 @pytest.mark.timeout(900)  # a first run creates .venv-bench (peers installed from PyPI)
@@ -47,7 +59,8 @@ def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
                 assert cell["reasons"], (system, column, cell)
         for column in MEASURED:
             assert "median" in cells[system][column], (system, column, cells[system][column])
-    assert "median" in cells["taskq"]["enqueue_http"], cells["taskq"]["enqueue_http"]
+    for column in ("enqueue_http", "enqueue_threads", "enqueue_async"):
+        assert "median" in cells["taskq"][column], cells["taskq"][column]
     ratios = document["summary"]["taskq_ratio_to_best_peer"]
     assert all(ratios[c]["text"] for c in COLUMNS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import types
 from pathlib import Path
@@ -126,9 +127,20 @@ def test_taskq_plugins_lists_types_and_failures(sites: dict[str, Path], servers:
         "async",
     ):
         assert expected in result.stdout
-    assert "failed to load" in result.stdout
-    assert "taskq-broken" in result.stdout
-    assert "taskq_no_such_dependency" in result.stdout
+    # Piped: one tab-separated line per type, failures apart on stderr.
+    assert "taskq-fibonacci\t0.1.0\tFibonacciTask\tsync\t" in result.stdout
+    assert "failed to load" in result.stderr
+    assert "taskq-broken" in result.stderr
+    assert "taskq_no_such_dependency" in result.stderr
+    listing = json.loads(
+        subprocess.run(
+            taskq("plugins", "--json"), env=env, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert {"plugin": "taskq-fibonacci", "task_type": "FibonacciTask"}.items() <= next(
+        t for t in listing["task_types"] if t["task_type"] == "FibonacciTask"
+    ).items()
+    assert listing["failures"][0]["plugin"] == "taskq-broken"
     strict = subprocess.run(
         taskq("plugins", "--strict"), env=env, capture_output=True, text=True, check=False
     )

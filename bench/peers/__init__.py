@@ -9,6 +9,7 @@ from bench.peers.base import Peer
 # --peers name -> rows (system names); each row -> "module:class".
 SYSTEMS = {
     "taskq": "bench.peers.taskq:Taskq",
+    "taskq-base": "bench.peers.taskq:TaskqBase",
     "celery-redis": "bench.peers.celery:CeleryRedis",
     "celery-pg": "bench.peers.celery:CeleryPostgres",
     "rq": "bench.peers.rq:Rq",

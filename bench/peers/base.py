@@ -54,8 +54,13 @@ class Peer(abc.ABC):
         self.ctx.procs.stop()
 
     def knobs(self) -> dict[str, Any]:
-        """Settings of this system the run used."""
+        """Settings of this system the run used ("worker": the command its workers ran)."""
         return {}
+
+    @property
+    def tuned(self) -> bool:
+        """Run the workers with the layout tuned for 2 cores rather than their defaults."""
+        return bool(self.ctx.options.get("peers_tuned"))
 
     @abc.abstractmethod
     def reset(self) -> None:
@@ -68,6 +73,10 @@ class Peer(abc.ABC):
     @abc.abstractmethod
     def stamp_sender(self) -> Callable[[float], object]:
         """One enqueue call of the stamp task, given the time just before the call."""
+
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        """Enqueue `count` tasks from `tasks` asyncio tasks at once; the seconds it took."""
+        raise Unsupported("— (not measured)")
 
     def enqueue_bulk(self, kind: Kind, count: int) -> None:
         """Enqueue `count` tasks through the system's bulk API."""

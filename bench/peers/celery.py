@@ -63,8 +63,7 @@ class _Celery(Peer):
 
     def knobs(self) -> dict[str, Any]:
         return {
-            "worker": f"celery worker --pool prefork -c {self.concurrency} "
-            "--without-gossip --without-mingle",
+            "worker": " ".join(["celery worker", *self._flags()]),
             "bulk": "group(...).apply_async() of 1,000 signatures",
             "result_backend": os.environ.get("BENCH_CELERY_BACKEND", "").split("@")[-1],
         }
@@ -89,16 +88,20 @@ class _Celery(Peer):
         return int(self.broker.llen(QUEUE_KEY))
 
     def start_workers(self) -> None:
-        argv = [script("celery"), "-A", "bench.peers.celery", "worker", "--pool", "prefork"]
-        argv += ["-c", str(self.concurrency), "--without-gossip", "--without-mingle"]
+        argv = [script("celery"), "-A", "bench.peers.celery", "worker", *self._flags()]
         argv += ["--loglevel", "WARNING"]
         self.ctx.procs.spawn(f"celery-{self.name}", argv, self.ctx.env)
+
+    def _flags(self) -> list[str]:
+        # Gossip and mingle only talk to other workers at start-up; there are none.
+        flags = ["--without-gossip", "--without-mingle"]
+        return (["-c", str(self.concurrency)] if self.tuned else []) + flags
 
 
 class CeleryRedis(_Celery):
     name = "celery-redis"
-    label = "Celery (Redis broker + Redis results, prefork -c 4)"
-    concurrency = 4
+    label = "Celery (Redis broker + Redis results)"
+    concurrency = 4  # tuned
 
     def prepare(self) -> None:
         super().prepare()
@@ -115,8 +118,8 @@ class CeleryRedis(_Celery):
 
 class CeleryPostgres(_Celery):
     name = "celery-pg"
-    label = "Celery (Redis broker + PostgreSQL results, -c 2)"
-    concurrency = 2
+    label = "Celery (Redis broker + PostgreSQL results)"
+    concurrency = 2  # tuned
     distributions = (*_Celery.distributions, "sqlalchemy", "psycopg2-binary")
 
     def prepare(self) -> None:

@@ -1,4 +1,4 @@
-"""Dramatiq with its Redis broker: 2 processes x 8 threads, no result store.
+"""Dramatiq with its Redis broker, no result store; its defaults: a process per core x 8 threads.
 
 The `dramatiq bench.peers.dramatiq` workers import this module: the broker reads its URL from
 BENCH_DRAMATIQ_URL, which the session sets before anything imports it.
@@ -44,7 +44,7 @@ ACTORS: dict[Kind, Any] = {"noop": noop, "fib": fib20}
 
 class Dramatiq(Peer):
     name = "dramatiq"
-    label = f"Dramatiq (Redis, {PROCESSES} processes x {THREADS} threads)"
+    label = "Dramatiq (Redis)"
     distributions = ("dramatiq", "redis")
 
     def prepare(self) -> None:
@@ -52,7 +52,7 @@ class Dramatiq(Peer):
 
     def knobs(self) -> dict[str, Any]:
         return {
-            "worker": f"dramatiq --processes {PROCESSES} --threads {THREADS}",
+            "worker": " ".join(["dramatiq", *self._flags()]),
             "done": "messages sent minus the broker's qsize (queue + unacked)",
         }
 
@@ -82,6 +82,11 @@ class Dramatiq(Peer):
         return self.expected - self.queued()
 
     def start_workers(self) -> None:
-        argv = [script("dramatiq"), "bench.peers.dramatiq", "--processes", str(PROCESSES)]
-        argv += ["--threads", str(THREADS), "--queues", QUEUE]
+        argv = [script("dramatiq"), "bench.peers.dramatiq", *self._flags()]
         self.ctx.procs.spawn("dramatiq", argv, self.ctx.env)
+
+    def _flags(self) -> list[str]:
+        flags = ["--queues", QUEUE]
+        if self.tuned:
+            flags += ["--processes", str(PROCESSES), "--threads", str(THREADS)]
+        return flags

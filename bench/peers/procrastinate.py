@@ -1,4 +1,4 @@
-"""procrastinate: PostgreSQL only (jobs table, LISTEN/NOTIFY), 2 worker processes.
+"""procrastinate: PostgreSQL only (jobs table, LISTEN/NOTIFY); one worker at its defaults.
 
 The `procrastinate --app bench.peers.procrastinate.app worker` processes import this module: the
 app reads its DSN from BENCH_PROCRASTINATE_DSN, which the session sets before anything imports it.
@@ -17,7 +17,7 @@ from bench.peers.base import Database, Kind, Peer, chunks
 from bench.procs import script
 
 QUEUE = "bench"
-WORKERS, CONCURRENCY = 2, 4  # processes (one per core) x jobs in flight in each
+WORKERS, CONCURRENCY = 2, 4  # tuned: processes (one per core) x jobs in flight in each
 
 app = procrastinate.App(
     connector=procrastinate.PsycopgConnector(conninfo=os.environ.get("BENCH_PROCRASTINATE_DSN"))
@@ -60,7 +60,8 @@ class Procrastinate(Peer):
 
     def knobs(self) -> dict[str, Any]:
         return {
-            "worker": f"procrastinate worker --concurrency {CONCURRENCY} x {WORKERS} processes",
+            "worker": " ".join(["procrastinate worker", *self._flags()[2:]])
+            + f" x {self._workers()}",
             "bulk": "Task.batch_defer of 1,000 jobs",
         }
 
@@ -91,6 +92,12 @@ class Procrastinate(Peer):
 
     def start_workers(self) -> None:
         argv = [script("procrastinate"), "--app", "bench.peers.procrastinate.app", "worker"]
-        argv += ["--queues", QUEUE, "--concurrency", str(CONCURRENCY)]
-        for i in range(WORKERS):
+        argv += self._flags()
+        for i in range(self._workers()):
             self.ctx.procs.spawn(f"procrastinate-worker-{i}", argv, self.ctx.env)
+
+    def _workers(self) -> int:
+        return WORKERS if self.tuned else 1
+
+    def _flags(self) -> list[str]:
+        return ["--queues", QUEUE] + (["--concurrency", str(CONCURRENCY)] if self.tuned else [])

@@ -1,4 +1,5 @@
-"""RQ: jobs in Redis, SimpleWorker x 2 (no fork per job), finished jobs in its finished registry."""
+"""RQ: jobs in Redis, finished jobs in its finished registry; its default worker forks per job
+(tuned: SimpleWorker x 2, one per core, no fork per job)"""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ FUNCTIONS: dict[Kind, Callable[[], object]] = {"noop": work.noop, "fib": work.fi
 
 class Rq(Peer):
     name = "rq"
-    label = "RQ (SimpleWorker x 2)"
+    label = "RQ"
     distributions = ("rq", "redis")
 
     def prepare(self) -> None:
@@ -32,7 +33,8 @@ class Rq(Peer):
         self.redis.close()
 
     def knobs(self) -> dict[str, Any]:
-        worker = f"rq worker -w rq.worker.SimpleWorker x {WORKERS}"
+        simple = " -w rq.worker.SimpleWorker" if self.tuned else ""
+        worker = f"rq worker{simple} x {self._workers()}"
         return {"worker": worker, "bulk": "Queue.enqueue_many of 1,000 jobs"}
 
     def reset(self) -> None:
@@ -61,7 +63,13 @@ class Rq(Peer):
         return int(FailedJobRegistry(queue=self.queue).count)
 
     def start_workers(self) -> None:
-        argv = [script("rq"), "worker", "-w", "rq.worker.SimpleWorker", "-u"]
-        argv += [self.ctx.redis_urls["queue"], "--logging_level", "WARNING", QUEUE]
-        for i in range(WORKERS):
+        argv = [script("rq"), "worker", *self._flags()]
+        for i in range(self._workers()):
             self.ctx.procs.spawn(f"rq-worker-{i}", argv, self.ctx.env)
+
+    def _workers(self) -> int:
+        return WORKERS if self.tuned else 1
+
+    def _flags(self) -> list[str]:
+        where = ["-u", self.ctx.redis_urls["queue"], "--logging_level", "WARNING", QUEUE]
+        return (["-w", "rq.worker.SimpleWorker"] if self.tuned else []) + where

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,8 +107,8 @@ class Taskq(Peer):
         opts = self.ctx.options
         return {
             "api": self.api_how,
-            "worker": f"taskq-worker --processes {opts['taskq_processes']} "
-            f"--concurrency {opts['taskq_concurrency']} x {opts['taskq_workers']}",
+            "worker": " ".join(["taskq-worker", *self._worker_argv()[4:]])
+            + f" x {opts['taskq_workers']}",
             "python_client": "taskq_core.client.Client.enqueue (one transaction per task)",
             "fill": "POST /tasks/batch" if self._batch_ok else "Client.enqueue_in, one transaction",
         }
@@ -127,6 +129,34 @@ class Taskq(Peer):
             post("/tasks/", json={"task_type": "StampTask", "input_data": {"t0": t0}})
 
         return send
+
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        try:
+            from taskq_core.async_client import AsyncClient
+        except ImportError:
+            raise Unsupported("— (no AsyncClient in this version)") from None
+
+        task_type = TASK_TYPES[kind]
+
+        async def main() -> float:
+            async with AsyncClient(
+                redis_url=self.ctx.redis_urls["queue"],
+                database_url=self.ctx.database_url,
+                registry=self.client.registry,
+            ) as client:
+                await client.enqueue(task_type, {})  # connect first, as a running app has
+                self.reset()
+
+                async def calls(share: int) -> None:
+                    for _ in range(share):
+                        await client.enqueue(task_type, {})
+
+                shares = [count // tasks + (i < count % tasks) for i in range(tasks)]
+                start = time.perf_counter()
+                await asyncio.gather(*(calls(share) for share in shares))
+                return time.perf_counter() - start
+
+        return asyncio.run(main())
 
     def enqueue_http(self, seconds: int) -> dict[str, Any]:
         body = json.dumps({"task_type": "NoopTask", "input_data": {}}, separators=(",", ":"))
@@ -191,16 +221,50 @@ class Taskq(Peer):
         return self.db.count("SELECT count(*) FROM tasks WHERE status = 'failed'")
 
     def _worker_argv(self) -> list[str]:
-        opts = self.ctx.options
-        return _taskq(
-            "worker",
-            "--processes",
-            str(opts["taskq_processes"]),
-            "--concurrency",
-            str(opts["taskq_concurrency"]),
-        )
+        opts, flags = self.ctx.options, []
+        for flag in ("processes", "concurrency"):
+            if opts.get(f"taskq_{flag}") is not None:
+                flags += [f"--{flag}", str(opts[f"taskq_{flag}"])]
+        return _taskq("worker", *flags)
 
     def start_workers(self) -> None:
-        env = {**self.ctx.env, "TASKQ_LOG_LEVEL": "WARNING"}
+        # BENCH_TASKQ_WORKER_LOG_LEVEL=DEBUG: the tuner's decisions in the workers' logs.
+        level = os.environ.get("BENCH_TASKQ_WORKER_LOG_LEVEL", "WARNING")
+        env = {**self.ctx.env, "TASKQ_LOG_LEVEL": level}
         for i in range(int(self.ctx.options["taskq_workers"])):
             self.ctx.procs.spawn(f"taskq-worker-{i}", self._worker_argv(), env)
+
+
+class TaskqBase(Taskq):
+    """taskq's API and workers from another checkout (--taskq-base, e.g. a worktree of
+    main): `--peers taskq,taskq-base` alternates old and new code in one invocation, on the same
+    servers. The session itself (client, fill, counts) runs this checkout's code."""
+
+    name = "taskq-base"
+
+    def prepare(self) -> None:
+        base = str(self.ctx.options.get("taskq_base") or "")
+        if not (base and (Path(base) / "taskq_core").is_dir()):
+            raise RuntimeError(f"--taskq-base must name a taskq checkout, not {base!r}")
+        self.base = base
+        path = self.ctx.env.get("PYTHONPATH", "").split(os.pathsep)
+        # The site folder (the bench plugin) first, then the other checkout before this one.
+        self.ctx.env = {**self.ctx.env, "PYTHONPATH": os.pathsep.join([path[0], base, *path[1:]])}
+        rev = subprocess.run(
+            ["git", "-C", base, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        self.label = f"taskq at {rev or base}"
+        # The session's own calls (Client.enqueue, AsyncClient) from that checkout too: nothing
+        # has imported taskq_core in this process yet.
+        assert "taskq_core" not in sys.modules
+        sys.path.insert(0, base)
+        super().prepare()
+
+    def knobs(self) -> dict[str, Any]:
+        return {**super().knobs(), "source": self.base}
+
+    def enqueue_async(self, kind: Kind, count: int, tasks: int) -> float:
+        # The editable install would lend this checkout's module to the other one: a mixture.
+        if not (Path(self.base) / "taskq_core" / "async_client.py").exists():
+            raise Unsupported("— (no AsyncClient in this version)")
+        return super().enqueue_async(kind, count, tasks)

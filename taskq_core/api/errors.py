@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -43,6 +44,15 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("PostgreSQL unavailable: %s", _redact(exc))
     return JSONResponse(
         {"detail": "PostgreSQL is unavailable; nothing was written. Try again shortly."},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("every PostgreSQL connection of this process stayed busy: %s", _redact(exc))
+    return JSONResponse(
+        {"detail": "PostgreSQL connections are all busy; nothing was written. Try again shortly."},
         status_code=503,
         headers={"Retry-After": "1"},
     )
@@ -138,6 +148,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     DataError: _data_refused,
     OperationalError: _database_down,
     DBAPIError: _database_down,
+    PoolTimeoutError: _pool_exhausted,
     RedisError: _redis_down,
     BackendUnavailableError: _unavailable,
     TaskNotFoundError: _not_found,

@@ -17,7 +17,8 @@ from taskq_core.api.fastpath import SubmitFastPath
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.ratelimit import RateLimit, parse_rate
 from taskq_core.api.routes import artifacts as artifact_routes
-from taskq_core.api.routes import bulk, health, schedules, task_types, tasks, workers
+from taskq_core.api.routes import bulk, health, metrics, schedules, task_types, tasks, workers
+from taskq_core.api.waiting import StatusHub
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter
@@ -48,6 +49,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         submitter = GroupSubmitter(storage, queue)
         limits = InputLimits(config.max_input_bytes, config.max_input_depth)
         app.state.backends = Backends(storage, queue, types, submitter, limits)
+        # Its own connection: a subscribed connection can issue no other command.
+        subscriber = broker.connect(redis_url, blocking=True)
+        app.state.status_hub = hub = StatusHub(
+            broker.Broker(subscriber, config.queue), storage.get_many
+        )
+        hub.start()
         app.state.keyring = keyring = KeyRing(engine, env_keys(config))
         log.info("task types: %s", types.known_names())
         await keyring.start()
@@ -55,6 +62,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             yield
         finally:
             await keyring.close()
+            await hub.close()
+            await subscriber.aclose()
             await submitter.close()
             await redis.aclose()
             await engine.dispose()
@@ -64,6 +73,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         version=getattr(taskq_core, "__version__", "0.1.0"),
         description="Submit tasks, follow them, list the task types the installed plugins provide.",
         lifespan=lifespan,
+        docs_url=None,  # served by `openapi.install`, from local files
+        redoc_url=None,
     )
     # The last added runs first: the body is read (bounded) before a request is counted, so a
     # refused one's client hears the 413 or 429.
@@ -80,5 +91,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(task_types.router)
     app.include_router(workers.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     ui.mount(app)
     return app

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from taskq_core.records import TaskStatus
 from taskq_core.task import MIN_TIMEOUT_SECONDS
+
+
+def utc(moment: datetime) -> str:
+    """Every instant the API answers: UTC, ISO 8601, `Z` (the fast path's too)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# An instant in an answer, written by `utc` whatever the database session's time zone.
+Instant = Annotated[
+    datetime,
+    PlainSerializer(utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class TaskCreate(BaseModel):
@@ -103,7 +124,7 @@ class TaskSummary(BaseModel):
     task_type: str
     status: TaskStatus
     priority: int
-    created_at: datetime
+    created_at: Instant
 
 
 class TaskSummaries(BaseModel):
@@ -122,8 +143,8 @@ class Attempt(BaseModel):
         description="completed, failed, retry, timeout, lost, cancelled or handed_back"
     )
     worker_id: str | None
-    started_at: datetime | None
-    finished_at: datetime
+    started_at: Instant | None
+    finished_at: Instant
     error: TaskError | None
 
 
@@ -131,7 +152,7 @@ class Progress(BaseModel):
     done: float = Field(description="How far the task has come, in its own unit.")
     total: float | None = Field(description="Of how much, when the task knows.")
     message: str | None
-    at: datetime | None = Field(default=None, description="When the task reported it.")
+    at: Instant | None = Field(default=None, description="When the task reported it.")
 
 
 class Artifact(BaseModel):
@@ -139,7 +160,7 @@ class Artifact(BaseModel):
     size: int = Field(description="Bytes.")
     sha256: str = Field(description="Hex digest of the bytes.")
     content_type: str
-    created_at: datetime
+    created_at: Instant
 
 
 class TaskDetail(TaskSummary):
@@ -149,11 +170,11 @@ class TaskDetail(TaskSummary):
     attempts: int = Field(description="Attempts started so far.")
     max_attempts: int
     timeout_seconds: float | None
-    run_at: datetime = Field(description="Not before this instant (delays, retry back-off).")
-    started_at: datetime | None
-    finished_at: datetime | None
+    run_at: Instant = Field(description="Not before this instant (delays, retry back-off).")
+    started_at: Instant | None
+    finished_at: Instant | None
     worker_id: str | None
-    cancel_requested_at: datetime | None
+    cancel_requested_at: Instant | None
     progress: Progress | None = Field(
         default=None,
         description="The running attempt's last reported progress (kept when it ends; a new "
@@ -190,8 +211,8 @@ class WorkerInfo(BaseModel):
     hostname: str
     pid: int
     concurrency: int
-    started_at: datetime
-    last_beat_at: datetime
+    started_at: Instant
+    last_beat_at: Instant
     running: list[int] = Field(description="Ids of the tasks it runs now.")
 
 

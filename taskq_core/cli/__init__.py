@@ -1,5 +1,7 @@
 """The command line: `taskq` and `taskq-worker` parse their arguments here (`main`) and delegate;
-`dev` and `demo` run the whole system on one machine; `render` prints tables for people.
+`dev` and `demo` run the whole system on one machine; `remote` holds the commands that talk to the
+API (through taskq_client); `output` prints tables for people and tab-separated lines or JSON for
+scripts; `render` lists plugins; `failures` turns any error into one line.
 
 May import every other part of taskq (it is the top of the stack); nothing imports it.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import socket
 import subprocess
 import time
 
@@ -13,9 +14,9 @@ from rich.live import Live
 from rich.table import Table
 
 from taskq_core import broker, enqueue
-from taskq_core.cli import demo_exports
-from taskq_core.cli.dev import servers_for
-from taskq_core.cli.render import STATUS_STYLES
+from taskq_core.cli import demo_exports, output
+from taskq_core.cli.dev import servers_for, wait_until_serving
+from taskq_core.cli.output import STATUS_STYLES
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.errors import ConfigurationError
@@ -43,8 +44,26 @@ def random_tasks(count: int) -> list[NewTask]:
     ]
 
 
+def _port(preferred: int) -> int:
+    """`preferred` if it is free here, else any free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise ConfigurationError("no free port for the demo's API")
+
+
 def run_demo(
-    settings: Settings, *, tasks: int, workers: int, export_rows: int = demo_exports.ROWS
+    settings: Settings,
+    *,
+    tasks: int,
+    workers: int,
+    port: int = 8000,
+    export_rows: int = demo_exports.ROWS,
 ) -> int:
     registry = load_registry()
     if DEMO_TYPE not in registry:
@@ -52,34 +71,29 @@ def run_demo(
             f"the demo needs {DEMO_TYPE}: pip install -e plugins/taskq_fibonacci (known task "
             f"types: {registry.known_names()})"
         )
-    console = Console()
+    console = output.console()
     with servers_for(settings, "demo") as (database_url, redis_url):
         engines.upgrade(database_url, prepare=settings.database_prepare)
         if demo_exports.available() and export_rows > 0:
-            demo_exports.configure(database_url)  # before the workers start: they inherit it
+            demo_exports.configure(database_url)  # before the children start: they inherit it
             registry = load_registry()
+        env = child_env(database_url, redis_url)
+        port = _port(port)
+        api_url = f"http://localhost:{port}"
+        # An API too, so the dashboard can be watched while the tasks drain.
+        commands = [python_module("taskq_core.cli", "api", "--port", str(port))]
+        commands += [python_module("taskq_core.cli", "worker")] * workers
         procs = [
-            spawn(
-                python_module("taskq_core.cli", "worker"),
-                env=child_env(database_url, redis_url),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(workers)
+            spawn(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for command in commands
         ]
         try:
-            return asyncio.run(
-                _drive(
-                    console,
-                    settings,
-                    registry,
-                    database_url,
-                    redis_url,
-                    tasks,
-                    workers,
-                    export_rows,
-                )
+            wait_until_serving(procs[0], api_url)
+            console.print(f"dashboard: {api_url}/ui  (API {api_url}, until the demo ends)")
+            drive = _drive(
+                console, settings, registry, database_url, redis_url, tasks, workers, export_rows
             )
+            return asyncio.run(drive)
         finally:
             terminate(procs)
 

@@ -15,7 +15,8 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-from taskq_core import devstate
+from taskq_core import devstate, logs
+from taskq_core.cli import output
 from taskq_core.db import engines, urls
 from taskq_core.errors import ConfigurationError, TaskqError
 from taskq_core.processes import child_env, python_module, set_parent_death_signal, spawn, terminate
@@ -53,7 +54,7 @@ class _StopRequested(Exception):
     pass
 
 
-def _wait_until_serving(api: subprocess.Popen[bytes], url: str) -> None:
+def wait_until_serving(api: subprocess.Popen[bytes], url: str) -> None:
     deadline = time.monotonic() + API_START_TIMEOUT
     while time.monotonic() < deadline:
         if api.poll() is not None:
@@ -73,7 +74,8 @@ def run_dev(settings: Settings, *, host: str, port: int, workers: int) -> int:
     """Run the whole system in the foreground; returns the exit code."""
     # If whatever started us (make, a shell) is killed, stop cleanly instead of living on.
     set_parent_death_signal(signal.SIGTERM)
-    console = Console()
+    logs.set_title(f"taskq-dev {host}:{port}")
+    console = output.console()
     state_path = devstate.data_dir(settings) / devstate.STATE_FILE
     running = devstate.read(state_path)
     if running is not None:
@@ -131,7 +133,7 @@ def _supervise(
     children.extend(
         spawn(python_module("taskq_core.cli", "worker"), env=env) for _ in range(workers)
     )
-    _wait_until_serving(children[0], api_url)
+    wait_until_serving(children[0], api_url)
     devstate.write(state_path, devstate.DevState(os.getpid(), database_url, redis_url, api_url))
     from taskq_core.cli.keys import keys_exist
 
@@ -169,6 +171,7 @@ def _banner(
         auth = ""
     console.print(
         f"[bold green]taskq is running[/]\n"
+        f"  dashboard  {escape(api_url)}/ui\n"
         f"  API        {escape(api_url)}   (docs: {escape(api_url)}/docs)\n"
         f"  {escape(access)}\n"
         f"  workers    {workers}\n"

@@ -11,14 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskq_core.cli import operations
+from taskq_core import logs
+from taskq_core.cli import failures, operations, remote
 from taskq_core.errors import TaskqError
 from taskq_core.settings import Settings
 
 if TYPE_CHECKING:
     from taskq_core.worker.loop import Worker
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("taskq")
 
 
@@ -32,10 +32,36 @@ def _positive(value: str) -> int:
 def _setup_logging(settings: Settings) -> None:
     from taskq_core import redaction
 
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    logs.setup(settings.log_level, settings.log_format)
     redaction.install()
-    # Their INFO lines narrate every request; ours say what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging as ours (format, timestamps, quiet libraries), applied in each of its
+    processes: `taskq api --workers N` starts them afresh."""
+    formatter = "JsonFormatter" if settings.log_format == "json" else "TextFormatter"
+    level = settings.log_level.upper()
+    quiet = {"level": "WARNING" if level in ("DEBUG", "INFO") else level}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"taskq": {"()": f"taskq_core.logs.{formatter}"}},
+        # No secret in a log line, whoever wrote it (docs/security.md).
+        "filters": {"redact": {"()": "taskq_core.redaction.RedactingFilter"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "taskq",
+                "filters": ["redact"],
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            "uvicorn": {"level": level},
+            **{name: quiet for name in logs.QUIET if name != "uvicorn.access"},
+        },
+    }
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -44,7 +70,7 @@ def _setup_logging(settings: Settings) -> None:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from taskq_core import devstate, redaction
+    from taskq_core import devstate
     from taskq_core.api import create_app
     from taskq_core.cli.keys import check_exposure
     from taskq_core.cli.serve import server_options
@@ -56,10 +82,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         "host": args.host,
         "port": args.port,
         "log_level": settings.log_level.lower(),
+        "log_config": _uvicorn_logging(settings),
         "access_log": args.access_log,
-        "log_config": redaction.uvicorn_log_config(LOG_FORMAT, settings.log_level),
         **server_options(settings),
     }
+    logs.set_title(f"taskq-api {args.host}:{args.port}")
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return 0
@@ -154,27 +181,25 @@ def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
     return asyncio.run(main())
 
 
-def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core.cli.render import task_table
-
-    rows = _with_storage(settings, lambda storage: storage.recent(args.count))
-    task_table(rows)
-    return 0
-
-
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.cli.render import plugin_table
     from taskq_core.plugins import load_registry
 
     registry = load_registry()
-    plugin_table(registry)
+    plugin_table(registry, as_json=args.json)
     return 1 if registry.failures and args.strict else 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.cli.demo import run_demo
 
-    return run_demo(settings, tasks=args.tasks, workers=args.workers, export_rows=args.export_rows)
+    return run_demo(
+        settings,
+        tasks=args.tasks,
+        workers=args.workers,
+        port=args.port,
+        export_rows=args.export_rows,
+    )
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -190,8 +215,10 @@ def _add_worker_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
         type=_positive,
-        default=10,
-        help="tasks in flight at once; async ones share the event loop (default 10)",
+        default=None,
+        help="the most tasks in flight at once; async ones share the event loop. The worker "
+        "finds its own number within it, growing while the queue is deep and tasks are short, "
+        "shrinking when tasks queue for the runners or memory is tight (default: up to 256)",
     )
     parser.add_argument(
         "--processes",
@@ -249,11 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_db_upgrade
     )
 
-    tasks = commands.add_parser("tasks", help="look at or delete tasks")
+    tasks = commands.add_parser("tasks", help="look at, cancel, retry or delete tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
-    show = task_commands.add_parser("show", help="print the last N tasks")
-    show.add_argument("count", type=_positive, metavar="N")
-    show.set_defaults(func=cmd_tasks_show)
+    remote.add_commands(commands, task_commands, _positive)
     clear = task_commands.add_parser(
         "clear", help="delete the first (oldest) N finished tasks; pending and running ones stay"
     )
@@ -272,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument(
         "--strict", action="store_true", help="exit 1 when a plugin failed to load"
     )
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(func=cmd_plugins)
 
     demo = commands.add_parser(
@@ -279,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tasks", type=_positive, default=500, help="how many (default 500)")
     demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
+    demo.add_argument(
+        "--port", type=int, default=8000, help="its API's port (default 8000, else any free one)"
+    )
     demo.add_argument(
         "--export-rows",
         type=int,
@@ -302,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: a TASKQ_* variable is malformed
+        print(f"taskq: {failures.describe_settings(exc)}", file=sys.stderr)
+        return 2
     _setup_logging(settings)
     try:
         code: int = args.func(args, settings)
@@ -311,6 +344,11 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # One line, never a traceback (TASKQ_LOG_LEVEL=DEBUG logs it for a bug report).
+        log.debug("%s failed", args.command, exc_info=exc)
+        print(f"taskq: {failures.describe(exc)}", file=sys.stderr)
+        return 1
     return code
 
 

@@ -1,4 +1,4 @@
-"""Task rows as clients see them: create (idempotently), read, list, cancel, delete."""
+"""Task rows as clients see them: create (idempotently), read, list, cancel, retry, delete."""
 
 from __future__ import annotations
 
@@ -144,6 +144,23 @@ _INSERT_MANY = text(
     """
 )
 
+INSERT_MANY = _INSERT_MANY  # for blocking callers (Client.enqueue's groups); rows in any order
+
+
+def insert_many_params(new: Sequence[NewTask], queue: str) -> dict[str, Any]:
+    """The parameters of INSERT_MANY for `new`, in order (no idempotency keys)."""
+    return {
+        "queue": queue,
+        "task_types": [t.task_type for t in new],
+        "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
+        "priorities": [t.priority for t in new],
+        "max_attempts": [t.max_attempts for t in new],
+        "timeouts": [t.timeout_seconds for t in new],
+        "run_ats": [t.run_at for t in new],
+        "delays": [t.delay_seconds for t in new],
+        "submitted_by": [t.submitted_by for t in new],
+    }
+
 
 class TaskQueries:
     engine: AsyncEngine
@@ -156,17 +173,7 @@ class TaskQueries:
     async def create(self, new: Sequence[NewTask]) -> list[dict[str, Any]]:
         """Insert tasks as `pending` in one statement; their summaries in order, with
         `enqueued_at` set for those due now (the caller pushes exactly those)."""
-        params = {
-            "queue": self.queue,
-            "task_types": [t.task_type for t in new],
-            "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
-            "priorities": [t.priority for t in new],
-            "max_attempts": [t.max_attempts for t in new],
-            "timeouts": [t.timeout_seconds for t in new],
-            "run_ats": [t.run_at for t in new],
-            "delays": [t.delay_seconds for t in new],
-            "submitted_by": [t.submitted_by for t in new],
-        }
+        params = insert_many_params(new, self.queue)
         # One statement is its own transaction: autocommit spares the BEGIN and COMMIT trips.
         async with self.autocommit.connect() as conn:
             rows = [dict(row._mapping) for row in await conn.execute(_INSERT_MANY, params)]
@@ -232,6 +239,27 @@ class TaskQueries:
             task["artifacts"] = [dict(a._mapping) for a in artifacts]
         return task
 
+    async def get_many(self, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Tasks with their attempt histories, by id, in two statements however many; ids that
+        do not exist are absent."""
+        if not task_ids:
+            return {}
+        ids = list(task_ids)
+        async with self.engine.connect() as conn:
+            found = {
+                row.id: {**row._mapping, "history": []}
+                for row in await conn.execute(select(*DETAIL_COLUMNS).where(tasks.c.id.in_(ids)))
+            }
+            history = await conn.execute(
+                select(task_attempts.c.task_id, *HISTORY_COLUMNS)
+                .where(task_attempts.c.task_id.in_(list(found)))
+                .order_by(task_attempts.c.id)
+            )
+            for row in history:
+                attempt = dict(row._mapping)
+                found[attempt.pop("task_id")]["history"].append(attempt)
+        return found
+
     async def list_tasks(
         self,
         *,
@@ -285,6 +313,45 @@ class TaskQueries:
         # and answering as if it had cancelled would be untrue (the chaos run found this).
         if changed is None or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
+        return task
+
+    async def retry(self, task_id: int) -> dict[str, Any]:
+        """Make a failed or cancelled task pending again, due now, with its attempts counted
+        anew; its attempt history stays. The caller pushes its id (`enqueued_at` is set, so the
+        sweeper pushes it if the caller cannot).
+
+        Raises TaskNotFoundError, or TaskStateError when it is pending, running or completed.
+        """
+        statement = (
+            update(tasks)
+            .where(
+                tasks.c.id == task_id,
+                tasks.c.status.in_([TaskStatus.FAILED, TaskStatus.CANCELLED]),
+            )
+            .values(
+                status=TaskStatus.PENDING,
+                attempts=0,
+                result=None,
+                error=None,
+                started_at=None,
+                finished_at=None,
+                worker_id=None,
+                lease_expires_at=None,
+                cancel_requested_at=None,
+                run_at=func.now(),
+                enqueued_at=func.now(),
+            )
+            .returning(tasks.c.id)
+        )
+        async with self.engine.begin() as conn:
+            changed = (await conn.execute(statement)).first()
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        if changed is None:
+            raise TaskStateError(
+                f"task {task_id} is {task['status']}: only failed or cancelled tasks can be retried"
+            )
         return task
 
     async def recent(self, count: int) -> list[dict[str, Any]]:

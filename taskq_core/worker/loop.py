@@ -11,14 +11,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
 from taskq_core import broker as broker_module
-from taskq_core.broker import Broker
+from taskq_core import logs
+from taskq_core.broker import Broker, count_field
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
@@ -36,7 +37,8 @@ from taskq_core.worker.sql.artifacts import ArtifactDeletions
 from taskq_core.worker.sql.progress import ProgressWrites
 from taskq_core.worker.sql.retention import Retention
 from taskq_core.worker.sql.schedules import ScheduleStatements
-from taskq_core.worker.sweeper import Sweeper
+from taskq_core.worker.sweeper import STATUS_EVENTS, Sweeper
+from taskq_core.worker.tuner import Tuner
 
 log = logging.getLogger("taskq.worker")
 
@@ -47,6 +49,7 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 REFILL_FRACTION = 4
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+TITLE_INTERVAL = 0.5  # seconds between updates of the process title
 
 # Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
 KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
@@ -66,11 +69,14 @@ class Running:
     job: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None  # when it stopped executing (its outcome may not be written yet)
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    concurrency: int = 10  # tasks in flight at once in this process
+    # The most tasks in flight at once in this process; None: the tuner's own ceiling. The
+    # tuner moves the limit within it (tuner.py); given, it is also where the limit starts.
+    concurrency: int | None = None
     lease_seconds: float = 30.0
     sweep_interval: float = 5.0
     grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
@@ -112,6 +118,8 @@ class Worker:
         # its lease renewed) until the outcome is durable.
         self.executing = 0
         self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
+        self._announcing: set[asyncio.Task[None]] = set()
+        self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -128,7 +136,7 @@ class Worker:
         self.sweeps = Sweeps(conninfo, opts.queue, prepare=opts.prepare)
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
-        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._recorded)
         self.progress_writes = ProgressWrites(conninfo, prepare=opts.prepare)
         self.artifact_deletions = ArtifactDeletions(conninfo, prepare=opts.prepare)
         self.board = ProgressBoard(
@@ -163,14 +171,20 @@ class Worker:
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
+                asyncio.create_task(self._title_loop(), name="title"),
                 asyncio.create_task(scheduler.run(self._stopping), name="scheduler"),
+                asyncio.create_task(self.tuner.run(self._job_seconds), name="tuner"),
             ]
             for task in background:
                 task.add_done_callback(self._background_ended)
+            bounds = self.tuner.bounds
             log.info(
-                "worker %s started: concurrency %d, %d runner process(es), task types: %s",
+                "worker %s started: concurrency %d (adapting within %d-%d), "
+                "%d runner process(es), task types: %s",
                 self.worker_id,
-                opts.concurrency,
+                self.tuner.limit,
+                bounds.floor,
+                bounds.ceiling,
                 self.pool.size if has_sync else 0,
                 self.registry.known_names(),
             )
@@ -188,6 +202,7 @@ class Worker:
                 await self.board.flush()  # the last reports of the tasks that just ended
             await self.progress_writes.close()
             await self.artifact_deletions.close()
+            await asyncio.gather(*self._announcing, return_exceptions=True)
             await popper.aclose()
             await redis.aclose()
             await self.sweeps.close()
@@ -230,12 +245,13 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         backoff = BACKOFF_START
-        limit = self.options.concurrency
-        refill = max(1, limit // REFILL_FRACTION)
+        outage = logs.Outage(log, "PostgreSQL or Redis (taking tasks)", BACKOFF_MAX)
         deep = False  # the last pop got all it asked for: more are waiting
         lingering_since: float | None = None
         while not self._stopping.is_set():
             self._slot_freed.clear()
+            limit = self.tuner.limit
+            refill = max(1, limit // REFILL_FRACTION)
             # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
             # group commit: if PostgreSQL falls behind, the worker claims less.
             free = min(limit - self.executing, 2 * limit - len(self.running))
@@ -253,16 +269,19 @@ class Worker:
                 # As many ids as there are free slots: one when idle, many when the queue is deep.
                 ids = await self.popper.pop_many(free, POP_TIMEOUT)
                 deep = len(ids) == free
+                self.tuner.popped(free, len(ids))
                 # Between the pop and the claim the ids exist only here: a crash now loses the
                 # push, and the sweeper's lost-dispatch repair pushes them again.
                 claimed = await self._claim(ids) if ids else []
             except OUTAGE_ERRORS as exc:
-                log.warning("broker or database unavailable (%s); retrying in %.1fs", exc, backoff)
+                outage.failed(exc, backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            outage.recovered()
             backoff = BACKOFF_START
+            self._announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
                 self.executing += 1
                 stale = self.running.get(task.id)
@@ -291,6 +310,7 @@ class Worker:
         self.board.begin(task.id, task.attempt)
         try:
             outcome = await self._run(task)
+            self.tuner.executed(time.perf_counter() - running.started, self._is_sync(task))
             finish = outcomes.decide(outcome, task, self._task_class(task.task_type))
         except asyncio.CancelledError:
             reason = running.stop_reason
@@ -307,6 +327,7 @@ class Worker:
             log.exception("task %d: the worker could not run it", task.id)
             finish = outcomes.broken(exc)
         finally:
+            running.ended = time.perf_counter()
             last_progress = self.board.end(task.id)
             self.executing -= 1
             self._slot_freed.set()
@@ -368,6 +389,13 @@ class Worker:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
+    def _is_sync(self, task: ClaimedTask) -> bool:
+        task_type = self.registry.types.get(task.task_type)
+        return task_type is not None and not task_type.is_async
+
+    def _job_seconds(self) -> float | None:
+        return self.pool.job_seconds
+
     def _task_class(self, name: str) -> type | None:
         task_type = self.registry.types.get(name)
         return task_type.cls if task_type is not None else None
@@ -379,7 +407,7 @@ class Worker:
         if recorded and handed_back:
             with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
                 await self.broker.push(task.id, task.priority)
-        elapsed_ms = (time.perf_counter() - running.started) * 1000
+        elapsed_ms = ((running.ended or time.perf_counter()) - running.started) * 1000
         detail = ""
         if finish.error is not None:
             detail = f": {finish.error['type']}: {finish.error['message']}"
@@ -387,6 +415,7 @@ class Worker:
             detail += f" (retry in {finish.retry_in:.1f}s)"
         if not recorded:
             detail += " (not recorded: the task was no longer this worker's)"
+        # One line per attempt; its fields are also in JSON logs (TASKQ_LOG_FORMAT=json).
         log.info(
             "task %d %s %s in %.1f ms (attempt %d/%d)%s",
             task.id,
@@ -396,7 +425,55 @@ class Worker:
             task.attempt,
             task.max_attempts,
             detail,
+            extra={
+                "task_id": task.id,
+                "task_type": task.task_type,
+                "attempt": task.attempt,
+                "max_attempts": task.max_attempts,
+                "duration_ms": round(elapsed_ms, 3),
+                "outcome": finish.outcome.value,
+                "status": finish.status.value,
+                "recorded": recorded,
+            },
         )
+
+    def _recorded(self, items: Sequence[tuple[ClaimedTask, Finish]]) -> None:
+        """Outcomes just committed: announce them and count them (see `broker.stats_key`)."""
+        counts: dict[str, int] = {}
+        durations: list[tuple[str, float]] = []
+        for task, finish in items:
+            if finish.outcome == AttemptOutcome.HANDED_BACK:
+                continue  # not the task's doing: neither an outcome nor a duration
+            event = STATUS_EVENTS[finish.status]
+            field = count_field(event, task.task_type, task.priority)
+            counts[field] = counts.get(field, 0) + 1
+            running = self.running.get(task.id)
+            if running is not None and running.ended is not None:
+                durations.append((task.task_type, running.ended - running.started))
+        self._announce([(t.id, f.status.value) for t, f in items], counts, durations)
+
+    def _announce(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None = None,
+        durations: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        """Publish committed status changes for the API's waiters, and add to the counters,
+        without holding up the caller; a lost announcement only makes waiters answer at their
+        deadline (and the counters miss it)."""
+        if changes or counts or durations:
+            task = asyncio.create_task(self._publish(changes, counts, durations), name="announce")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
+    async def _publish(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None,
+        durations: Sequence[tuple[str, float]],
+    ) -> None:
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            await self.broker.announce(changes, counts, durations)
 
     def _interrupt(self, running: Running, reason: StopReason) -> None:
         if running.job is not None and not running.job.done() and running.stop_reason is None:
@@ -409,16 +486,16 @@ class Worker:
         """Keep the worker listed and its leases fresh; stop tasks cancelled or taken over."""
         interval = self.options.lease_seconds / 3
         hostname, pid = socket.gethostname(), os.getpid()
+        outage = logs.Outage(log, "PostgreSQL (heartbeat: leases may lapse)", interval)
         while True:
             held = list(self.running)
             try:
-                await self.sweeps.beat(
-                    self.worker_id, hostname, pid, self.options.concurrency, held
-                )
+                await self.sweeps.beat(self.worker_id, hostname, pid, self.tuner.limit, held)
                 leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
             except OUTAGE_ERRORS as exc:
-                log.warning("heartbeat failed (%s); leases may lapse", exc)
+                outage.failed(exc, interval)
             else:
+                outage.recovered()
                 for task_id in held:
                     running = self.running.get(task_id)
                     if running is None:
@@ -428,6 +505,20 @@ class Worker:
                     elif leases[task_id]:
                         self._interrupt(running, "cancelled")
             await asyncio.sleep(interval)
+
+    async def _title_loop(self) -> None:
+        """Keep the process title saying how busy the worker is (as `ps` and `top` show it)."""
+        shown = ""
+        while True:
+            title = (
+                f"taskq-worker {self.options.queue} [{self.executing} of {self.tuner.limit} busy]"
+            )
+            if self._stopping.is_set():
+                title += " stopping"
+            if title != shown:
+                logs.set_title(title)
+                shown = title
+            await asyncio.sleep(TITLE_INTERVAL)
 
     async def _cancel_listener(self) -> None:
         """Cancellation requests arrive here at once; the heartbeat is the slower fallback."""

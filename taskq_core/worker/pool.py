@@ -84,6 +84,11 @@ class RunnerPool:
         return self._size
 
     @property
+    def job_seconds(self) -> float | None:
+        """The running average of a job's time in a runner (None before the first reply)."""
+        return self._job_seconds
+
+    @property
     def idle(self) -> int:
         """How many runners wait for a job."""
         return sum(1 for runner in self._live if not runner.calls)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
+from taskq_core import logs
 from taskq_core.records import ClaimedTask, Finish
 from taskq_core.worker import outcomes
 from taskq_core.worker.sql import Claims
@@ -20,6 +22,7 @@ LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
 Pending = tuple[ClaimedTask, Finish, "asyncio.Future[bool]"]
+Announce = Callable[[Sequence[tuple[ClaimedTask, Finish]]], None]
 
 
 class Recorder:
@@ -27,9 +30,16 @@ class Recorder:
     grouping weakens nothing: it only shares one round trip and one WAL flush between tasks."""
 
     def __init__(
-        self, claims: Claims, worker_id: str, outage_errors: tuple[type[BaseException], ...]
+        self,
+        claims: Claims,
+        worker_id: str,
+        outage_errors: tuple[type[BaseException], ...],
+        announce: Announce | None = None,
     ) -> None:
+        """`announce`: told (it must not block) each group's recorded outcomes."""
         self.claims = claims
+        self.announce = announce
+        self._outage = logs.Outage(log, "PostgreSQL (recording outcomes)", BACKOFF_MAX)
         self.worker_id = worker_id
         self.outage_errors = outage_errors
         self._queue: asyncio.Queue[Pending] = asyncio.Queue()
@@ -56,6 +66,8 @@ class Recorder:
             for task, _, future in group:
                 if not future.done():
                     future.set_result(task.id in recorded)
+            if self.announce is not None and recorded:
+                self.announce([(t, f) for t, f, _ in group if t.id in recorded])
 
     async def _write(self, group: list[Pending]) -> set[int]:
         items = [(task, finish) for task, finish, _ in group]
@@ -93,17 +105,15 @@ class Recorder:
         backoff = BACKOFF_START
         while True:
             try:
-                return await self.claims.finish(self.worker_id, items)
+                recorded = await self.claims.finish(self.worker_id, items)
             except Exception as exc:
                 # Some refusals (a value too big) are OperationalErrors: they are not outages.
                 outage = isinstance(exc, self.outage_errors) and not refused(exc)
                 if not (outage or transient(exc)):
                     raise
-                log.warning(
-                    "recording %d outcome(s) failed (%s); retrying in %.1fs",
-                    len(items),
-                    exc,
-                    backoff,
-                )
+                self._outage.failed(exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            self._outage.recovered()
+            return recorded

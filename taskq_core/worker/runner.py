@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from taskq_core import logs
 from taskq_core.plugins import Registry
 from taskq_core.worker.execution import (
     Instances,
@@ -31,6 +32,7 @@ from taskq_core.worker.execution import (
 from taskq_core.worker.reporting import JobReporter
 
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
+IDLE_TITLE = "taskq-runner [idle]"  # what `ps` shows between jobs; during one, its id and type
 
 
 class Lines:
@@ -70,12 +72,18 @@ def serve(registry: Registry, jobs: int, replies: int) -> None:
                 data = data[os.write(replies, data) :]
 
     instances = Instances()
+    logs.set_title(IDLE_TITLE)
     while (job := inbox.next()) is not None:
         job_id, message = job
         if message is None:
             send({"id": job_id, "skipped": True})
             continue
+        if isinstance(message, dict):
+            logs.set_title(
+                f"taskq-runner [task {message.get('task_id')} {message.get('task_type')}]"
+            )
         outcome = _run_message(registry, instances, message, _progress_sender(send, job_id))
+        logs.set_title(IDLE_TITLE)
         try:
             send(
                 {

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.errors import UniqueViolation
 
-from taskq_core import schedules
+from taskq_core import logs, schedules
 from taskq_core.broker import Broker
 from taskq_core.errors import TaskqError
 from taskq_core.plugins import Registry
@@ -72,14 +72,16 @@ class Scheduler:
 
     async def run(self, stopping: asyncio.Event) -> None:
         declared = False
+        outage = logs.Outage(log, "PostgreSQL or Redis (scheduler)", POLL)
         while not stopping.is_set():
             try:
                 if not declared:  # until it succeeds: the database may be down at start
                     await self.declare_plugin_schedules()
                     declared = True
                 await self.fire_due()
+                outage.recovered()
             except self.errors as exc:
-                log.warning("scheduling failed (%s); will retry", exc)
+                outage.failed(exc, POLL)
             except psycopg.Error:
                 # A statement refused (a hand-edited row, say) must not stop the worker's tasks.
                 log.exception("scheduling failed; will retry")

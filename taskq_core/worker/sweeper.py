@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from taskq_core.broker import Broker
+from taskq_core import logs
+from taskq_core.broker import Broker, count_field
 from taskq_core.records import TaskStatus
 from taskq_core.worker.lost import LostDispatches
 from taskq_core.worker.sql import CONNECTION_ERRORS, Sweeps
@@ -18,11 +19,19 @@ from taskq_core.worker.sql.lost import LostQueries
 
 log = logging.getLogger("taskq.sweeper")
 
+BACKOFF_MAX = 5.0  # seconds between sweeps while PostgreSQL or Redis is unreachable
 DUE_POLL = 0.25  # seconds between looks for due delayed or retrying tasks (leader only)
 BATCH = 1000  # rows per repair statement
 REPAIR_LIMIT = 10_000  # ids re-pushed per priority per sweep, so a repair never floods Redis
 WORKER_RETENTION = 24 * 3600.0  # seconds a silent worker stays listed in the table
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
+# The counter an attempt's end adds to, by the task's new status (see `taskq_core.broker`).
+STATUS_EVENTS = {
+    TaskStatus.COMPLETED: "completed",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.CANCELLED: "cancelled",
+    TaskStatus.PENDING: "retried",
+}
 
 
 class Sweeper:
@@ -48,6 +57,9 @@ class Sweeper:
 
     async def run(self, stopping: asyncio.Event) -> None:
         last_lead = last_repair = float("-inf")
+        pause = min(DUE_POLL, self.interval)
+        backoff = pause
+        outage = logs.Outage(log, "PostgreSQL or Redis (sweeper)", BACKOFF_MAX)
         while not stopping.is_set():
             now = time.monotonic()
             try:
@@ -66,9 +78,13 @@ class Sweeper:
             except OUTAGE_ERRORS as exc:
                 # Leadership is only ever decided by the lease row: an outage does not end it,
                 # the next renewal (or its failure to renew) does.
-                log.warning("sweep failed (%s); will retry", exc)
+                outage.failed(exc, backoff)
+                wait, backoff = backoff, min(backoff * 2, BACKOFF_MAX)
+            else:
+                outage.recovered()
+                wait = backoff = pause
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), min(DUE_POLL, self.interval))
+                await asyncio.wait_for(stopping.wait(), wait)
 
     async def dispatch_due(self) -> int:
         """Push delayed and retrying tasks whose time has come."""
@@ -95,6 +111,12 @@ class Sweeper:
             await self.broker.push_many(
                 (m["id"], m["priority"]) for m in moved if m["status"] == TaskStatus.PENDING
             )
+            counts: dict[str, int] = {}
+            for m in moved:
+                event = STATUS_EVENTS[m["status"]]
+                field = count_field(event, m["task_type"], m["priority"])
+                counts[field] = counts.get(field, 0) + 1
+            await self.broker.announce([(m["id"], m["status"]) for m in moved], counts)
             for m in moved:
                 log.warning("task %d lost its worker; now %s", m["id"], m["status"])
             total += len(moved)

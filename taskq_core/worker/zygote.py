@@ -32,6 +32,7 @@ import traceback
 from types import FrameType
 from typing import Any, NoReturn
 
+from taskq_core import logs
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import set_parent_death_signal
 from taskq_core.settings import Settings
@@ -59,7 +60,9 @@ def _serve(control: socket.socket) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # a task's prints interleave with its logs
     try:
-        logging.basicConfig(level=Settings().log_level.upper(), format=LOG_FORMAT)
+        settings = Settings()
+        logs.setup(settings.log_level, settings.log_format, LOG_FORMAT)
+        logs.set_title("taskq-forkserver")
         # The worker loaded the same plugins and already logged any that failed.
         logging.getLogger("taskq_core.plugins").setLevel(logging.CRITICAL)
         registry = load_registry()

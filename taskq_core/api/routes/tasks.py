@@ -1,15 +1,21 @@
-"""`/tasks`: submit a task, read one, list them, cancel one."""
+"""`/tasks`: submit a task, read one (or wait for it to end, or follow it), list them, cancel one,
+retry one."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 
 from taskq_core import enqueue
+from taskq_core.api import waiting
 from taskq_core.api.auth import AUTH_RESPONSES, Principal, Scope, check_reader, require
 from taskq_core.api.deps import Backends, BackendsDep, SettingsDep
 from taskq_core.api.responses import GUARDED, WITH_BODY, documented
@@ -20,10 +26,13 @@ from taskq_core.api.schemas import (
     TaskSummaries,
     TaskSummary,
     TaskWithHistory,
+    utc,
 )
+from taskq_core.broker import count_field
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError
 from taskq_core.records import NewTask, TaskStatus
 
+log = logging.getLogger("taskq.api")
 router = APIRouter(prefix="/tasks", tags=["tasks"], responses=AUTH_RESPONSES)
 
 Reader = Annotated[Principal, require(Scope.READ)]
@@ -38,6 +47,8 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 # `{task_id:int}`: only digits reach the task routes, so /tasks/batch is never read as an id
 # (GET /tasks/batch is a 405, not a 422 about an integer).
 ONE = "/{task_id:int}"
+MAX_WAIT = 60.0  # seconds a `GET /tasks/{id}?wait=` may hold its request
+KEEPALIVE = 15.0  # seconds between comments on a quiet event stream, so proxies keep it open
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -108,7 +119,7 @@ def summary_response(row: dict[str, Any], status_code: int) -> Response:
         "task_type": row["task_type"],
         "status": row["status"],
         "priority": row["priority"],
-        "created_at": row["created_at"].isoformat(),
+        "created_at": utc(row["created_at"]),
     }
     return Response(json.dumps(body), status_code, media_type="application/json")
 
@@ -224,14 +235,72 @@ async def list_tasks(
 
 @router.get(ONE, response_model=TaskWithHistory, responses=documented(*GUARDED, 404, 422))
 async def get_task(
-    task_id: TaskId, backends: BackendsDep, principal: ReaderOrSubmitter
+    task_id: TaskId,
+    backends: BackendsDep,
+    principal: ReaderOrSubmitter,
+    hub: waiting.HubDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_WAIT,
+            description="Answer as soon as the task has finished (completed, failed or "
+            "cancelled), or after this many seconds with the task as it is then.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """A task with every attempt; `error.traceback` only for admin keys."""
-    row = await backends.storage.get(task_id)
+    if wait:
+        # Who may read it is checked before waiting, not only after.
+        first = await backends.storage.get(task_id)
+        if first is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        check_reader(principal, first["submitted_by"])
+    row = await (
+        waiting.wait_for_end(hub, task_id, wait) if wait else backends.storage.get(task_id)
+    )
     if row is None:
         raise TaskNotFoundError(f"task {task_id} not found")
     check_reader(principal, row["submitted_by"])
     return for_reader(row, principal)
+
+
+@router.get(
+    "/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: an `status` event with the task (as `GET "
+            "/tasks/{id}` answers) now and at each status change; the stream ends after a "
+            "terminal status. Comment lines keep a quiet stream open.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        404: {"description": "No such task"},
+        503: {"description": "PostgreSQL unavailable"},
+    },
+)
+async def task_events(
+    task_id: TaskId, backends: BackendsDep, principal: ReaderOrSubmitter, hub: waiting.HubDep
+) -> StreamingResponse:
+    """Follow a task's status as it changes, pushed as it is committed."""
+    first = await backends.storage.get(task_id)
+    if first is None:
+        raise TaskNotFoundError(f"task {task_id} not found")
+    check_reader(principal, first["submitted_by"])
+
+    async def stream() -> AsyncIterator[str]:
+        async for row in waiting.changes_of(hub, task_id, KEEPALIVE):
+            if row is None:
+                yield ": keepalive\n\n"
+            else:
+                shown = TaskWithHistory.model_validate(for_reader(row, principal))
+                yield f"event: status\nid: {row['status']}\ndata: {shown.model_dump_json()}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(
@@ -255,4 +324,40 @@ async def cancel_task(
         # The worker's heartbeat would see the flag too; this makes it immediate.
         await backends.broker.request_cancel(task_id)
         response.status_code = status.HTTP_202_ACCEPTED
+    else:
+        await _announce(backends, task, "cancelled")
     return task
+
+
+@router.post(
+    "/{task_id}/retry",
+    response_model=TaskWithHistory,
+    responses={
+        200: {"description": "Pending again, with its attempts counted anew; history kept"},
+        404: {"description": "No such task"},
+        409: {"description": "It is pending, running or completed: only failed or cancelled"},
+        503: {"description": "PostgreSQL unavailable; nothing changed"},
+    },
+)
+async def retry_task(task_id: TaskId, backends: BackendsDep, principal: Admin) -> dict[str, Any]:
+    """Run a failed or cancelled task again: it gets all its attempts back, and the earlier
+    attempts stay in its history."""
+    task = await backends.storage.retry(task_id)
+    try:
+        await backends.broker.push(task_id, task["priority"])
+    except RedisError as exc:
+        # Committed as pending and marked dispatched: the sweeper's lost-dispatch repair pushes
+        # it within a sweep interval, so the retry stands.
+        log.warning("task %d retried but not pushed (%s); the sweeper will push it", task_id, exc)
+    await _announce(backends, task, "retried")
+    return task
+
+
+async def _announce(backends: Backends, task: dict[str, Any], event: str) -> None:
+    """Wake whoever waits on the task and count `event`; committed already, so a Redis failure
+    only delays waiters to their deadline."""
+    counts = {count_field(event, task["task_type"], task["priority"]): 1}
+    try:
+        await backends.broker.announce([(task["id"], task["status"])], counts)
+    except RedisError as exc:
+        log.debug("could not announce task %d %s (%s)", task["id"], task["status"], exc)

@@ -51,13 +51,13 @@ _RECOVER: LiteralString = """
             worker_id = NULL
         FROM expired
         WHERE t.id = expired.id
-        RETURNING t.id, t.priority, t.status, t.attempts, t.error,
+        RETURNING t.id, t.priority, t.status, t.attempts, t.error, t.task_type,
                   expired.old_worker, expired.old_started
     ), recorded AS (
         INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
         SELECT id, attempts, old_worker, old_started, 'lost', error FROM moved
     )
-    SELECT id, priority, status FROM moved
+    SELECT id, priority, status, task_type FROM moved
 """
 
 _DUE: LiteralString = """
@@ -122,10 +122,11 @@ class Sweeps:
         return bool(await self._conn.fetch(_LEAD, params))
 
     async def recover_expired(self, limit: int = 1000) -> list[dict[str, Any]]:
-        """Repair tasks whose lease ran out; each row: id, priority, new status."""
+        """Repair tasks whose lease ran out; each row: id, priority, new status, task_type."""
         rows = await self._conn.fetch(_RECOVER, {"queue": self.queue, "limit": limit})
         return [
-            {"id": id_, "priority": priority, "status": status} for id_, priority, status in rows
+            {"id": id_, "priority": priority, "status": status, "task_type": task_type}
+            for id_, priority, status, task_type in rows
         ]
 
     async def dispatch_due(self, limit: int = 1000) -> list[Dispatch]:

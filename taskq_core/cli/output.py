@@ -1,0 +1,128 @@
+"""How the command line prints: tables for people at a terminal, tab-separated lines (never
+folded, never cut) or JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+SHORT = 40  # characters of a JSON value shown in a terminal's table
+# Narrower headers for a terminal's table (scripts get the full names).
+TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries"}
+
+
+def to_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def console() -> Console:
+    """A console whose lines are never wrapped at 80 columns when stdout is a pipe or a file."""
+    return Console(soft_wrap=not to_terminal())
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2 if to_terminal() else None, default=str))
+
+
+def compact(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _cell(value: str) -> str:
+    # One row per line and one column per tab, whatever a value holds.
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], styles: Mapping[int, str]
+) -> None:
+    """A rich table at a terminal (long values shortened); else a header line and one
+    tab-separated line per row with every value in full. `styles`: column index -> the
+    STATUS_STYLES key column to colour by (only at a terminal)."""
+    if not to_terminal():
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(_cell(value) for value in row))
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(TERMINAL_HEADERS.get(column, column), overflow="fold")
+    for row in rows:
+        # Text, not markup: a value of `[/x]` would crash rich, `[link=...]` plant a hyperlink.
+        cells = [Text(value if len(value) <= SHORT else value[: SHORT - 1] + "…") for value in row]
+        for index in styles:
+            cells[index].stylize(STATUS_STYLES.get(row[index], ""))
+        table.add_row(*cells)
+    Console().print(table)
+
+
+TASK_COLUMNS = ("id", "type", "status", "priority", "attempts", "created", "finished")
+
+
+def task_row(task: Mapping[str, Any]) -> list[str]:
+    """A listing's row: the task's state (listings carry no bodies; `taskq tasks get` does)."""
+    return [
+        str(task["id"]),
+        task["task_type"],
+        task["status"],
+        str(task["priority"]),
+        f"{task['attempts']}/{task['max_attempts']}",
+        str(task["created_at"]),
+        str(task.get("finished_at") or ""),
+    ]
+
+
+def print_tasks(tasks: Sequence[Mapping[str, Any]], title: str) -> None:
+    print_table(title, TASK_COLUMNS, [task_row(t) for t in tasks], {2: "status"})
+
+
+def print_task(task: Mapping[str, Any]) -> None:
+    """One task, field by field, then its attempts; every value in full."""
+    fields = (
+        *("id", "task_type", "status", "priority", "attempts", "max_attempts", "created_at"),
+        *("run_at", "started_at", "finished_at", "worker_id", "timeout_seconds"),
+        "cancel_requested_at",
+    )
+    lines = [(name, "" if task.get(name) is None else str(task[name])) for name in fields]
+    lines.append(("input_data", compact(task["input_data"])))
+    lines.append(("result", compact(task.get("result"))))
+    error = task.get("error")
+    if error:
+        lines.append(("error", f"{error['type']}: {error['message']}"))
+    for name, value in lines:
+        print(f"{name}\t{_cell(value)}" if not to_terminal() else f"{name:<20} {value}")
+    if error and error.get("traceback"):
+        print("traceback" + ("\t" + _cell(error["traceback"]) if not to_terminal() else ":"))
+        if to_terminal():
+            print(error["traceback"].rstrip())
+    history = task.get("history") or []
+    if history:
+        print()
+        rows = [
+            [
+                str(h["attempt"]),
+                h["outcome"],
+                compact(h.get("worker_id")),
+                str(h.get("started_at") or ""),
+                str(h["finished_at"]),
+                "" if not h.get("error") else f"{h['error']['type']}: {h['error']['message']}",
+            ]
+            for h in history
+        ]
+        columns = ("attempt", "outcome", "worker", "started", "finished", "error")
+        print_table("attempts", columns, rows, {})

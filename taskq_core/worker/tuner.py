@@ -1,0 +1,191 @@
+"""The worker's adaptive concurrency: how many tasks it holds in flight, chosen as it runs.
+
+Every WINDOW seconds the tuner looks at what the window showed and `decide` sets the next limit:
+
+- memory tight (MemAvailable under MEMORY_LOW of MemTotal): halve;
+- the event loop late (a WINDOW sleep overran by LAG_HIGH) while this process kept a core busy
+  (BUSY_HIGH of the window in CPU time): take a quarter off, since more tasks in flight would
+  only make every one of them wait for the loop. A loop that is late while the process used
+  little CPU was waiting for a core the machine gave to others: fewer tasks in flight would only
+  mean smaller batches, more CPU per task, so that holds nothing back;
+- else, if tasks completed, compare how long sync tasks waited for a runner (their time in the
+  worker minus the runners' job time) with WAIT_TARGET. By Little's law each extra slot adds
+  1 / completion rate to that wait, so the room left in the budget, in slots, is
+  (WAIT_TARGET - wait) x rate: grow by it (at most doubling) while the queue is deep, shrink by
+  the overrun (at most halving) once the wait passes twice the target. Async tasks never queue in
+  the worker, so for them only the loop and memory limit the growth.
+
+Short tasks from a deep queue therefore double the limit every window up to the ceiling (bigger
+pops, claims and group commits); slow sync tasks shrink it to about the runners' count, so a
+worker does not hoard tasks another worker could start. The bounds: at least the runners' count
+(FLOOR when there are none), at most `--concurrency` when given, else CEILING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("taskq.worker.tuner")
+
+WINDOW = 0.1  # seconds between decisions
+START = 16  # the first limit when no --concurrency is given
+FLOOR, CEILING = 2, 256  # bounds when no --concurrency is given (the floor: at least the runners)
+WAIT_TARGET = 0.05  # seconds a sync task may wait in the worker for a runner, on average
+LAG_HIGH = 0.2  # seconds an event loop tick may be late before the limit shrinks
+BUSY_HIGH = 0.9  # of the window in this process's CPU time: its event loop has no room left
+MEMORY_LOW = 0.1  # of MemTotal: below this MemAvailable, the limit halves
+MEMINFO = Path("/proc/meminfo")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one window showed."""
+
+    limit: int  # the limit in force during the window
+    seconds: float  # the window's length
+    completed: int  # tasks that finished executing in it (sync and async)
+    completed_sync: int  # of those, sync tasks (run by the runner processes)
+    wait: float  # mean seconds those sync tasks waited for a runner (0 if none)
+    deep: bool  # the latest pop got every id it asked for: more are queued
+    lag: float  # how late the window's timer fired, in seconds
+    busy: float  # this process's CPU time over the window's length (1.0: a core all along)
+    memory_available: float | None  # MemAvailable / MemTotal; None where unknown
+
+
+@dataclass(frozen=True)
+class Bounds:
+    floor: int
+    ceiling: int
+
+    def clamp(self, limit: int) -> int:
+        return max(self.floor, min(self.ceiling, limit))
+
+
+def decide(seen: Observation, bounds: Bounds) -> int:
+    """The next limit, from one window's observation (a pure function: see the module's rules)."""
+    limit = seen.limit
+    if seen.memory_available is not None and seen.memory_available < MEMORY_LOW:
+        return bounds.clamp(limit // 2)
+    if seen.lag > LAG_HIGH and seen.busy > BUSY_HIGH:
+        return bounds.clamp(limit - max(1, limit // 4))
+    if seen.completed == 0 or seen.seconds <= 0:
+        return bounds.clamp(limit)  # nothing finished: nothing learnt
+    if seen.completed_sync == 0:
+        room = math.inf
+    else:
+        # Each slot more adds 1/rate seconds of waiting, whatever the mix: the extra slots go to
+        # sync and async tasks in proportion, and only the sync share queues behind the runners.
+        rate = seen.completed / seen.seconds
+        room = (WAIT_TARGET - seen.wait) * rate
+    if seen.wait > 2 * WAIT_TARGET:
+        return bounds.clamp(limit - min(limit // 2, max(1, math.ceil(-room))))
+    if seen.deep and room >= 1:
+        return bounds.clamp(limit + int(min(limit, room)))
+    return bounds.clamp(limit)
+
+
+def memory_available(meminfo: str) -> float | None:
+    """MemAvailable / MemTotal from the text of /proc/meminfo; None if either is missing."""
+    values: dict[str, int] = {}
+    for line in meminfo.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("MemTotal", "MemAvailable"):
+            values[name] = int(rest.split()[0])
+    total, available = values.get("MemTotal"), values.get("MemAvailable")
+    if not total or available is None:
+        return None
+    return available / total
+
+
+def read_memory_available() -> float | None:
+    try:
+        return memory_available(MEMINFO.read_text())
+    except OSError:
+        return None  # not Linux: memory does not limit the growth
+
+
+class Tuner:
+    """Counts what the worker does and moves `limit` every WINDOW (see `run`)."""
+
+    def __init__(self, bounds: Bounds, start: int) -> None:
+        self.bounds = bounds
+        self.limit = bounds.clamp(start)
+        self.deep = False
+        self._completed = 0
+        self._completed_sync = 0
+        self._sync_seconds = 0.0  # summed time in the worker of the sync tasks completed
+
+    @classmethod
+    def for_worker(cls, concurrency: int | None, runners: int) -> Tuner:
+        """`concurrency`: the most tasks in flight (None: CEILING, starting from START)."""
+        ceiling = concurrency if concurrency is not None else CEILING
+        floor = min(ceiling, max(FLOOR, runners))
+        return cls(Bounds(floor, ceiling), START if concurrency is None else ceiling)
+
+    def popped(self, asked: int, got: int) -> None:
+        self.deep = got >= asked
+
+    def executed(self, seconds: float, sync: bool) -> None:
+        """A task finished executing, `seconds` after its claim."""
+        self._completed += 1
+        if sync:
+            self._completed_sync += 1
+            self._sync_seconds += seconds
+
+    def observe(
+        self, seconds: float, lag: float, job_seconds: float | None, busy: float = 0.0
+    ) -> Observation:
+        """The window that just ended (and start the next); `job_seconds`: the runners' mean."""
+        sync = self._completed_sync
+        wait = 0.0
+        if sync:
+            wait = max(0.0, self._sync_seconds / sync - (job_seconds or 0.0))
+        seen = Observation(
+            limit=self.limit,
+            seconds=seconds,
+            completed=self._completed,
+            completed_sync=sync,
+            wait=wait,
+            deep=self.deep,
+            lag=lag,
+            busy=busy,
+            memory_available=read_memory_available(),
+        )
+        self._completed = self._completed_sync = 0
+        self._sync_seconds = 0.0
+        return seen
+
+    def step(self, seen: Observation) -> int:
+        new = decide(seen, self.bounds)
+        if new != self.limit:
+            log.debug(
+                "concurrency %d -> %d (%d done, %d sync waiting %.1f ms, deep %s, lag %.1f ms, "
+                "busy %.0f%%)",
+                self.limit,
+                new,
+                seen.completed,
+                seen.completed_sync,
+                seen.wait * 1000,
+                seen.deep,
+                seen.lag * 1000,
+                seen.busy * 100,
+            )
+        self.limit = new
+        return new
+
+    async def run(self, job_seconds: Callable[[], float | None]) -> None:
+        """Decide every WINDOW until cancelled; `job_seconds()`: the runners' mean job time."""
+        began, cpu = time.monotonic(), time.process_time()
+        while True:
+            await asyncio.sleep(WINDOW)
+            now, cpu_now = time.monotonic(), time.process_time()
+            seconds, used = now - began, cpu_now - cpu
+            began, cpu = now, cpu_now
+            lag = max(0.0, seconds - WINDOW)
+            self.step(self.observe(seconds, lag, job_seconds(), busy=used / seconds))

@@ -1,0 +1,161 @@
+"""The adaptive concurrency's decisions (pure functions), and one real worker finding its own."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from taskq_core.worker.tuner import (
+    CEILING,
+    LAG_HIGH,
+    START,
+    WAIT_TARGET,
+    Bounds,
+    Observation,
+    Tuner,
+    decide,
+    memory_available,
+)
+from tests.conftest import Api, Processes, Servers, taskq, wait_finished
+
+BOUNDS = Bounds(floor=2, ceiling=256)
+# Short sync tasks from a deep queue, runners keeping up: 1,000 done in the window, none waiting.
+SHORT = Observation(
+    limit=16,
+    seconds=0.1,
+    completed=1000,
+    completed_sync=1000,
+    wait=0.0,
+    deep=True,
+    lag=0.0,
+    busy=0.5,
+    memory_available=0.5,
+)
+
+
+def test_short_tasks_from_a_deep_queue_double_the_limit_up_to_the_ceiling() -> None:
+    limits = [SHORT.limit]
+    for _ in range(6):
+        limits.append(decide(replace(SHORT, limit=limits[-1]), BOUNDS))
+    assert limits == [16, 32, 64, 128, 256, 256, 256]
+
+
+def test_async_tasks_grow_whatever_their_rate() -> None:
+    # They never queue in the worker: one done in the window is enough to learn there is room.
+    seen = replace(SHORT, completed=1, completed_sync=0)
+    assert decide(seen, BOUNDS) == 32
+
+
+def test_growth_stops_at_the_room_left_in_the_wait_budget() -> None:
+    # 200 done per second and 30 ms of the 50 ms budget used: 4 more slots would add 20 ms.
+    seen = replace(SHORT, completed=20, completed_sync=20, wait=0.03)
+    assert decide(seen, BOUNDS) == 20
+
+
+def test_slow_sync_tasks_hold_and_then_shrink_the_limit() -> None:
+    # 1 s tasks on 2 runners: one slot more would add half a second of waiting.
+    slow = replace(SHORT, limit=4, completed=1, completed_sync=1, seconds=0.5, wait=0.0)
+    assert decide(slow, BOUNDS) == 4
+    # 16 in flight: tasks wait 7 s for a runner; the limit halves each window to the floor.
+    limits = [16]
+    for _ in range(4):
+        limits.append(decide(replace(slow, limit=limits[-1], wait=7.0), BOUNDS))
+    assert limits == [16, 8, 4, 2, 2]
+
+
+def test_a_wait_over_twice_the_target_sheds_what_overruns_it() -> None:
+    # 1,000 done per second, 120 ms waited: 70 ms over the budget is 70 slots too many.
+    seen = replace(SHORT, limit=200, completed=100, completed_sync=100, wait=0.12)
+    assert decide(seen, BOUNDS) == 130
+
+
+def test_between_the_target_and_twice_it_the_limit_holds() -> None:
+    seen = replace(SHORT, limit=100, wait=1.5 * WAIT_TARGET)
+    assert decide(seen, BOUNDS) == 100
+
+
+def test_a_shallow_queue_holds_the_limit() -> None:
+    assert decide(replace(SHORT, deep=False), BOUNDS) == SHORT.limit
+
+
+def test_a_window_with_nothing_done_holds_the_limit() -> None:
+    assert decide(replace(SHORT, completed=0, completed_sync=0), BOUNDS) == SHORT.limit
+
+
+def test_a_late_event_loop_takes_a_quarter_off() -> None:
+    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2, busy=1.0), BOUNDS) == 75
+
+
+def test_a_loop_late_for_want_of_a_core_does_not_shrink_the_limit() -> None:
+    # The process used a fifth of a core: the machine was busy, not its event loop.
+    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2, busy=0.2), BOUNDS) == 200
+
+
+def test_tight_memory_halves_the_limit_before_anything_else() -> None:
+    seen = replace(SHORT, limit=100, memory_available=0.05, lag=LAG_HIGH * 2, busy=1.0)
+    assert decide(seen, BOUNDS) == 50
+    assert decide(replace(SHORT, limit=3, memory_available=0.01), BOUNDS) == 2  # the floor
+
+
+def test_unknown_memory_does_not_limit() -> None:
+    assert decide(replace(SHORT, memory_available=None), BOUNDS) == 32
+
+
+def test_a_given_concurrency_is_the_ceiling_and_the_start() -> None:
+    tuner = Tuner.for_worker(8, runners=2)
+    assert (tuner.limit, tuner.bounds) == (8, Bounds(2, 8))
+    assert decide(replace(SHORT, limit=8), tuner.bounds) == 8
+    assert Tuner.for_worker(1, runners=2).bounds == Bounds(1, 1)
+
+
+def test_without_one_the_worker_starts_small_and_never_goes_below_its_runners() -> None:
+    tuner = Tuner.for_worker(None, runners=6)
+    assert (tuner.limit, tuner.bounds) == (START, Bounds(6, CEILING))
+
+
+def test_the_tuner_measures_the_wait_as_time_in_the_worker_minus_the_job_time() -> None:
+    tuner = Tuner.for_worker(None, runners=2)
+    tuner.popped(asked=16, got=16)
+    for _ in range(3):
+        tuner.executed(0.050, sync=True)
+    tuner.executed(5.0, sync=False)  # async: never waits for a runner
+    seen = tuner.observe(seconds=0.1, lag=0.0, job_seconds=0.030)
+    assert (seen.completed, seen.completed_sync, seen.deep) == (4, 3, True)
+    assert seen.wait == pytest.approx(0.020)
+    assert tuner.step(seen) == 16 + 1  # 40 done per second x 30 ms of room left
+    # The counts start again for the next window.
+    assert tuner.observe(seconds=0.1, lag=0.0, job_seconds=0.010).completed == 0
+
+
+def test_memory_available_is_read_from_meminfo() -> None:
+    text = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:    6000000 kB\n"
+    assert memory_available(text) == 0.25
+    assert memory_available("MemTotal: 100 kB\n") is None
+
+
+# ---- a real worker ------------------------------------------------------------------------------
+
+
+def test_a_worker_without_flags_grows_its_concurrency_under_a_deep_queue_of_short_tasks(
+    api: Api, clean: Servers, processes: Processes, sites: dict[str, Path]
+) -> None:
+    count = 6000
+    body = {"tasks": [{"task_type": "AsyncSleepTask", "input_data": {"seconds": 0}}] * 1000}
+    for _ in range(count // 1000):
+        api.client.post("/tasks/batch", json=body, timeout=60).raise_for_status()
+    worker = processes.spawn(
+        taskq("worker"),
+        clean.env(sites["taskq-testkit"], TASKQ_LOG_LEVEL="DEBUG"),
+        "worker",
+    )
+    wait_finished(clean, count, timeout=120)
+    assert clean.sql("SELECT DISTINCT status FROM tasks") == [("completed",)]
+    worker.terminate()
+    assert worker.wait(30) == 0
+    log = processes.output()
+    assert f"started: concurrency {START} (adapting within 2-{CEILING})" in log
+    grown = [int(m) for m in re.findall(r"concurrency \d+ -> (\d+)", log)]
+    assert max(grown, default=0) > START, log[-3000:]
