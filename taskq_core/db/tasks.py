@@ -240,14 +240,14 @@ class TaskQueries:
         return task
 
     async def get_many(self, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Tasks with their attempt histories, by id, in two statements however many; ids that
-        do not exist are absent."""
+        """Tasks with their attempt histories and artifacts, by id, in three statements however
+        many; ids that do not exist are absent."""
         if not task_ids:
             return {}
         ids = list(task_ids)
         async with self.engine.connect() as conn:
             found = {
-                row.id: {**row._mapping, "history": []}
+                row.id: {**row._mapping, "history": [], "artifacts": []}
                 for row in await conn.execute(select(*DETAIL_COLUMNS).where(tasks.c.id.in_(ids)))
             }
             history = await conn.execute(
@@ -258,6 +258,14 @@ class TaskQueries:
             for row in history:
                 attempt = dict(row._mapping)
                 found[attempt.pop("task_id")]["history"].append(attempt)
+            artifacts = await conn.execute(
+                select(task_artifacts.c.task_id, *ARTIFACT_COLUMNS)
+                .where(task_artifacts.c.task_id.in_(list(found)))
+                .order_by(task_artifacts.c.task_id, task_artifacts.c.name)
+            )
+            for published in artifacts:
+                artifact = dict(published._mapping)
+                found[artifact.pop("task_id")]["artifacts"].append(artifact)
         return found
 
     async def list_tasks(
