@@ -14,6 +14,7 @@ from taskq_core.api import errors, openapi, ui
 from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
+from taskq_core.api.hosts import OpenModeHosts
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.ratelimit import RateLimit, parse_rate
 from taskq_core.api.routes import artifacts as artifact_routes
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     if rate is not None:
         app.add_middleware(RateLimit, rate=rate)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(OpenModeHosts)  # outermost: a rebinding page's request is read no further
     errors.install(app)
     openapi.install(app, config)
     app.include_router(bulk.router)

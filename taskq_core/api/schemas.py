@@ -12,11 +12,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
 from taskq_core.records import TaskStatus
 from taskq_core.task import MIN_TIMEOUT_SECONDS
+
+RUN_AT_YEARS = (1900, 9000)  # a run_at outside these (in UTC) is a mistake, or an attack
 
 
 def utc(moment: datetime) -> str:
@@ -93,6 +96,21 @@ class TaskCreate(BaseModel):
         le=365 * 24 * 3600,
         description="Not before this many seconds.",
     )
+
+    @field_validator("run_at")
+    @classmethod
+    def _readable_instant(cls, value: datetime | None) -> datetime | None:
+        # An offset can push a valid-looking instant past year 9999 or before year 1 in UTC:
+        # PostgreSQL would store it and Python could never read the row back.
+        if value is None:
+            return None
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must fall within the years 1900 to 9000 in UTC") from None
+        if not RUN_AT_YEARS[0] <= utc.year < RUN_AT_YEARS[1]:
+            raise ValueError("must fall within the years 1900 to 9000 in UTC")
+        return utc
 
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
