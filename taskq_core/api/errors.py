@@ -24,6 +24,7 @@ from starlette.types import Scope
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    RangeNotSatisfiableError,
     ScheduleExistsError,
     ScheduleNotFoundError,
     TaskNotFoundError,
@@ -155,6 +156,10 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
     return AsciiJSONResponse({"detail": str(exc)}, status_code=409)
 
 
+async def _range(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=416)
+
+
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 HANDLERS: dict[type[Exception], Handler] = {
@@ -167,6 +172,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    RangeNotSatisfiableError: _range,
     ScheduleNotFoundError: _not_found,
     ScheduleExistsError: _conflict,
 }

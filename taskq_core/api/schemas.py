@@ -166,6 +166,21 @@ class Attempt(BaseModel):
     error: TaskError | None
 
 
+class Progress(BaseModel):
+    done: float = Field(description="How far the task has come, in its own unit.")
+    total: float | None = Field(description="Of how much, when the task knows.")
+    message: str | None
+    at: Instant | None = Field(default=None, description="When the task reported it.")
+
+
+class Artifact(BaseModel):
+    name: str = Field(description="Download it from `GET /tasks/{id}/artifacts/{name}`.")
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="Hex digest of the bytes.")
+    content_type: str
+    created_at: Instant
+
+
 class TaskDetail(TaskSummary):
     input_data: dict[str, Any]
     result: dict[str, Any] | None
@@ -178,10 +193,18 @@ class TaskDetail(TaskSummary):
     finished_at: Instant | None
     worker_id: str | None
     cancel_requested_at: Instant | None
+    progress: Progress | None = Field(
+        default=None,
+        description="The running attempt's last reported progress (kept when it ends; a new "
+        "attempt starts without).",
+    )
 
 
 class TaskWithHistory(TaskDetail):
     history: list[Attempt] = Field(description="Every attempt, oldest first.")
+    artifacts: list[Artifact] = Field(
+        default_factory=list, description="Files the completed attempt published."
+    )
 
 
 class TaskListItem(TaskSummary):

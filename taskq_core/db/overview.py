@@ -122,6 +122,7 @@ LIST_COLUMNS = (
     tasks.c.created_at,
     tasks.c.started_at,
     tasks.c.finished_at,
+    tasks.c.progress,  # a small JSON object, NULL for tasks that never report
 )
 
 

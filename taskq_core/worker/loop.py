@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from redis.exceptions import RedisError
 
@@ -22,12 +24,17 @@ from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.worker import outcomes
+from taskq_core.worker.artifact_gc import ArtifactCollector
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
 from taskq_core.worker.pool import RunnerPool
+from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import LINGER, Recorder
+from taskq_core.worker.reporting import JobReporter, discard_attempt, store_url
 from taskq_core.worker.retention import purge_expired
 from taskq_core.worker.scheduler import Scheduler
 from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
+from taskq_core.worker.sql.artifacts import ArtifactDeletions
+from taskq_core.worker.sql.progress import ProgressWrites
 from taskq_core.worker.sql.retention import Retention
 from taskq_core.worker.sql.schedules import ScheduleStatements
 from taskq_core.worker.sweeper import STATUS_EVENTS, Sweeper
@@ -43,6 +50,9 @@ REFILL_FRACTION = 4
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
 OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
 TITLE_INTERVAL = 0.5  # seconds between updates of the process title
+
+# Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
+KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
 
 StopReason = Literal["cancelled", "shutdown", "lost"]
 
@@ -107,6 +117,7 @@ class Worker:
         # written, so the next claim overlaps the group commit; `running` keeps the task (and
         # its lease renewed) until the outcome is durable.
         self.executing = 0
+        self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
         self._announcing: set[asyncio.Task[None]] = set()
         self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
 
@@ -126,6 +137,12 @@ class Worker:
         self.broker = Broker(redis, opts.queue)
         self.popper = Broker(popper, opts.queue)
         self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._recorded)
+        self.progress_writes = ProgressWrites(conninfo, prepare=opts.prepare)
+        self.artifact_deletions = ArtifactDeletions(conninfo, prepare=opts.prepare)
+        self.board = ProgressBoard(
+            self.progress_writes, self.worker_id, OUTAGE_ERRORS, self.broker.announce_progress
+        )
+        self.pool.on_progress = self.board.report
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -137,7 +154,10 @@ class Worker:
                 self.broker,
                 self.worker_id,
                 interval=opts.sweep_interval,
-                chores=[lambda: purge_expired(retention, opts.retention)],
+                chores=[
+                    lambda: purge_expired(retention, opts.retention),
+                    ArtifactCollector(self.artifact_deletions, store_url()).collect,
+                ],
             )
             scheduler = Scheduler(
                 ScheduleStatements(self.sweeps.connection, opts.queue),
@@ -147,6 +167,7 @@ class Worker:
             )
             background = [
                 asyncio.create_task(self.recorder.run(), name="recorder"),
+                asyncio.create_task(self.board.run(), name="progress"),
                 asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
                 asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
                 asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
@@ -177,6 +198,10 @@ class Worker:
                 await self.sweeps.worker_stopped(self.worker_id)
             await self.pool.close()
             await self.claims.close()
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.board.flush()  # the last reports of the tasks that just ended
+            await self.progress_writes.close()
+            await self.artifact_deletions.close()
             await asyncio.gather(*self._announcing, return_exceptions=True)
             await popper.aclose()
             await redis.aclose()
@@ -282,6 +307,7 @@ class Worker:
 
     async def _execute(self, running: Running) -> None:
         task = running.task
+        self.board.begin(task.id, task.attempt)
         try:
             outcome = await self._run(task)
             self.tuner.executed(time.perf_counter() - running.started, self._is_sync(task))
@@ -302,8 +328,11 @@ class Worker:
             finish = outcomes.broken(exc)
         finally:
             running.ended = time.perf_counter()
+            last_progress = self.board.end(task.id)
             self.executing -= 1
             self._slot_freed.set()
+        if last_progress is not None:
+            finish = dataclasses.replace(finish, progress=last_progress)
         try:
             await self._record(running, finish)
         finally:
@@ -331,14 +360,34 @@ class Worker:
             worker_id=self.worker_id,
         )
         if not task_type.is_async:
-            return await self.pool.run(job, task.timeout_seconds)
-        if task.timeout_seconds is None:
-            return await self.instances.run_async(task_type, job)
+            try:
+                outcome = await self.pool.run(job, task.timeout_seconds)
+            except asyncio.CancelledError:
+                self._background(asyncio.to_thread(discard_attempt, job))
+                raise
+            if outcome.error is not None and outcome.error.get("type") in KILLED_RUNNER_ERRORS:
+                # The runner was killed mid-job: whatever it was writing is thrown away here.
+                self._background(asyncio.to_thread(discard_attempt, job))
+            return outcome
+        reporter = JobReporter(job, functools.partial(self.board.report, task.id))
         try:
-            async with asyncio.timeout(task.timeout_seconds):
-                return await self.instances.run_async(task_type, job)
-        except TimeoutError:
-            return Outcome(error=timeout_error(task.timeout_seconds))
+            if task.timeout_seconds is None:
+                outcome = await self.instances.run_async(task_type, job, reporter)
+            else:
+                try:
+                    async with asyncio.timeout(task.timeout_seconds):
+                        outcome = await self.instances.run_async(task_type, job, reporter)
+                except TimeoutError:
+                    outcome = Outcome(error=timeout_error(task.timeout_seconds))
+        except BaseException:
+            reporter.artifacts.discard()
+            raise
+        return reporter.settle(outcome)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _is_sync(self, task: ClaimedTask) -> bool:
         task_type = self.registry.types.get(task.task_type)
