@@ -109,7 +109,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # the worker and loads them too: the two start-ups overlap instead of following each other.
         await pool.prepare()
         from taskq_core.plugins import load_registry
-        from taskq_core.worker.loop import Worker, WorkerOptions
+        from taskq_core.worker.holding import WorkerOptions
+        from taskq_core.worker.loop import Worker
 
         try:
             registry = load_registry()
