@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 WORKERS ?= 2
 # The client package is installed beside the plugins: the command line talks to the API with it.
-PLUGINS := -e clients/python -e plugins/taskq_fibonacci -e plugins/taskq_email -e plugins/taskq_webhook
+PLUGINS := -e clients/python -e plugins/taskq_fibonacci -e plugins/taskq_email -e plugins/taskq_webhook \
+	-e plugins/taskq_export
 SOURCES := pyproject.toml clients/python/pyproject.toml plugins/taskq_fibonacci/pyproject.toml \
-	plugins/taskq_email/pyproject.toml plugins/taskq_webhook/pyproject.toml
+	plugins/taskq_email/pyproject.toml plugins/taskq_webhook/pyproject.toml \
+	plugins/taskq_export/pyproject.toml
 
 .PHONY: dev test lint clean chaos
 

@@ -201,6 +201,14 @@ class Broker:
                 if message.get("type") == "message":
                     yield int(message["data"])
 
+    async def announce_progress(self, ids: Sequence[int]) -> None:
+        """Tell followers that these running tasks' progress was stored: a status announcement
+        of `running` (their status is unchanged; a follower re-reads the row and sees the
+        progress)."""
+        if ids:
+            data = json.dumps([[task_id, "running"] for task_id in ids], separators=(",", ":"))
+            await self.redis.publish(status_channel(self.queue), data)
+
     async def count_request(self, identity: str, limit: int, window: int) -> float | None:
         """Count one request of `identity` in the current fixed window of `window` seconds, in one
         round trip shared by every API replica; None while within `limit`, else the seconds until

@@ -61,6 +61,14 @@ class IdempotencyConflictError(TaskqError):
     """This Idempotency-Key was already used for a different request."""
 
 
+class ArtifactNotFoundError(TaskNotFoundError):
+    """The task has no artifact of this name."""
+
+
+class RangeNotSatisfiableError(TaskqError):
+    """The byte range asked for is outside the file."""
+
+
 class ScheduleNotFoundError(TaskqError):
     """No schedule with this name."""
 

@@ -1,6 +1,7 @@
 """What any JSON a task carries must be before it is stored: bounded, and storable in jsonb.
 
-PostgreSQL's jsonb refuses a string holding U+0000 and has no NaN or Infinity; a value nested
+PostgreSQL's jsonb refuses a string holding U+0000, UTF-8 has no lone surrogate (`"\\ud800"` in
+JSON decodes to one) and jsonb no NaN or Infinity; a value nested
 without end costs recursion wherever it is read. Each is refused here, at submit, with the path
 of the offending field, so nothing reaches the INSERT that PostgreSQL would refuse.
 """
@@ -31,6 +32,19 @@ def _error(kind: str, loc: Loc, msg: str) -> dict[str, Any]:
     return {"type": kind, "loc": loc, "msg": msg, "input": None}
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(key: str) -> str:
+    """`key` as an error may name it: a lone surrogate cannot be written in a UTF-8 response."""
+    return key if _encodable(key) else key.encode("utf-8", "backslashreplace").decode()
+
+
 def problems(value: Any, loc: Loc, max_depth: int) -> list[dict[str, Any]]:
     """Errors (pydantic's shape, `loc` starting with `loc`) for every NUL in a string or key,
     every NaN or infinite number, and the first place nesting passes `max_depth`.
@@ -45,6 +59,8 @@ def problems(value: Any, loc: Loc, max_depth: int) -> list[dict[str, Any]]:
         if isinstance(item, str):
             if "\x00" in item:
                 found.append(_error("string_nul", where, "must not contain the NUL character"))
+            if not _encodable(item):
+                found.append(_error("string_unicode", where, "must not contain a lone surrogate"))
         elif isinstance(item, float):
             if not math.isfinite(item):
                 found.append(_error("finite_number", where, "must be a finite number"))
@@ -56,9 +72,13 @@ def problems(value: Any, loc: Loc, max_depth: int) -> list[dict[str, Any]]:
                 continue
             if isinstance(item, dict):
                 for key, child in item.items():
-                    if isinstance(key, str) and "\x00" in key:
+                    if isinstance(key, str) and ("\x00" in key or not _encodable(key)):
                         found.append(
-                            _error("string_nul", (*where, key), "keys must not contain NUL")
+                            _error(
+                                "string_nul",
+                                (*where, _shown(key)),
+                                "keys must not contain NUL or a lone surrogate",
+                            )
                         )
                     stack.append((child, (*where, key), depth + 1))
             else:

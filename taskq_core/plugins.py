@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, RootModel
 
 from taskq_core import hookspecs
 from taskq_core.errors import DuplicateTaskTypeError, UnknownTaskTypeError
@@ -122,8 +122,9 @@ class Registry:
 
 
 def _forbid_extra(model: type[BaseModel]) -> type[BaseModel]:
-    """A subclass of `model` that rejects unknown fields, whatever the plugin configured."""
-    if model.model_config.get("extra") == "forbid":
+    """A subclass of `model` that rejects unknown fields, whatever the plugin configured. A
+    RootModel (a union of request shapes, say) has no fields of its own: its members decide."""
+    if model.model_config.get("extra") == "forbid" or issubclass(model, RootModel):
         return model
     return type(model.__name__, (model,), {"model_config": ConfigDict(extra="forbid")})
 

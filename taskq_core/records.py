@@ -66,6 +66,10 @@ class Finish:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retry_in: float = 0.0  # seconds until the next attempt, when status is pending
+    # A completed attempt's artifacts, published in the same statement as the outcome.
+    artifacts: tuple[dict[str, Any], ...] = ()
+    # The attempt's last progress report not yet stored: it lands with the outcome.
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # Where tasks' artifacts are stored: a folder (default: `artifacts/` in the data folder) or
+    # `s3://bucket/prefix` (credentials and endpoint from the AWS_* variables).
+    artifacts_url: str | None = None
+
     # Comma-separated API keys with every scope, for deployments that inject secrets; keys made
     # with `taskq keys create` live in PostgreSQL. A SecretStr, so no repr or log shows them.
     api_keys: SecretStr = SecretStr("")

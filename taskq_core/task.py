@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar, Protocol
 
 from pydantic import BaseModel
 
@@ -30,6 +30,25 @@ class PermanentError(Exception):
     """Raise (or subclass) from `run` for a failure that retrying cannot fix: the task fails now."""
 
 
+class Reporter(Protocol):
+    """What a context reports to: the worker gives each attempt one (the plugin never sees it)."""
+
+    def progress(self, done: float, total: float | None, message: str | None) -> None: ...
+
+    def artifact(self, name: str, content_type: str) -> BinaryIO: ...
+
+
+class _Unreported:
+    """The reporter of a context made outside a worker (a plugin's own tests): progress goes
+    nowhere; an artifact has nowhere to go."""
+
+    def progress(self, done: float, total: float | None, message: str | None) -> None:
+        return None
+
+    def artifact(self, name: str, content_type: str) -> BinaryIO:
+        raise RuntimeError("this TaskContext has no artifact store (it runs outside a worker)")
+
+
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """What a running task knows about itself; `task_id` and `attempt` make idempotency possible."""
@@ -40,6 +59,18 @@ class TaskContext:
     max_attempts: int
     priority: int
     worker_id: str
+    reporter: Reporter = field(default_factory=_Unreported, repr=False, compare=False)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far the task has come (`done` of `total`, in any unit); call it as often
+        as you like: the worker keeps only the latest and stores a few per second."""
+        self.reporter.progress(done, total, message)
+
+    def artifact(self, name: str, content_type: str = "application/octet-stream") -> BinaryIO:
+        """A binary writer for a file the task produces: `with ctx.artifact("r.csv", "text/csv")
+        as f: f.write(...)`. Listed on the task and downloadable once the task completes; an
+        attempt that fails publishes none of its artifacts."""
+        return self.reporter.artifact(name, content_type)
 
 
 class Task:

@@ -32,6 +32,7 @@ TEST_PLUGINS = {
     "taskq-testkit": ("taskq_testkit", "testkit"),
     "taskq-broken": ("taskq_broken", "broken"),
     "taskq-dupe": ("taskq_dupe", "dupe"),
+    "taskq-longwork": ("taskq_longwork", "longwork"),
     "taskq-cron": ("taskq_cron", "cron"),
 }
 
@@ -129,8 +130,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
     servers.sql(
-        "TRUNCATE tasks, task_attempts, workers, sweeper_leases, schedules, schedule_ticks, "
-        "paused_task_types RESTART IDENTITY"
+        "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
+        "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
     )
     with servers.redis() as client:
         client.flushdb()
@@ -189,6 +190,7 @@ class Api:
     url: str
     client: httpx.Client
     log: Path
+    artifacts: Path  # its TASKQ_ARTIFACTS_URL (workers of its tests need the same)
 
 
 @pytest.fixture(scope="session")
@@ -197,8 +199,15 @@ def api_server(
 ) -> Iterator[Api]:
     """One real API process for the session, with the testkit and a broken plugin installed."""
     port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    env = servers.env(sites["taskq-testkit"], sites["taskq-broken"])
+    folder = tmp_path_factory.mktemp("api")
+    log = folder / "api.log"
+    artifacts = folder / "artifacts"
+    env = servers.env(
+        sites["taskq-testkit"],
+        sites["taskq-broken"],
+        sites["taskq-longwork"],
+        TASKQ_ARTIFACTS_URL=str(artifacts),
+    )
     with log.open("wb") as out:
         proc = spawn(
             taskq("api", "--port", str(port)),
@@ -219,7 +228,7 @@ def api_server(
             return False
 
     wait_for(up, what="the API to start")
-    yield Api(url, client, log)
+    yield Api(url, client, log, artifacts)
     client.close()
     proc.terminate()
     proc.wait(15)

@@ -34,7 +34,10 @@ def pgbouncer(database_url: str) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="taskq-pgbouncer-"))
     folder.chmod(0o755)
     user = target.username or "postgres"
-    (folder / "users.txt").write_text(f'"{user}" ""\n')
+    # Clients are trusted (a test on loopback); PgBouncer logs into PostgreSQL with the suite's
+    # password (the embedded server asks for one: scram), which it needs in plain text here.
+    password = (target.password or "").replace('"', '""')
+    (folder / "users.txt").write_text(f'"{user}" "{password}"\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n"
         f"* = host={target.hostname} port={target.port}\n"

@@ -132,6 +132,11 @@ class KeyRing:
         self._unwritten: dict[str, datetime] = {}
         self._writer: asyncio.Task[None] | None = None
 
+    @property
+    def open(self) -> bool:
+        """Open mode as last read (False until the keys were read once)."""
+        return self._snapshot is not None and self._snapshot.open
+
     async def authenticate(self, token: str | None) -> Principal | None:
         """The principal of `token` (OPEN in open mode), or None for a missing or unknown key."""
         snapshot = self._snapshot

@@ -4,6 +4,7 @@ deep input back; a wrong method is a 405 whose `Allow` names every method the pa
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.types import Scope
 from taskq_core.errors import (
     BackendUnavailableError,
     IdempotencyConflictError,
+    RangeNotSatisfiableError,
     ScheduleExistsError,
     ScheduleNotFoundError,
     TaskNotFoundError,
@@ -33,6 +35,14 @@ from taskq_core.redaction import redact
 log = logging.getLogger("taskq.api")
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error echoing a request's lone surrogate
+    (`"\\ud800"` decodes to one) must still be writable, as `\\ud800` again."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode()
+
+
 def _redact(exc: BaseException) -> str:
     # Driver messages can carry a connection string; keep only the first line, which names the
     # failure (connection refused, timeout), and mask any URL password or key left in it.
@@ -41,7 +51,7 @@ def _redact(exc: BaseException) -> str:
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("PostgreSQL unavailable: %s", _redact(exc))
-    return JSONResponse(
+    return AsciiJSONResponse(
         {"detail": "PostgreSQL is unavailable; nothing was written. Try again shortly."},
         status_code=503,
         headers={"Retry-After": "1"},
@@ -50,7 +60,7 @@ async def _database_down(request: Request, exc: Exception) -> JSONResponse:
 
 async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     log.warning("every PostgreSQL connection of this process stayed busy: %s", _redact(exc))
-    return JSONResponse(
+    return AsciiJSONResponse(
         {"detail": "PostgreSQL connections are all busy; nothing was written. Try again shortly."},
         status_code=503,
         headers={"Retry-After": "1"},
@@ -59,7 +69,7 @@ async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("Redis unavailable: %s", _redact(exc))
-    return JSONResponse(
+    return AsciiJSONResponse(
         {"detail": "Redis is unavailable; nothing was written. Try again shortly."},
         status_code=503,
         headers={"Retry-After": "1"},
@@ -71,7 +81,7 @@ async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
     # the request's fault, not an outage.
     log.warning("PostgreSQL refused a value: %s", _redact(exc))
     error = {"type": "data_error", "loc": ["body"], "msg": f"refused: {_redact(exc)}"}
-    return JSONResponse({"detail": [error]}, status_code=422)
+    return AsciiJSONResponse({"detail": [error]}, status_code=422)
 
 
 ECHO_LIMIT = 200  # characters of a refused input echoed back in a 422
@@ -95,8 +105,17 @@ def _clean(error: dict[str, Any]) -> dict[str, Any]:
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = jsonable_encoder([_clean(e) for e in exc.errors()])
-    return JSONResponse({"detail": detail}, status_code=422)
+    errors = exc.errors()
+    detail = jsonable_encoder([_clean(e) for e in errors])
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return AsciiJSONResponse({"detail": detail}, status_code=400)  # not JSON at all
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PATCH", "PUT") and "json" not in content_type:
+        # urllib's default is a form: say what the body must be, not only that it is no object.
+        for error in detail:
+            if error["loc"] == ["body"]:
+                error["msg"] += f"; send `Content-Type: application/json` (got {content_type!r})"
+    return AsciiJSONResponse({"detail": detail}, status_code=422)
 
 
 METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -119,22 +138,26 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse | Any:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         allow = ", ".join(allowed_methods(request.app, request.scope))
-        return JSONResponse(
+        return AsciiJSONResponse(
             {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow}
         )
     return await http_exception_handler(request, exc)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+    return AsciiJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return AsciiJSONResponse({"detail": str(exc)}, status_code=404)
 
 
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=409)
+    return AsciiJSONResponse({"detail": str(exc)}, status_code=409)
+
+
+async def _range(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=416)
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
@@ -149,6 +172,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     TaskNotFoundError: _not_found,
     TaskStateError: _conflict,
     IdempotencyConflictError: _conflict,
+    RangeNotSatisfiableError: _range,
     ScheduleNotFoundError: _not_found,
     ScheduleExistsError: _conflict,
 }

@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import taskq_core
-from taskq_core import broker, devstate
+from taskq_core import artifacts, broker, devstate
 from taskq_core.api import errors, openapi, ui
 from taskq_core.api.auth import KeyRing, env_keys
 from taskq_core.api.deps import Backends
 from taskq_core.api.fastpath import SubmitFastPath
+from taskq_core.api.hosts import OpenModeHosts
 from taskq_core.api.limits import BodySizeLimit
 from taskq_core.api.ratelimit import RateLimit, parse_rate
+from taskq_core.api.routes import artifacts as artifact_routes
 from taskq_core.api.routes import bulk, health, metrics, schedules, task_types, tasks, workers
 from taskq_core.api.waiting import StatusHub
 from taskq_core.db import engines
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         )
         redis = broker.connect(redis_url)
         app.state.settings = config
+        app.state.artifact_store = artifacts.ArtifactStore(artifacts.configured_url(config))
         storage = Storage(engine, config.queue)
         queue = broker.Broker(redis, config.queue)
         submitter = GroupSubmitter(storage, queue)
@@ -80,10 +83,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     if rate is not None:
         app.add_middleware(RateLimit, rate=rate)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(OpenModeHosts)  # outermost: a rebinding page's request is read no further
     errors.install(app)
     openapi.install(app, config)
     app.include_router(bulk.router)
     app.include_router(tasks.router)
+    app.include_router(artifact_routes.router)
     app.include_router(schedules.router)
     app.include_router(task_types.router)
     app.include_router(workers.router)

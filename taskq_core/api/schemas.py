@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -46,6 +47,8 @@ def _in_utc(value: datetime) -> datetime:
 
 # An instant a request gives (run_at, the bulk actions' created_before/after), in UTC.
 GivenInstant = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc)]
+
+RUN_AT_YEARS = (1900, 9000)  # a run_at outside these (in UTC) is a mistake, or an attack
 
 
 def utc(moment: datetime) -> str:
@@ -123,6 +126,21 @@ class TaskCreate(BaseModel):
         description="Not before this many seconds.",
     )
 
+    @field_validator("run_at")
+    @classmethod
+    def _readable_instant(cls, value: datetime | None) -> datetime | None:
+        # An offset can push a valid-looking instant past year 9999 or before year 1 in UTC:
+        # PostgreSQL would store it and Python could never read the row back.
+        if value is None:
+            return None
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must fall within the years 1900 to 9000 in UTC") from None
+        if not RUN_AT_YEARS[0] <= utc.year < RUN_AT_YEARS[1]:
+            raise ValueError("must fall within the years 1900 to 9000 in UTC")
+        return utc
+
     @model_validator(mode="after")
     def _one_start_time(self) -> TaskCreate:
         if self.run_at is not None and self.delay_seconds is not None:
@@ -177,6 +195,21 @@ class Attempt(BaseModel):
     error: TaskError | None
 
 
+class Progress(BaseModel):
+    done: float = Field(description="How far the task has come, in its own unit.")
+    total: float | None = Field(description="Of how much, when the task knows.")
+    message: str | None
+    at: Instant | None = Field(default=None, description="When the task reported it.")
+
+
+class Artifact(BaseModel):
+    name: str = Field(description="Download it from `GET /tasks/{id}/artifacts/{name}`.")
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="Hex digest of the bytes.")
+    content_type: str
+    created_at: Instant
+
+
 class TaskDetail(TaskSummary):
     input_data: dict[str, Any]
     result: dict[str, Any] | None
@@ -189,10 +222,18 @@ class TaskDetail(TaskSummary):
     finished_at: Instant | None
     worker_id: str | None
     cancel_requested_at: Instant | None
+    progress: Progress | None = Field(
+        default=None,
+        description="The running attempt's last reported progress (kept when it ends; a new "
+        "attempt starts without).",
+    )
 
 
 class TaskWithHistory(TaskDetail):
     history: list[Attempt] = Field(description="Every attempt, oldest first.")
+    artifacts: list[Artifact] = Field(
+        default_factory=list, description="Files the completed attempt published."
+    )
 
 
 class TaskListItem(TaskSummary):

@@ -179,8 +179,10 @@ async def wait_for_end(hub: StatusHub, task_id: int, seconds: float) -> Row | No
 
 
 async def changes_of(hub: StatusHub, task_id: int, keepalive: float) -> AsyncIterator[Row | None]:
-    """The task's row now, then each time its status changes, ending after a terminal one;
-    None every `keepalive` seconds without a change (for the stream to send a comment)."""
+    """The task's row now, then each time its status or its progress changes, ending after a
+    terminal status; None every `keepalive` seconds without a change (for the stream to send a
+    comment). Workers announce stored progress as a `running` announcement (see
+    `Broker.announce_progress`), which wakes the watch like a status change."""
     with hub.watch(task_id) as watch:
         await hub.subscribed(keepalive)
         row = await hub.read(task_id)
@@ -188,6 +190,7 @@ async def changes_of(hub: StatusHub, task_id: int, keepalive: float) -> AsyncIte
             return
         yield row
         last = row["status"]
+        progress = row.get("progress")
         while last not in TERMINAL:
             change = await watch.next(keepalive)
             if change is None:
@@ -196,8 +199,8 @@ async def changes_of(hub: StatusHub, task_id: int, keepalive: float) -> AsyncIte
             row = await hub.read(task_id)
             if row is None:  # deleted while watched
                 return
-            if row["status"] != last:
-                last = row["status"]
+            if row["status"] != last or row.get("progress") != progress:
+                last, progress = row["status"], row.get("progress")
                 yield row
 
 

@@ -9,18 +9,18 @@ import socket
 import subprocess
 import time
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from taskq_core import broker, enqueue
-from taskq_core.cli import output
+from taskq_core.cli import demo_exports, output
 from taskq_core.cli.dev import servers_for, wait_until_serving
 from taskq_core.cli.output import STATUS_STYLES
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.errors import ConfigurationError
-from taskq_core.plugins import load_registry
+from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import child_env, python_module, spawn, terminate
 from taskq_core.records import NewTask, TaskStatus
 from taskq_core.settings import Settings
@@ -57,7 +57,14 @@ def _port(preferred: int) -> int:
     raise ConfigurationError("no free port for the demo's API")
 
 
-def run_demo(settings: Settings, *, tasks: int, workers: int, port: int = 8000) -> int:
+def run_demo(
+    settings: Settings,
+    *,
+    tasks: int,
+    workers: int,
+    port: int = 8000,
+    export_rows: int = demo_exports.ROWS,
+) -> int:
     registry = load_registry()
     if DEMO_TYPE not in registry:
         raise ConfigurationError(
@@ -67,6 +74,9 @@ def run_demo(settings: Settings, *, tasks: int, workers: int, port: int = 8000) 
     console = output.console()
     with servers_for(settings, "demo") as (database_url, redis_url):
         engines.upgrade(database_url, prepare=settings.database_prepare)
+        if demo_exports.available() and export_rows > 0:
+            demo_exports.configure(database_url)  # before the children start: they inherit it
+            registry = load_registry()
         env = child_env(database_url, redis_url)
         port = _port(port)
         api_url = f"http://localhost:{port}"
@@ -80,7 +90,10 @@ def run_demo(settings: Settings, *, tasks: int, workers: int, port: int = 8000) 
         try:
             wait_until_serving(procs[0], api_url)
             console.print(f"dashboard: {api_url}/ui  (API {api_url}, until the demo ends)")
-            return asyncio.run(_drive(console, settings, database_url, redis_url, tasks, workers))
+            drive = _drive(
+                console, settings, registry, database_url, redis_url, tasks, workers, export_rows
+            )
+            return asyncio.run(drive)
         finally:
             terminate(procs)
 
@@ -88,10 +101,12 @@ def run_demo(settings: Settings, *, tasks: int, workers: int, port: int = 8000) 
 async def _drive(
     console: Console,
     settings: Settings,
+    registry: Registry,
     database_url: str,
     redis_url: str,
     count: int,
     workers: int,
+    export_rows: int,
 ) -> int:
     engine = engines.async_engine(database_url, pool_size=2, prepare=settings.database_prepare)
     redis = broker.connect(redis_url)
@@ -102,29 +117,45 @@ async def _drive(
     try:
         started = time.monotonic()
         new = random_tasks(count)
-        first_id: int | None = None
+        exports = demo_exports.export_tasks(registry, export_rows)
+        export_ids = (
+            [row["id"] for row in await enqueue.submit(storage, queue, exports)] if exports else []
+        )
+        first_id: int | None = export_ids[0] if export_ids else None
         for offset in range(0, count, BATCH):
             rows = await enqueue.submit(storage, queue, new[offset : offset + BATCH])
             first_id = rows[0]["id"] if first_id is None else first_id
         assert first_id is not None
         enqueued = time.monotonic() - started
         counts: dict[str, int] = {}
+        total = count + len(export_ids)
         with Live(console=console, refresh_per_second=8) as live:
             while not interrupted.is_set():
                 counts = await storage.count_by_status(since_id=first_id - 1)
-                live.update(_progress(counts, count, workers, time.monotonic() - started))
+                view = _progress(counts, total, workers, time.monotonic() - started)
+                if export_ids:
+                    found = [await storage.get(task_id) for task_id in export_ids]
+                    rows = [row for row in found if row is not None]
+                    live.update(Group(view, demo_exports.bars(rows)))
+                else:
+                    live.update(view)
                 if counts[TaskStatus.PENDING] + counts[TaskStatus.RUNNING] == 0:
                     break
                 await asyncio.sleep(REFRESH)
         elapsed = time.monotonic() - started
         done = counts.get(TaskStatus.COMPLETED, 0) + counts.get(TaskStatus.FAILED, 0)
         console.print(
-            f"[bold]{'interrupted' if interrupted.is_set() else 'done'}[/]: {done}/{count} tasks "
+            f"[bold]{'interrupted' if interrupted.is_set() else 'done'}[/]: {done}/{total} tasks "
             f"finished in {elapsed:.2f}s ({done / elapsed:.0f} tasks/s) by {workers} worker(s); "
             f"enqueued in {enqueued:.2f}s; completed {counts.get(TaskStatus.COMPLETED, 0)}, "
             f"failed {counts.get(TaskStatus.FAILED, 0)}"
         )
-        return 130 if interrupted.is_set() else (0 if done == count else 1)
+        if export_ids:
+            console.print(
+                f"exports {', '.join(map(str, export_ids))}: their files are under "
+                f"{demo_exports.artifacts_folder(settings)}/<task id>/1/"
+            )
+        return 130 if interrupted.is_set() else (0 if done == total else 1)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -19,6 +19,10 @@ def describe(exc: BaseException) -> str:
     if module.startswith(("redis", "valkey")):
         return f"Redis unavailable: {_first_line(exc)}"
     if module.startswith("taskq_client"):
+        if getattr(exc, "status_code", None) == 401:
+            return "the API needs a key: set TASKQ_API_KEY (`taskq keys create --scope read`)"
+        if getattr(exc, "status_code", None) == 403:
+            return f"TASKQ_API_KEY's scope does not allow this: {_first_line(exc)}"
         return _first_line(exc)  # the API's own message
     if module.startswith("taskq_core.embedded"):
         return _first_line(exc)

@@ -109,7 +109,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         # the worker and loads them too: the two start-ups overlap instead of following each other.
         await pool.prepare()
         from taskq_core.plugins import load_registry
-        from taskq_core.worker.loop import Worker, WorkerOptions
+        from taskq_core.worker.holding import WorkerOptions
+        from taskq_core.worker.loop import Worker
 
         try:
             registry = load_registry()
@@ -193,7 +194,13 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core.cli.demo import run_demo
 
-    return run_demo(settings, tasks=args.tasks, workers=args.workers, port=args.port)
+    return run_demo(
+        settings,
+        tasks=args.tasks,
+        workers=args.workers,
+        port=args.port,
+        export_rows=args.export_rows,
+    )
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -301,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
     demo.add_argument(
         "--port", type=int, default=8000, help="its API's port (default 8000, else any free one)"
+    )
+    demo.add_argument(
+        "--export-rows",
+        type=int,
+        default=2_000_000,
+        help="rows of each of the 3 exports shown with progress bars, when taskq-export is "
+        "installed (default 2000000; 0: none)",
     )
     demo.set_defaults(func=cmd_demo)
 

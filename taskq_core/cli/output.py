@@ -37,6 +37,27 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2 if to_terminal() else None, default=str))
 
 
+def print_json_line(value: Any) -> None:
+    """One JSON object per line, flushed: for a stream a script reads as it comes."""
+    print(json.dumps(value, default=str, separators=(",", ":")), flush=True)
+
+
+def progress_line(task: Mapping[str, Any], sep: str = "\t") -> str:
+    """`running  1240000/5000000 (24.8%)  message`: a task's status and progress on one line."""
+    progress = task.get("progress") or {}
+    parts = [str(task["status"])]
+    if progress:
+        done: float = progress.get("done") or 0
+        total: float | None = progress.get("total")
+        amount = f"{done:g}" if total is None else f"{done:g}/{total:g}"
+        if total:
+            amount += f" ({100 * done / total:.1f}%)"
+        parts.append(amount)
+        if progress.get("message"):
+            parts.append(_cell(str(progress["message"])))
+    return sep.join(parts)
+
+
 def compact(value: Any) -> str:
     if value is None:
         return ""
@@ -99,6 +120,11 @@ def print_task(task: Mapping[str, Any]) -> None:
         "cancel_requested_at",
     )
     lines = [(name, "" if task.get(name) is None else str(task[name])) for name in fields]
+    if task.get("progress"):
+        lines.append(("progress", progress_line(task, " ").split(" ", 1)[-1]))
+    for artifact in task.get("artifacts") or []:
+        described = f"{artifact['name']} {artifact['size']} bytes {artifact['content_type']}"
+        lines.append(("artifact", f"{described} sha256:{artifact['sha256']}"))
     lines.append(("input_data", compact(task["input_data"])))
     lines.append(("result", compact(task.get("result"))))
     error = task.get("error")

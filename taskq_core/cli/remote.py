@@ -96,6 +96,8 @@ def cmd_tasks_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tasks_get(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "follow", False):
+        return _follow(args, settings)
     with client(settings) as taskq:
         task = _dump(taskq.get(args.id))
     if args.json:
@@ -103,6 +105,24 @@ def cmd_tasks_get(args: argparse.Namespace, settings: Settings) -> int:
     else:
         output.print_task(task)
     return 0
+
+
+def _follow(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the task's status and progress as they change (one line each, or one JSON object
+    each with --json), then the task once it has finished; exit 1 unless it completed."""
+    last: dict[str, Any] | None = None
+    with client(settings) as taskq:
+        for task in taskq.follow(args.id):
+            last = _dump(task)
+            if args.json:
+                output.print_json_line(last)
+            else:
+                print(output.progress_line(last), flush=True)
+    if last is None:
+        return 1
+    if not args.json:
+        output.print_task(last)
+    return 0 if last["status"] == "completed" else 1
 
 
 def cmd_tasks_cancel(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,5 +190,11 @@ def add_commands(
     ):
         command = task_commands.add_parser(name, help=f"{text} (through the API)")
         command.add_argument("id", type=positive, metavar="ID")
+        if name == "get":
+            command.add_argument(
+                "--follow",
+                action="store_true",
+                help="print its status and progress as they change until it has finished",
+            )
         _add_json(command)
         command.set_defaults(func=func)

@@ -65,6 +65,8 @@ tasks = Table(
     # When the id was last pushed to Redis; NULL while the task waits for run_at (delay, retry).
     Column("enqueued_at", DateTime(timezone=True)),
     Column("cancel_requested_at", DateTime(timezone=True)),
+    # {"done", "total", "message", "at"}: the last `ctx.progress` of the current attempt.
+    Column("progress", JSONB),
     # Who submitted it: `key:NAME`, `env:...` or `open` (see api/auth.py); '' when submitted
     # from Python. An Idempotency-Key is unique per submitter, so no client can pre-claim
     # another's keys.
@@ -142,6 +144,35 @@ sweeper_leases = Table(
     Column("queue", Text, primary_key=True),
     Column("holder", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Files a completed attempt published (`ctx.artifact`); the bytes live in the artifact store
+# (TASKQ_ARTIFACTS_URL) under `key`. Deleting a task deletes these rows, and a trigger
+# (migration 0005) queues the stored bytes in `artifact_deletions` for the sweeper.
+task_artifacts = Table(
+    "task_artifacts",
+    metadata,
+    Column(
+        "task_id",
+        BigInteger,
+        ForeignKey("tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", Text, primary_key=True),
+    Column("attempt", Integer, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+artifact_deletions = Table(
+    "artifact_deletions",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("task_id", BigInteger, nullable=False),
+    Column("queued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Task types whose tasks must not start: the claim skips them (operations.md, pause and resume).

@@ -30,6 +30,20 @@ _LIVE_COUNTS = text(
     """
 )
 
+# Below COUNT_CAP rows in all, finished tasks are counted exactly (through ix_tasks_finished):
+# the planner's statistics are missing or stale on a young table (a fresh install read 0).
+_FINISHED_COUNTS = text(
+    f"""
+    SELECT
+      (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'completed'
+                             LIMIT {COUNT_CAP + 1}) c) AS completed,
+      (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'failed'
+                             LIMIT {COUNT_CAP + 1}) f) AS failed,
+      (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'cancelled'
+                             LIMIT {COUNT_CAP + 1}) x) AS cancelled
+    """
+)
+
 # The planner's own statistics (refreshed by autovacuum's ANALYZE): the table's row estimate
 # times each status's frequency. Free to read; approximate by design.
 _ESTIMATES = text(
@@ -108,6 +122,7 @@ LIST_COLUMNS = (
     tasks.c.created_at,
     tasks.c.started_at,
     tasks.c.finished_at,
+    tasks.c.progress,  # a small JSON object, NULL for tasks that never report
 )
 
 
@@ -123,8 +138,12 @@ class OverviewQueries:
         async with self.engine.connect() as conn:
             live = (await conn.execute(_LIVE_COUNTS, {"queue": self.queue})).one()
             estimates = (await conn.execute(_ESTIMATES)).first()
+            exact = estimates is None or not estimates.vals or estimates.total < COUNT_CAP
+            counted = (await conn.execute(_FINISHED_COUNTS)).one() if exact else None
         finished: dict[str, int] = {"completed": 0, "failed": 0, "cancelled": 0}
-        if estimates is not None and estimates.vals:
+        if counted is not None:
+            finished = {name: getattr(counted, name) for name in finished}
+        elif estimates is not None:
             for value, freq in zip(estimates.vals, estimates.freqs, strict=True):
                 if value in finished:
                     finished[value] = round(estimates.total * freq)
@@ -133,6 +152,7 @@ class OverviewQueries:
             "running": live.running,
             "capped": COUNT_CAP,
             "finished_estimates": finished,
+            "finished_exact": counted is not None,
             "total_estimate": estimates.total if estimates is not None else 0,
         }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from taskq_core.db.artifacts import ArtifactQueries
 from taskq_core.db.operations import OperationQueries
 from taskq_core.db.schedules import ScheduleQueries
 from taskq_core.db.tasks import TaskQueries
@@ -14,7 +15,7 @@ from taskq_core.db.workers import WorkerQueries
 __all__ = ["Storage"]
 
 
-class Storage(TaskQueries, WorkerQueries, OperationQueries, ScheduleQueries):
+class Storage(TaskQueries, WorkerQueries, OperationQueries, ScheduleQueries, ArtifactQueries):
     """Task rows, attempts and workers in PostgreSQL, the source of truth."""
 
     def __init__(self, engine: AsyncEngine, queue: str = "default") -> None:

@@ -22,7 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from taskq_core.db.models import task_attempts, tasks
+from taskq_core.db.artifacts import LISTED_COLUMNS as ARTIFACT_COLUMNS
+from taskq_core.db.models import task_artifacts, task_attempts, tasks
 from taskq_core.errors import IdempotencyConflictError, TaskNotFoundError, TaskStateError
 from taskq_core.records import NewTask, TaskStatus
 
@@ -57,6 +58,7 @@ DETAIL_COLUMNS = (
     tasks.c.finished_at,
     tasks.c.worker_id,
     tasks.c.cancel_requested_at,
+    tasks.c.progress,
     tasks.c.submitted_by,  # not shown (no response model has it): decides who may read the task
 )
 HISTORY_COLUMNS = (
@@ -229,17 +231,23 @@ class TaskQueries:
             )
             task = dict(row._mapping)
             task["history"] = [dict(h._mapping) for h in history]
+            artifacts = await conn.execute(
+                select(*ARTIFACT_COLUMNS)
+                .where(task_artifacts.c.task_id == task_id)
+                .order_by(task_artifacts.c.name)
+            )
+            task["artifacts"] = [dict(a._mapping) for a in artifacts]
         return task
 
     async def get_many(self, task_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Tasks with their attempt histories, by id, in two statements however many; ids that
-        do not exist are absent."""
+        """Tasks with their attempt histories and artifacts, by id, in three statements however
+        many; ids that do not exist are absent."""
         if not task_ids:
             return {}
         ids = list(task_ids)
         async with self.engine.connect() as conn:
             found = {
-                row.id: {**row._mapping, "history": []}
+                row.id: {**row._mapping, "history": [], "artifacts": []}
                 for row in await conn.execute(select(*DETAIL_COLUMNS).where(tasks.c.id.in_(ids)))
             }
             history = await conn.execute(
@@ -250,6 +258,14 @@ class TaskQueries:
             for row in history:
                 attempt = dict(row._mapping)
                 found[attempt.pop("task_id")]["history"].append(attempt)
+            artifacts = await conn.execute(
+                select(task_artifacts.c.task_id, *ARTIFACT_COLUMNS)
+                .where(task_artifacts.c.task_id.in_(list(found)))
+                .order_by(task_artifacts.c.task_id, task_artifacts.c.name)
+            )
+            for published in artifacts:
+                artifact = dict(published._mapping)
+                found[artifact.pop("task_id")]["artifacts"].append(artifact)
         return found
 
     async def list_tasks(

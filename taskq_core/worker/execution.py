@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
@@ -13,7 +13,14 @@ from pydantic import BaseModel, ValidationError
 from taskq_core.inputs import size_problem
 from taskq_core.plugins import Registry, TaskType
 from taskq_core.redaction import redact
-from taskq_core.task import DEFAULT_BACKOFF_MAX, PermanentError, Retry, Task, TaskContext
+from taskq_core.task import (
+    DEFAULT_BACKOFF_MAX,
+    PermanentError,
+    Reporter,
+    Retry,
+    Task,
+    TaskContext,
+)
 
 # What a task's outcome may put in its row: a result is read whole by every GET of its task, and
 # an error's text by every reader. (What PostgreSQL refuses outright, a NUL character, the
@@ -39,7 +46,16 @@ class Job:
     priority: int
     worker_id: str
 
-    def context(self) -> TaskContext:
+    def context(self, reporter: Reporter | None = None) -> TaskContext:
+        if reporter is None:
+            return TaskContext(
+                task_id=self.task_id,
+                task_type=self.task_type,
+                attempt=self.attempt,
+                max_attempts=self.max_attempts,
+                priority=self.priority,
+                worker_id=self.worker_id,
+            )
         return TaskContext(
             task_id=self.task_id,
             task_type=self.task_type,
@@ -47,6 +63,7 @@ class Job:
             max_attempts=self.max_attempts,
             priority=self.priority,
             worker_id=self.worker_id,
+            reporter=reporter,
         )
 
 
@@ -57,6 +74,8 @@ class Outcome:
 
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    # What a completed attempt publishes: {"name", "content_type", "size", "sha256", "key"} each.
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:
@@ -106,26 +125,30 @@ def to_output(task_type: TaskType, value: Any) -> dict[str, Any]:
     return result
 
 
-def run_sync(task_type: TaskType, instance: Task, job: Job) -> Outcome:
+def run_sync(
+    task_type: TaskType, instance: Task, job: Job, reporter: Reporter | None = None
+) -> Outcome:
     """Run a sync task type's `run` in this thread; every exception becomes the outcome's error."""
     try:
         data = task_type.input_model.model_validate(job.input_data)
     except ValidationError as exc:
         return Outcome(error=input_error(exc))
     try:
-        return Outcome(result=to_output(task_type, instance.run(data, job.context())))
+        return Outcome(result=to_output(task_type, instance.run(data, job.context(reporter))))
     except Exception as exc:
         return Outcome(error=describe_error(exc))
 
 
-async def run_async(task_type: TaskType, instance: Task, job: Job) -> Outcome:
+async def run_async(
+    task_type: TaskType, instance: Task, job: Job, reporter: Reporter | None = None
+) -> Outcome:
     """Await an async task type's `run`; exceptions become the error, cancellation propagates."""
     try:
         data = task_type.input_model.model_validate(job.input_data)
     except ValidationError as exc:
         return Outcome(error=input_error(exc))
     try:
-        value = await cast(Awaitable[Any], instance.run(data, job.context()))
+        value = await cast(Awaitable[Any], instance.run(data, job.context(reporter)))
         return Outcome(result=to_output(task_type, value))
     except Exception as exc:  # CancelledError is a BaseException: it goes on up, as it must
         return Outcome(error=describe_error(exc))
@@ -145,18 +168,20 @@ class Instances:
             instance = self._made[task_type.name] = task_type.cls()
         return instance
 
-    def run_sync(self, task_type: TaskType, job: Job) -> Outcome:
+    def run_sync(self, task_type: TaskType, job: Job, reporter: Reporter | None = None) -> Outcome:
         """`run_sync` with this type's instance; a constructor's exception is the task's error."""
         try:
             instance = self.get(task_type)
         except Exception as exc:
             return Outcome(error=describe_error(exc))
-        return run_sync(task_type, instance, job)
+        return run_sync(task_type, instance, job, reporter)
 
-    async def run_async(self, task_type: TaskType, job: Job) -> Outcome:
+    async def run_async(
+        self, task_type: TaskType, job: Job, reporter: Reporter | None = None
+    ) -> Outcome:
         """`run_async` with this type's instance; a constructor's exception is the task's error."""
         try:
             instance = self.get(task_type)
         except Exception as exc:
             return Outcome(error=describe_error(exc))
-        return await run_async(task_type, instance, job)
+        return await run_async(task_type, instance, job, reporter)

@@ -4,33 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
-import os
-import socket
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
-
-from redis.exceptions import RedisError
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from taskq_core import broker as broker_module
 from taskq_core import logs
-from taskq_core.broker import Broker, count_field
+from taskq_core.broker import Broker
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
-from taskq_core.worker import outcomes
+from taskq_core.worker import beats, outcomes
+from taskq_core.worker.announcer import Announcer
+from taskq_core.worker.artifact_gc import ArtifactCollector
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.worker.holding import (
+    BACKOFF_MAX,
+    BACKOFF_START,
+    OUTAGE_ERRORS,
+    Running,
+    StopReason,
+    WorkerOptions,
+    new_worker_id,
+)
 from taskq_core.worker.pool import RunnerPool
+from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import LINGER, Recorder
+from taskq_core.worker.reporting import JobReporter, discard_attempt, store_url
 from taskq_core.worker.retention import purge_expired
 from taskq_core.worker.scheduler import Scheduler
-from taskq_core.worker.sql import CONNECTION_ERRORS, Claims, Sweeps
+from taskq_core.worker.sql import Claims, Sweeps
+from taskq_core.worker.sql.artifacts import ArtifactDeletions
+from taskq_core.worker.sql.progress import ProgressWrites
 from taskq_core.worker.sql.retention import Retention
 from taskq_core.worker.sql.schedules import ScheduleStatements
-from taskq_core.worker.sweeper import STATUS_EVENTS, Sweeper
+from taskq_core.worker.sweeper import Sweeper
 from taskq_core.worker.tuner import Tuner
 
 log = logging.getLogger("taskq.worker")
@@ -40,40 +51,9 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 # recorder's, for outcomes) or until a quarter of them are free before it pops again, so each pop
 # and claim serves several tasks instead of one per finished task. An idle worker never waits.
 REFILL_FRACTION = 4
-BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL or Redis is unreachable
-OUTAGE_ERRORS = (RedisError, OSError, *CONNECTION_ERRORS)
-TITLE_INTERVAL = 0.5  # seconds between updates of the process title
 
-StopReason = Literal["cancelled", "shutdown", "lost"]
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class Running:
-    """A task this worker holds, and why it is being stopped, if it is."""
-
-    task: ClaimedTask
-    job: asyncio.Task[None] | None = None
-    stop_reason: StopReason | None = None
-    started: float = field(default_factory=time.perf_counter)
-    ended: float | None = None  # when it stopped executing (its outcome may not be written yet)
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    # The most tasks in flight at once in this process; None: the tuner's own ceiling. The
-    # tuner moves the limit within it (tuner.py); given, it is also where the limit starts.
-    concurrency: int | None = None
-    lease_seconds: float = 30.0
-    sweep_interval: float = 5.0
-    grace_seconds: float = 20.0  # on shutdown, how long running tasks may take to finish
-    queue: str = "default"
-    # Seconds finished tasks are kept, by status (None: forever); empty: retention off.
-    retention: Mapping[str, float | None] = field(default_factory=dict)
-    prepare: bool = True  # False: no server-side prepared statements (PgBouncer)
+# Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
+KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
 
 
 class Worker:
@@ -100,19 +80,19 @@ class Worker:
         self.pool = pool
         self.instances = Instances()
         self.running: dict[int, Running] = {}
-        self._stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # set once asked to stop: take nothing new
         self.failed = False  # a background loop died; the process should exit non-zero
         self._slot_freed = asyncio.Event()
         # Tasks executing now. The slot frees as soon as a task ends, before its outcome is
         # written, so the next claim overlaps the group commit; `running` keeps the task (and
         # its lease renewed) until the outcome is durable.
         self.executing = 0
-        self._announcing: set[asyncio.Task[None]] = set()
+        self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
         self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
-        self._stopping.set()
+        self.stopping.set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -124,8 +104,15 @@ class Worker:
         self.claims = Claims(conninfo, opts.queue, prepare=opts.prepare)
         self.sweeps = Sweeps(conninfo, opts.queue, prepare=opts.prepare)
         self.broker = Broker(redis, opts.queue)
+        self.announcer = Announcer(self.broker)
         self.popper = Broker(popper, opts.queue)
         self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._recorded)
+        self.progress_writes = ProgressWrites(conninfo, prepare=opts.prepare)
+        self.artifact_deletions = ArtifactDeletions(conninfo, prepare=opts.prepare)
+        self.board = ProgressBoard(
+            self.progress_writes, self.worker_id, OUTAGE_ERRORS, self.broker.announce_progress
+        )
+        self.pool.on_progress = self.board.report
         has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
@@ -137,7 +124,10 @@ class Worker:
                 self.broker,
                 self.worker_id,
                 interval=opts.sweep_interval,
-                chores=[lambda: purge_expired(retention, opts.retention)],
+                chores=[
+                    lambda: purge_expired(retention, opts.retention),
+                    ArtifactCollector(self.artifact_deletions, store_url()).collect,
+                ],
             )
             scheduler = Scheduler(
                 ScheduleStatements(self.sweeps.connection, opts.queue),
@@ -147,11 +137,12 @@ class Worker:
             )
             background = [
                 asyncio.create_task(self.recorder.run(), name="recorder"),
-                asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-                asyncio.create_task(self._cancel_listener(), name="cancel-listener"),
-                asyncio.create_task(sweeper.run(self._stopping), name="sweeper"),
-                asyncio.create_task(self._title_loop(), name="title"),
-                asyncio.create_task(scheduler.run(self._stopping), name="scheduler"),
+                asyncio.create_task(self.board.run(), name="progress"),
+                asyncio.create_task(beats.heartbeat(self), name="heartbeat"),
+                asyncio.create_task(beats.cancel_listener(self), name="cancel-listener"),
+                asyncio.create_task(sweeper.run(self.stopping), name="sweeper"),
+                asyncio.create_task(beats.title(self), name="title"),
+                asyncio.create_task(scheduler.run(self.stopping), name="scheduler"),
                 asyncio.create_task(self.tuner.run(self._job_seconds), name="tuner"),
             ]
             for task in background:
@@ -177,7 +168,11 @@ class Worker:
                 await self.sweeps.worker_stopped(self.worker_id)
             await self.pool.close()
             await self.claims.close()
-            await asyncio.gather(*self._announcing, return_exceptions=True)
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.board.flush()  # the last reports of the tasks that just ended
+            await self.progress_writes.close()
+            await self.artifact_deletions.close()
+            await self.announcer.flush()
             await popper.aclose()
             await redis.aclose()
             await self.sweeps.close()
@@ -185,7 +180,7 @@ class Worker:
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         """A loop that must run for the worker's whole life ended: stop rather than limp on."""
-        if task.cancelled() or (task.exception() is None and self._stopping.is_set()):
+        if task.cancelled() or (task.exception() is None and self.stopping.is_set()):
             return
         exc = task.exception()
         log.critical(
@@ -212,7 +207,7 @@ class Worker:
         _, late = await asyncio.wait(jobs, timeout=self.options.grace_seconds)
         for running in list(self.running.values()):
             if running.job in late:
-                self._interrupt(running, "shutdown")
+                self.interrupt(running, "shutdown")
         if late:
             await asyncio.wait(late)
 
@@ -223,7 +218,7 @@ class Worker:
         outage = logs.Outage(log, "PostgreSQL or Redis (taking tasks)", BACKOFF_MAX)
         deep = False  # the last pop got all it asked for: more are waiting
         lingering_since: float | None = None
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             self._slot_freed.clear()
             limit = self.tuner.limit
             refill = max(1, limit // REFILL_FRACTION)
@@ -251,12 +246,12 @@ class Worker:
             except OUTAGE_ERRORS as exc:
                 outage.failed(exc, backoff)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                    await asyncio.wait_for(self.stopping.wait(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             outage.recovered()
             backoff = BACKOFF_START
-            self._announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
+            self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
                 self.executing += 1
                 stale = self.running.get(task.id)
@@ -264,7 +259,7 @@ class Worker:
                     # Our own earlier attempt, stalled past its lease (a paused process, a cut
                     # network) while our pop waited in Redis: the sweeper recorded it lost and
                     # its outcome would be refused. Stop it; the new attempt owns the entry.
-                    self._interrupt(stale, "lost")
+                    self.interrupt(stale, "lost")
                 running = self.running[task.id] = Running(task)
                 running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
 
@@ -282,6 +277,7 @@ class Worker:
 
     async def _execute(self, running: Running) -> None:
         task = running.task
+        self.board.begin(task.id, task.attempt)
         try:
             outcome = await self._run(task)
             self.tuner.executed(time.perf_counter() - running.started, self._is_sync(task))
@@ -302,8 +298,11 @@ class Worker:
             finish = outcomes.broken(exc)
         finally:
             running.ended = time.perf_counter()
+            last_progress = self.board.end(task.id)
             self.executing -= 1
             self._slot_freed.set()
+        if last_progress is not None:
+            finish = dataclasses.replace(finish, progress=last_progress)
         try:
             await self._record(running, finish)
         finally:
@@ -331,14 +330,34 @@ class Worker:
             worker_id=self.worker_id,
         )
         if not task_type.is_async:
-            return await self.pool.run(job, task.timeout_seconds)
-        if task.timeout_seconds is None:
-            return await self.instances.run_async(task_type, job)
+            try:
+                outcome = await self.pool.run(job, task.timeout_seconds)
+            except asyncio.CancelledError:
+                self._background(asyncio.to_thread(discard_attempt, job))
+                raise
+            if outcome.error is not None and outcome.error.get("type") in KILLED_RUNNER_ERRORS:
+                # The runner was killed mid-job: whatever it was writing is thrown away here.
+                self._background(asyncio.to_thread(discard_attempt, job))
+            return outcome
+        reporter = JobReporter(job, functools.partial(self.board.report, task.id))
         try:
-            async with asyncio.timeout(task.timeout_seconds):
-                return await self.instances.run_async(task_type, job)
-        except TimeoutError:
-            return Outcome(error=timeout_error(task.timeout_seconds))
+            if task.timeout_seconds is None:
+                outcome = await self.instances.run_async(task_type, job, reporter)
+            else:
+                try:
+                    async with asyncio.timeout(task.timeout_seconds):
+                        outcome = await self.instances.run_async(task_type, job, reporter)
+                except TimeoutError:
+                    outcome = Outcome(error=timeout_error(task.timeout_seconds))
+        except BaseException:
+            reporter.artifacts.discard()
+            raise
+        return reporter.settle(outcome)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _is_sync(self, task: ClaimedTask) -> bool:
         task_type = self.registry.types.get(task.task_type)
@@ -389,102 +408,14 @@ class Worker:
         )
 
     def _recorded(self, items: Sequence[tuple[ClaimedTask, Finish]]) -> None:
-        """Outcomes just committed: announce them and count them (see `broker.stats_key`)."""
-        counts: dict[str, int] = {}
-        durations: list[tuple[str, float]] = []
-        for task, finish in items:
-            if finish.outcome == AttemptOutcome.HANDED_BACK:
-                continue  # not the task's doing: neither an outcome nor a duration
-            event = STATUS_EVENTS[finish.status]
-            field = count_field(event, task.task_type, task.priority)
-            counts[field] = counts.get(field, 0) + 1
-            running = self.running.get(task.id)
-            if running is not None and running.ended is not None:
-                durations.append((task.task_type, running.ended - running.started))
-        self._announce([(t.id, f.status.value) for t, f in items], counts, durations)
+        """Outcomes just committed: announce them, with how long each ran."""
+        self.announcer.recorded(items, self.running)
 
-    def _announce(
-        self,
-        changes: Sequence[tuple[int, str]],
-        counts: dict[str, int] | None = None,
-        durations: Sequence[tuple[str, float]] = (),
-    ) -> None:
-        """Publish committed status changes for the API's waiters, and add to the counters,
-        without holding up the caller; a lost announcement only makes waiters answer at their
-        deadline (and the counters miss it)."""
-        if changes or counts or durations:
-            task = asyncio.create_task(self._publish(changes, counts, durations), name="announce")
-            self._announcing.add(task)
-            task.add_done_callback(self._announcing.discard)
-
-    async def _publish(
-        self,
-        changes: Sequence[tuple[int, str]],
-        counts: dict[str, int] | None,
-        durations: Sequence[tuple[str, float]],
-    ) -> None:
-        with contextlib.suppress(*OUTAGE_ERRORS):
-            await self.broker.announce(changes, counts, durations)
-
-    def _interrupt(self, running: Running, reason: StopReason) -> None:
+    def interrupt(self, running: Running, reason: StopReason) -> None:
+        """Stop `running` for `reason` (once: the first reason is the one recorded)."""
         if running.job is not None and not running.job.done() and running.stop_reason is None:
             running.stop_reason = reason
             running.job.cancel()
-
-    # ---- background loops ----------------------------------------------------------------------
-
-    async def _heartbeat_loop(self) -> None:
-        """Keep the worker listed and its leases fresh; stop tasks cancelled or taken over."""
-        interval = self.options.lease_seconds / 3
-        hostname, pid = socket.gethostname(), os.getpid()
-        outage = logs.Outage(log, "PostgreSQL (heartbeat: leases may lapse)", interval)
-        while True:
-            held = list(self.running)
-            try:
-                await self.sweeps.beat(self.worker_id, hostname, pid, self.tuner.limit, held)
-                leases = await self.claims.renew(held, self.worker_id, self.options.lease_seconds)
-            except OUTAGE_ERRORS as exc:
-                outage.failed(exc, interval)
-            else:
-                outage.recovered()
-                for task_id in held:
-                    running = self.running.get(task_id)
-                    if running is None:
-                        continue
-                    if task_id not in leases:
-                        self._interrupt(running, "lost")
-                    elif leases[task_id]:
-                        self._interrupt(running, "cancelled")
-            await asyncio.sleep(interval)
-
-    async def _title_loop(self) -> None:
-        """Keep the process title saying how busy the worker is (as `ps` and `top` show it)."""
-        shown = ""
-        while True:
-            title = (
-                f"taskq-worker {self.options.queue} [{self.executing} of {self.tuner.limit} busy]"
-            )
-            if self._stopping.is_set():
-                title += " stopping"
-            if title != shown:
-                logs.set_title(title)
-                shown = title
-            await asyncio.sleep(TITLE_INTERVAL)
-
-    async def _cancel_listener(self) -> None:
-        """Cancellation requests arrive here at once; the heartbeat is the slower fallback."""
-        backoff = BACKOFF_START
-        while True:
-            try:
-                async for task_id in self.broker.cancel_requests():
-                    backoff = BACKOFF_START
-                    running = self.running.get(task_id)
-                    if running is not None:
-                        self._interrupt(running, "cancelled")
-            except OUTAGE_ERRORS as exc:
-                log.debug("cancel listener lost Redis (%s)", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
 
 
 def timeout_error(seconds: float | None) -> dict[str, str]:

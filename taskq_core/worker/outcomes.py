@@ -21,7 +21,12 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
 def decide(outcome: Outcome, task: ClaimedTask, task_class: type[Task] | None) -> Finish:
     """The task's next state after `outcome` of attempt `task.attempt`."""
     if outcome.error is None:
-        return Finish(TaskStatus.COMPLETED, AttemptOutcome.COMPLETED, result=outcome.result)
+        return Finish(
+            TaskStatus.COMPLETED,
+            AttemptOutcome.COMPLETED,
+            result=outcome.result,
+            artifacts=tuple(outcome.artifacts),
+        )
     error = outcome.error
     timed_out = error.get("type") == TIMEOUT_ERROR
     kind = AttemptOutcome.TIMEOUT if timed_out else AttemptOutcome.RETRY

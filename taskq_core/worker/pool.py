@@ -16,7 +16,8 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from taskq_core.worker.execution import Job, Outcome
 from taskq_core.worker.forkserver import (
@@ -43,6 +44,7 @@ MAX_REPLY = 64 * 1024 * 1024  # bytes: the longest reply line (one task's result
 MIN_IN_FLIGHT, MAX_IN_FLIGHT = 2, 32
 PIPELINE_SECONDS = 0.01
 JOB_TIME_WEIGHT = 0.2  # of each new measurement in the running average of the job time
+PROGRESS_PREFIX = b'{"progress"'  # how a runner's progress lines start (runner.serve)
 
 
 def _error(kind: str, message: str) -> Outcome:
@@ -74,6 +76,8 @@ class RunnerPool:
         self._depth = 8  # jobs in flight per runner, until the job time is known
         self._job_seconds: float | None = None  # running average
         self._closed = False
+        # Told each progress value a runner sends for its running job: (task id, value).
+        self.on_progress: Callable[[int, dict[str, Any]], None] | None = None
 
     @property
     def size(self) -> int:
@@ -242,6 +246,9 @@ class RunnerPool:
             if not chunk:
                 return False
             for line in runner.lines.feed(chunk):
+                if line.startswith(PROGRESS_PREFIX):
+                    self._progress(runner, line)
+                    continue
                 if not self._reply(runner, line):
                     return True  # a bad reply: the runner is gone
                 answered += 1
@@ -270,6 +277,20 @@ class RunnerPool:
         fits = int(PIPELINE_SECONDS / average) if average > 0 else MAX_IN_FLIGHT
         self._depth = max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, fits))
 
+    def _progress(self, runner: RunnerHandle, line: bytes) -> None:
+        """A progress report of the running job: passed on, never taken for its reply."""
+        if not runner.calls or self.on_progress is None:
+            return
+        call = runner.calls[0]
+        try:
+            message = json.loads(line)
+            if message["progress"] != call.id or not isinstance(message["value"], dict):
+                return  # late, from a job that has been answered: dropped
+        except (ValueError, TypeError, KeyError):
+            log.warning("a task runner sent a bad progress line: %r", line[:200])
+            return
+        self.on_progress(call.task_id, message["value"])
+
     def _reply(self, runner: RunnerHandle, line: bytes) -> bool:
         """Give the first call its outcome; False if the reply is bad (the runner is retired)."""
         if not runner.calls:
@@ -284,7 +305,11 @@ class RunnerPool:
             outcome = (
                 None
                 if message.get("skipped")
-                else Outcome(result=message["result"], error=message["error"])
+                else Outcome(
+                    result=message["result"],
+                    error=message["error"],
+                    artifacts=message.get("artifacts") or [],
+                )
             )
         except (ValueError, TypeError, KeyError) as exc:
             bad = f"the process running the task sent a bad reply: {exc}"

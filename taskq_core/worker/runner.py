@@ -4,7 +4,10 @@ Forked by the fork server (`zygote`) on a pair of private pipes. The protocol is
 pool sends `{"id": N, <the Job's fields>}` for each job and `{"skip": N}` for a job whose caller
 gave up before it started. The runner runs the jobs in the order they came and answers each, in
 that order, as soon as it is done: `{"id": N, "result": ..., "error": ...}`, or
-`{"id": N, "skipped": true}`.
+`{"id": N, "skipped": true}`. While a job runs, the runner may also send
+`{"progress": N, "value": {...}}` lines for it (`ctx.progress`, throttled here to one per
+`progress.SEND_INTERVAL`); they never take the place of the job's one reply, which carries the
+artifacts the job finished as `"artifacts": [...]`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import select
+import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from taskq_core import logs
@@ -24,6 +29,7 @@ from taskq_core.worker.execution import (
     describe_error,
     unknown_type_error,
 )
+from taskq_core.worker.reporting import JobReporter
 
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
 IDLE_TITLE = "taskq-runner [idle]"  # what `ps` shows between jobs; during one, its id and type
@@ -57,11 +63,13 @@ def serve(registry: Registry, jobs: int, replies: int) -> None:
     cannot hold them open.
     """
     inbox = _Inbox(jobs)
+    sending = threading.Lock()  # progress may be sent from a timer thread
 
     def send(message: dict[str, Any]) -> None:
         data = memoryview(json.dumps(message).encode() + b"\n")
-        while data:
-            data = data[os.write(replies, data) :]
+        with sending:
+            while data:
+                data = data[os.write(replies, data) :]
 
     instances = Instances()
     logs.set_title(IDLE_TITLE)
@@ -74,12 +82,28 @@ def serve(registry: Registry, jobs: int, replies: int) -> None:
             logs.set_title(
                 f"taskq-runner [task {message.get('task_id')} {message.get('task_type')}]"
             )
-        outcome = _run_message(registry, instances, message)
+        outcome = _run_message(registry, instances, message, _progress_sender(send, job_id))
         logs.set_title(IDLE_TITLE)
         try:
-            send({"id": job_id, "result": outcome.result, "error": outcome.error})
+            send(
+                {
+                    "id": job_id,
+                    "result": outcome.result,
+                    "error": outcome.error,
+                    "artifacts": outcome.artifacts,
+                }
+            )
         except (TypeError, ValueError) as exc:
-            send({"id": job_id, "result": None, "error": describe_error(exc)})
+            send({"id": job_id, "result": None, "error": describe_error(exc), "artifacts": []})
+
+
+def _progress_sender(
+    send: Callable[[dict[str, Any]], None], job_id: Any
+) -> Callable[[dict[str, Any]], None]:
+    def send_progress(value: dict[str, Any]) -> None:
+        send({"progress": job_id, "value": value})
+
+    return send_progress
 
 
 class _Inbox:
@@ -137,7 +161,12 @@ class _Inbox:
         self._jobs.append(message)
 
 
-def _run_message(registry: Registry, instances: Instances, message: Any) -> Outcome:
+def _run_message(
+    registry: Registry,
+    instances: Instances,
+    message: Any,
+    send_progress: Callable[[dict[str, Any]], None],
+) -> Outcome:
     if isinstance(message, Exception):
         return Outcome(error=describe_error(message))
     try:
@@ -150,4 +179,9 @@ def _run_message(registry: Registry, instances: Instances, message: Any) -> Outc
     if task_type.is_async:
         message = f"{job.task_type} is async: it runs in the worker's event loop, not in a runner"
         return Outcome(error={"type": "RunnerError", "message": message, "traceback": ""})
-    return instances.run_sync(task_type, job)
+    reporter = JobReporter(job, send_progress, threaded=True)
+    try:
+        outcome = instances.run_sync(task_type, job, reporter)
+    finally:
+        reporter.end()
+    return reporter.settle(outcome)

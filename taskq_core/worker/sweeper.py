@@ -46,7 +46,8 @@ class Sweeper:
         interval: float,
         chores: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
-        """`chores`: further work for the leader after each repair (retention)."""
+        """`chores`: further work for the leader after each repair (retention, then deleting
+        the stored artifacts of deleted tasks)."""
         self.sweeps = sweeps
         self.broker = broker
         self.holder = holder

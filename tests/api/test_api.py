@@ -188,15 +188,33 @@ def test_priority_outside_1_to_5_is_422(api: Api, clean: Servers, priority: obje
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"{not json", b"", b"[]", b'"text"', b'{"task_type": "FibonacciTask", "input_data": 5}'],
+    ("body", "status"),
+    [
+        (b"{not json", 400),  # not JSON at all: /openapi.json's 400
+        (b"", 422),
+        (b"[]", 422),
+        (b'"text"', 422),
+        (b'{"task_type": "FibonacciTask", "input_data": 5}', 422),
+    ],
 )
-def test_malformed_bodies_are_422(api: Api, clean: Servers, body: bytes) -> None:
+def test_malformed_bodies_are_refused(api: Api, clean: Servers, body: bytes, status: int) -> None:
     response = api.client.post(
         "/tasks/", content=body, headers={"Content-Type": "application/json"}
     )
-    assert response.status_code == 422
+    assert response.status_code == status
     assert _errors(response)
+    nothing_written(clean)
+
+
+def test_a_form_body_is_told_to_send_json(api: Api, clean: Servers) -> None:
+    # What Python's urllib sends by default.
+    response = api.client.post(
+        "/tasks/",
+        content=b"task_type=FibonacciTask",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.text
     nothing_written(clean)
 
 

@@ -218,6 +218,24 @@ def test_openapi_shows_the_bearer_scheme_on_each_protected_route(keyed: Keyed) -
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
 
 
+def test_artifact_downloads_take_a_read_key_or_the_submitters(keyed: Keyed) -> None:
+    other = task_id(keyed, "submit2")
+    path = f"/tasks/{other}/artifacts/report.csv"
+    for key, status in (
+        (None, 401),
+        ("bogus", 401),
+        ("submit", 403),  # not its task: it learns nothing of the task's artifacts
+        ("submit2", 404),
+        ("read", 404),
+        ("admin", 404),
+        ("env", 404),
+    ):
+        response = keyed.call("GET", path, key)
+        assert response.status_code == status, (key, response.text)
+    assert "no artifact named 'report.csv'" in keyed.call("GET", path, "read").json()["detail"]
+    assert keyed.call("GET", "/tasks/999999/artifacts/x", "read").status_code == 404
+
+
 def test_a_submit_key_reads_only_the_tasks_it_submitted(keyed: Keyed) -> None:
     own = task_id(keyed, "submit")
     other = task_id(keyed, "submit2")

@@ -108,7 +108,10 @@ def test_db_upgrade_is_idempotent(servers: Servers) -> None:
 
 
 def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
-    result = run(taskq("demo", "--tasks", "60", "--workers", "2"), clean.env(COLUMNS="200"))
+    result = run(
+        taskq("demo", "--tasks", "60", "--workers", "2", "--export-rows", "0"),
+        clean.env(COLUMNS="200"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done: 60/60 tasks finished" in result.stdout
     assert "dashboard: http://localhost:" in result.stdout
@@ -117,6 +120,27 @@ def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
     counts = clean.sql("SELECT status, count(*) FROM tasks GROUP BY status")
     assert counts == [("completed", 60)]
     assert {p for (p,) in clean.sql("SELECT DISTINCT priority FROM tasks")} == {1, 2, 3, 4, 5}
+
+
+def test_demo_shows_exports_moving(clean: Servers, tmp_path: Path) -> None:
+    command = taskq("demo", "--tasks", "20", "--workers", "2", "--export-rows", "30000")
+    env = clean.env(COLUMNS="200", TASKQ_ARTIFACTS_URL=str(tmp_path / "artifacts"))
+    result = run(command, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done: 23/23 tasks finished" in result.stdout
+    assert "exports" in result.stdout
+    exports = clean.sql(
+        "SELECT t.status, t.progress->>'done', a.name, a.size FROM tasks t "
+        "JOIN task_artifacts a ON a.task_id = t.id WHERE t.task_type = 'ExportTask' ORDER BY t.id"
+    )
+    assert [(status, done, name) for status, done, name, _ in exports] == [
+        ("completed", "30000", "demo_series.csv.gz"),
+        ("completed", "15000", "demo_series.jsonl"),
+        ("completed", "30000", "demo_series.parquet"),
+    ]
+    for _, _, name, size in exports:
+        stored = list((tmp_path / "artifacts").rglob(name))
+        assert [p.stat().st_size for p in stored] == [size]
 
 
 @pytest.mark.parametrize(

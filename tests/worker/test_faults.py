@@ -60,8 +60,8 @@ def _servers_up(servers: Servers) -> None:
 def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> Iterator[Harness]:
     _servers_up(fault_servers)
     fault_servers.sql(
-        "TRUNCATE tasks, task_attempts, workers, sweeper_leases, schedules, schedule_ticks, "
-        "paused_task_types RESTART IDENTITY"
+        "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
+        "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
     )
     with fault_servers.redis() as client:
         client.flushall()

@@ -133,6 +133,26 @@ def _detail(response: httpx.Response) -> Any:
         return response.text
 
 
+FOLLOW_READ_TIMEOUT = 60.0  # seconds of silence before a follow gives up (the API sends a
+# comment every 15 s on a quiet stream)
+
+
+class SseData:
+    """Reads a server-sent event stream line by line; `feed` gives an event's data once the
+    blank line ending it comes (comments, `event:` and `id:` lines are not needed here)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        if line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        elif not line and self._data:
+            data, self._data = "\n".join(self._data), []
+            return data
+        return None
+
+
 def raise_for(response: httpx.Response) -> None:
     """Raise the typed error for an answer that is not a success."""
     status = response.status_code

@@ -55,6 +55,25 @@ class TaskListItem(TaskSummary):
         return self.status in TERMINAL
 
 
+class Progress(_Model):
+    """A running task's last `ctx.progress`: `done` of `total` (in the task's own unit)."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+    at: datetime | None = None
+
+
+class Artifact(_Model):
+    """A file a completed task published: `GET /tasks/{id}/artifacts/{name}`."""
+
+    name: str
+    size: int
+    sha256: str
+    content_type: str
+    created_at: datetime | None = None
+
+
 class Task(TaskSummary):
     """A task as `get`, `wait`, `cancel` and `retry` return it."""
 
@@ -70,6 +89,8 @@ class Task(TaskSummary):
     worker_id: str | None = None
     cancel_requested_at: datetime | None = None
     history: list[Attempt] = Field(default_factory=list)
+    progress: Progress | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
 
     @property
     def finished(self) -> bool:

@@ -112,6 +112,24 @@ class TaskQClient:
     def get(self, task_id: int) -> Task:
         return Task.model_validate(self._send(_core.Call("GET", f"/tasks/{task_id}")))
 
+    def follow(self, task_id: int) -> Iterator[Task]:
+        """The task now, then again each time its status or its progress changes, until it
+        has finished (`GET /tasks/{id}/events`). Not retried: follow again to resume."""
+        timeout = httpx.Timeout(self.config.timeout, read=_core.FOLLOW_READ_TIMEOUT)
+        path = f"/tasks/{task_id}/events"
+        try:
+            with self._http.stream("GET", path, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _core.raise_for(response)
+                events = _core.SseData()
+                for line in response.iter_lines():
+                    data = events.feed(line)
+                    if data is not None:
+                        yield Task.model_validate_json(data)
+        except httpx.TransportError as exc:
+            raise _core.unreachable(self.config, _core.Call("GET", path), exc) from exc
+
     def wait(self, task_id: int, timeout: float | None = None) -> Task:
         """The task once it has finished (completed, failed or cancelled); the API holds each
         request until then or 60 s. Raises WaitTimeoutError after `timeout` seconds."""

@@ -285,8 +285,9 @@ async def get_task(
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "Server-sent events: an `status` event with the task (as `GET "
-            "/tasks/{id}` answers) now and at each status change; the stream ends after a "
+            "description": "Server-sent events: a `status` event with the task (as `GET "
+            "/tasks/{id}` answers) now and at each status change, a `progress` event with it "
+            "when only its progress changed (a few a second at most); the stream ends after a "
             "terminal status. Comment lines keep a quiet stream open.",
             "content": {"text/event-stream": {"schema": STATUS_EVENT}},
         },
@@ -303,12 +304,15 @@ async def task_events(
     check_reader(principal, first["submitted_by"])
 
     async def stream() -> AsyncIterator[str]:
+        status = None
         async for row in waiting.changes_of(hub, task_id, KEEPALIVE):
             if row is None:
                 yield ": keepalive\n\n"
-            else:
-                shown = TaskWithHistory.model_validate(for_reader(row, principal))
-                yield f"event: status\nid: {row['status']}\ndata: {shown.model_dump_json()}\n\n"
+                continue
+            shown = TaskWithHistory.model_validate(for_reader(row, principal))
+            event = "progress" if row["status"] == status else "status"
+            status = row["status"]
+            yield f"event: {event}\nid: {status}\ndata: {shown.model_dump_json()}\n\n"
 
     return StreamingResponse(
         stream(),

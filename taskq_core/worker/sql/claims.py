@@ -31,7 +31,8 @@ _CLAIM: LiteralString = """
         attempts = attempts + 1,
         started_at = now(),
         worker_id = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease)s)
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        progress = NULL
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
         AND task_type NOT IN (SELECT task_type FROM paused)
         AND EXISTS (SELECT FROM relaxed)
@@ -46,8 +47,10 @@ _FINISH: LiteralString = """
         SELECT * FROM unnest(
             %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
             %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
-            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[]
-        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now)
+            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[],
+            %(artifacts)s::jsonb[], %(progress)s::jsonb[]
+        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now,
+               artifacts, progress)
     ), done AS (
         UPDATE tasks t SET
             status = o.status,
@@ -59,11 +62,21 @@ _FINISH: LiteralString = """
                      THEN now() + make_interval(secs => o.retry_in) ELSE t.run_at END,
             enqueued_at = CASE WHEN o.push_now THEN now() END,
             lease_expires_at = NULL,
-            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END
+            worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END,
+            progress = coalesce(o.progress, t.progress)
         FROM outcome o
         WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
             AND t.attempts = o.attempt
-        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error
+        RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error, o.artifacts
+    ), published AS (
+        INSERT INTO task_artifacts (task_id, name, attempt, content_type, size, sha256, key)
+        SELECT d.id, a.name, d.attempt, a.content_type, a.size, a.sha256, a.key
+        FROM done d, jsonb_to_recordset(d.artifacts)
+            AS a(name text, content_type text, size bigint, sha256 text, key text)
+        WHERE d.outcome = 'completed'
+        ON CONFLICT (task_id, name) DO UPDATE SET
+            attempt = EXCLUDED.attempt, content_type = EXCLUDED.content_type,
+            size = EXCLUDED.size, sha256 = EXCLUDED.sha256, key = EXCLUDED.key
     )
     INSERT INTO task_attempts (task_id, attempt, worker_id, started_at, outcome, error)
     SELECT id, attempt, %(worker)s, started_at, outcome, error FROM done
@@ -79,6 +92,15 @@ _RENEW: LiteralString = """
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _artifacts(records: tuple[dict[str, Any], ...]) -> str | None:
+    if not records:
+        return None
+    return json.dumps(
+        [{k: r[k] for k in ("name", "content_type", "size", "sha256", "key")} for r in records],
+        separators=(",", ":"),
+    )
 
 
 class Claims:
@@ -121,6 +143,9 @@ class Claims:
             "uncounts": [int(f.outcome == AttemptOutcome.HANDED_BACK) for _, f in items],
             "retry_ins": [finish.retry_in for _, finish in items],
             "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
+            # The artifacts a completed attempt wrote become visible with its outcome, or not.
+            "artifacts": [_artifacts(finish.artifacts) for _, finish in items],
+            "progress": [_json(finish.progress) for _, finish in items],
         }
         return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 

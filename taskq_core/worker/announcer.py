@@ -1,0 +1,64 @@
+"""Announcing what the worker committed: status changes for the API's waiters (Redis pub/sub)
+and the counters and durations `/metrics` reads, each published without holding up the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+
+from taskq_core.broker import Broker, count_field
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
+from taskq_core.worker.holding import OUTAGE_ERRORS, Running
+from taskq_core.worker.sweeper import STATUS_EVENTS
+
+
+class Announcer:
+    """Publishes in the background; `flush` waits for what is still on its way."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._publishing: set[asyncio.Task[None]] = set()
+
+    def recorded(
+        self, items: Sequence[tuple[ClaimedTask, Finish]], running: Mapping[int, Running]
+    ) -> None:
+        """Outcomes just committed: announce them and count them (see `broker.stats_key`)."""
+        counts: dict[str, int] = {}
+        durations: list[tuple[str, float]] = []
+        for task, finish in items:
+            if finish.outcome == AttemptOutcome.HANDED_BACK:
+                continue  # not the task's doing: neither an outcome nor a duration
+            event = STATUS_EVENTS[finish.status]
+            field = count_field(event, task.task_type, task.priority)
+            counts[field] = counts.get(field, 0) + 1
+            held = running.get(task.id)
+            if held is not None and held.ended is not None:
+                durations.append((task.task_type, held.ended - held.started))
+        self.announce([(t.id, f.status.value) for t, f in items], counts, durations)
+
+    def announce(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None = None,
+        durations: Sequence[tuple[str, float]] = (),
+    ) -> None:
+        """Publish committed status changes and add to the counters, without holding up the
+        caller; a lost announcement only makes waiters answer at their deadline (and the
+        counters miss it)."""
+        if changes or counts or durations:
+            task = asyncio.create_task(self._publish(changes, counts, durations), name="announce")
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def flush(self) -> None:
+        await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    async def _publish(
+        self,
+        changes: Sequence[tuple[int, str]],
+        counts: dict[str, int] | None,
+        durations: Sequence[tuple[str, float]],
+    ) -> None:
+        with contextlib.suppress(*OUTAGE_ERRORS):
+            await self.broker.announce(changes, counts, durations)
