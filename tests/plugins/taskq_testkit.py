@@ -22,9 +22,9 @@ class Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class StrictInput(StrictInput):
-    """Inputs take exactly their JSON Schema's types (`false` is not 0 seconds, nor `"3"` a
-    code), as the schema /openapi.json publishes says; Schemathesis checks that it holds."""
+class StrictInput(BaseModel):
+    """Inputs take exactly the types their JSON Schema in /openapi.json says (`false` is not 0
+    seconds, nor `"3"` a code); Schemathesis checks that it holds."""
 
     model_config = ConfigDict(strict=True)
 
