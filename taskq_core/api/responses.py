@@ -4,21 +4,35 @@ A route lists what it can answer with `documented(...)`: `responses=documented(4
 `GUARDED` is what every route behind the API's guards adds (the rate limit's 429, and 503 when
 Redis cannot count); api/auth.py's `AUTH_RESPONSES` (401, 403) are made here too; `WITH_BODY`
 what every route taking a body adds. The bodies are `ErrorMessage` (`{"detail": "..."}`), or
-FastAPI's validation error list for 422, which FastAPI documents itself on every route that takes
-parameters or a body.
+a list of errors: `FieldErrors` for 400 (where the body stopped being JSON), FastAPI's validation
+error list for 422, which FastAPI documents itself on every route that takes parameters or a body.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorMessage(BaseModel):
-    """The body of every error answer except 422: one sentence saying what went wrong."""
+    """The body of every error answer except 400 and 422: one sentence saying what went wrong."""
 
     detail: str
+
+
+class FieldError(BaseModel):
+    type: str
+    loc: list[str | int] = Field(description="Where: `body` and the position, or the field.")
+    msg: str
+    input: Any = None
+
+
+class FieldErrors(BaseModel):
+    """The body of a 400 (a body that is not JSON): where reading it failed, as a 422 lists
+    its fields, or (bytes that are not even text) one sentence."""
+
+    detail: list[FieldError] | str
 
 
 _RETRY_AFTER = {
@@ -69,7 +83,9 @@ def documented(*codes: int, **descriptions: str) -> dict[int | str, dict[str, An
         entry: dict[str, Any] = {
             "description": descriptions.get(f"_{code}", DESCRIPTIONS[code]),
         }
-        if code != 422:  # FastAPI's own HTTPValidationError model documents 422
+        if code == 400:
+            entry["model"] = FieldErrors
+        elif code != 422:  # FastAPI's own HTTPValidationError model documents 422
             entry["model"] = ErrorMessage
         if code in HEADERS:
             entry["headers"] = HEADERS[code]
