@@ -108,3 +108,23 @@ def test_a_time_filter_is_an_rfc3339_instant_not_a_number(
     assert response.json()["detail"][0]["loc"] == ["query", "created_before"]
     fine = api.client.post("/tasks/cancel", params={"created_before": "2026-01-31T12:00:00Z"})
     assert fine.json() == {"cancelled": 0, "stopping": 0}
+
+
+def test_no_filter_and_a_body_are_refused_unless_everything_is_asked_for(
+    api: Api, clean: Servers
+) -> None:
+    pending = [
+        api.client.post(
+            "/tasks/",
+            json={"task_type": "FibonacciTask", "input_data": {"n": 1}, "delay_seconds": 60},
+        ).json()["id"]
+        for _ in range(2)
+    ]
+    # What an attacker review sent: ids in a body the route does not read, and no filter.
+    refused = api.client.post("/tasks/cancel", json={"ids": [pending[0]]})
+    assert refused.status_code == 422
+    assert {tuple(e["loc"]) for e in refused.json()["detail"]} == {("body",), ("query",)}
+    assert api.client.post("/tasks/retry").status_code == 422
+    assert clean.sql("SELECT count(*) FROM tasks WHERE status = 'pending'") == [(2,)]
+    everything = api.client.post("/tasks/cancel", params={"everything": "true"})
+    assert everything.json() == {"cancelled": 2, "stopping": 0}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
@@ -38,6 +39,49 @@ def task_filter(
 
 
 FilterDep = Annotated[TaskFilter, Depends(task_filter)]
+Everything = Annotated[
+    bool,
+    Query(
+        description="Required to act on every task when no filter is given (a guard, not a filter)."
+    ),
+]
+
+
+def _refuse_surprises(request: Request, where: TaskFilter, everything: bool) -> None:
+    """A body is not read (the filters are query parameters), so one is refused rather than
+    ignored; and no filter at all means every task only when `everything=true` says so."""
+    errors = []
+    if request.headers.get("content-length", "0") not in ("", "0") or request.headers.get(
+        "transfer-encoding"
+    ):
+        errors.append(
+            {
+                "type": "unexpected_body",
+                "loc": ("body",),
+                "msg": "takes no body: the filters are query parameters",
+                "input": None,
+            }
+        )
+    given = (
+        where.status,
+        where.task_type,
+        where.priority,
+        where.created_before,
+        where.created_after,
+    )
+    if not everything and all(value is None for value in given):
+        errors.append(
+            {
+                "type": "missing",
+                "loc": ("query",),
+                "msg": "give at least one filter, or everything=true to act on every task",
+                "input": None,
+            }
+        )
+    if errors:
+        raise RequestValidationError(errors)
+
+
 # Only the statuses each action applies to (db.operations' RETRYABLE and CANCELLABLE), so the
 # schema says which it takes: any other is a 422 naming `status`.
 RetryableStatus = Literal["failed", "cancelled"]
@@ -58,13 +102,16 @@ class Cancelled(BaseModel):
 
 @router.post("/retry", response_model=Retried, responses=RESPONSES)
 async def retry_tasks(
+    request: Request,
     backends: BackendsDep,
     where: FilterDep,
     status: Annotated[RetryableStatus | None, Query()] = None,
+    everything: Everything = False,
 ) -> dict[str, Any]:
     """Run failed and cancelled tasks matching the filters again, each with as many attempts
     as it had before (its history is kept). Other statuses are left alone."""
     where = replace(where, status=status)
+    _refuse_surprises(request, where, everything)
 
     async def push(rows: list[tuple[int, int]]) -> None:
         await backends.broker.push_many(rows)  # if lost, the sweeper pushes them
@@ -74,13 +121,16 @@ async def retry_tasks(
 
 @router.post("/cancel", response_model=Cancelled, responses=RESPONSES)
 async def cancel_tasks(
+    request: Request,
     backends: BackendsDep,
     where: FilterDep,
     status: Annotated[CancellableStatus | None, Query()] = None,
+    everything: Everything = False,
 ) -> dict[str, Any]:
     """Cancel pending tasks matching the filters, and stop running ones (they end cancelled).
     Finished tasks are left alone."""
     where = replace(where, status=status)
+    _refuse_surprises(request, where, everything)
     stopping = 0
 
     async def notify(rows: list[tuple[int, int]]) -> None:
