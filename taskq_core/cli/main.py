@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskq_core import logs
@@ -163,23 +163,6 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     engines.upgrade(database_url, prepare=settings.database_prepare)
     print("database schema is up to date")
     return 0
-
-
-def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
-    from taskq_core import devstate
-    from taskq_core.db import engines
-    from taskq_core.db.storage import Storage
-
-    database_url, _ = devstate.resolve_urls(settings)
-
-    async def main() -> Any:
-        engine = engines.async_engine(database_url, pool_size=1, prepare=settings.database_prepare)
-        try:
-            return await action(Storage(engine, settings.queue))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
 
 
 def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:

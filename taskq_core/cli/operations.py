@@ -17,7 +17,8 @@ from taskq_core.settings import Settings
 FINISHED = ("completed", "failed", "cancelled")
 
 
-def _with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
+def with_storage(settings: Settings, action: Callable[[Any], Any]) -> Any:
+    """Run `action` on a Storage over the configured (or `taskq dev`'s) PostgreSQL."""
     from taskq_core import devstate
     from taskq_core.db import engines
     from taskq_core.db.storage import Storage
@@ -47,13 +48,13 @@ def age(text: str) -> tuple[str, float]:
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     statuses = (args.status,) if args.status else FINISHED
     written, seconds = args.older_than
-    deleted = _with_storage(settings, lambda s: s.purge(seconds, statuses))
+    deleted = with_storage(settings, lambda s: s.purge(seconds, statuses))
     print(f"deleted {deleted} {'/'.join(statuses)} task(s) finished more than {written} ago")
     return 0
 
 
 def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
-    deleted, kept = _with_storage(
+    deleted, kept = with_storage(
         settings, lambda s: s.clear(args.count, include_unfinished=args.include_unfinished)
     )
     if args.include_unfinished:
@@ -91,7 +92,7 @@ def _print_schedules(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_schedules_list(args: argparse.Namespace, settings: Settings) -> int:
-    _print_schedules(_with_storage(settings, lambda s: s.list_schedules()))
+    _print_schedules(with_storage(settings, lambda s: s.list_schedules()))
     return 0
 
 
@@ -116,7 +117,7 @@ def cmd_schedules_create(args: argparse.Namespace, settings: Settings) -> int:
         },
     )
     values["next_run_at"] = schedules.next_tick(values["cron"], values["timezone"], _now())
-    row = _with_storage(settings, lambda s: s.create_schedule(values))
+    row = with_storage(settings, lambda s: s.create_schedule(values))
     _print_schedules([row])
     return 0
 
@@ -134,12 +135,12 @@ def cmd_schedules_pause(args: argparse.Namespace, settings: Settings) -> int:
             restart = schedules.next_tick(current["cron"], current["timezone"], _now())
         return dict(await storage.update_schedule(args.name, {"paused": paused}, restart))
 
-    _print_schedules([_with_storage(settings, action)])
+    _print_schedules([with_storage(settings, action)])
     return 0
 
 
 def cmd_schedules_delete(args: argparse.Namespace, settings: Settings) -> int:
-    _with_storage(settings, lambda s: s.delete_schedule(args.name))
+    with_storage(settings, lambda s: s.delete_schedule(args.name))
     print(f"deleted schedule {args.name}")
     return 0
 
@@ -149,13 +150,13 @@ def cmd_schedules_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_task_types_pause(args: argparse.Namespace, settings: Settings) -> int:
     paused = args.task_types_command == "pause"
-    _with_storage(settings, lambda s: s.set_paused(args.name, paused))
+    with_storage(settings, lambda s: s.set_paused(args.name, paused))
     print(f"{args.name} {'paused' if paused else 'resumed'}")
     return 0
 
 
 def cmd_task_types_paused(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _with_storage(settings, lambda s: s.paused_task_types())
+    rows = with_storage(settings, lambda s: s.paused_task_types())
     print("task_type\tpaused_at")
     for name, since in sorted(rows.items()):
         print(f"{name}\t{since.isoformat()}")

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taskq_core.db.models import tasks
-from taskq_core.errors import TaskNotFoundError, TaskStateError
-from taskq_core.records import TaskStatus
 
 # Pending and running are counted exactly up to this, through their partial indexes; past it the
 # page says "100,000+" rather than walk a huge backlog every refresh.
@@ -90,27 +88,6 @@ _THROUGHPUT = text(
     """
 )
 
-# Pending again and due now, every attempt given back; the attempt rows stay as history.
-# `enqueued_at` is set so that, should the caller's push fail, the sweeper's lost-dispatch
-# repair pushes the id.
-_RETRY = (
-    update(tasks)
-    .where(tasks.c.status.in_([TaskStatus.FAILED, TaskStatus.CANCELLED]))
-    .values(
-        status=TaskStatus.PENDING,
-        attempts=0,
-        result=None,
-        error=None,
-        started_at=None,
-        finished_at=None,
-        worker_id=None,
-        lease_expires_at=None,
-        cancel_requested_at=None,
-        run_at=func.now(),
-        enqueued_at=func.now(),
-    )
-    .returning(tasks.c.id, tasks.c.priority)
-)
 
 LIST_COLUMNS = (
     tasks.c.id,
@@ -198,25 +175,6 @@ class OverviewQueries:
                     {"id": row.id, "task_type": row.task_type}
                 )
         return result
-
-    async def retry(self, task_id: int) -> dict[str, Any]:
-        """Make a failed or cancelled task pending again (id and priority, for the push).
-
-        The dashboard's own until `POST /tasks/{id}/retry` (issue 10, item 2) lands in
-        `db/tasks.py`, which this should then call instead. Raises TaskNotFoundError, or
-        TaskStateError when the task is pending, running or completed."""
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(_RETRY.where(tasks.c.id == task_id))).first()
-            if row is not None:
-                return dict(row._mapping)
-            status = (
-                await conn.execute(select(tasks.c.status).where(tasks.c.id == task_id))
-            ).scalar()
-        if status is None:
-            raise TaskNotFoundError(f"task {task_id} not found")
-        raise TaskStateError(
-            f"task {task_id} is {status}: only a failed or cancelled task can be retried"
-        )
 
     async def list_summaries(
         self,

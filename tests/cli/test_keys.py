@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from taskq_core.db import engines
+from tests.cli.terminal import on_a_terminal
 from tests.conftest import Processes, Servers, free_port, taskq, wait_for
 
 
@@ -211,35 +212,13 @@ def test_dev_banner_and_logs_hold_no_password(
 
 
 def test_list_on_a_terminal_is_a_table(env: dict[str, str]) -> None:
-    import os
-    import pty
-
     # Names cannot carry terminal markup: brackets are refused.
     assert run(env, "keys", "create", "--scope", "read", "--name", "[bold]x").returncode == 2
     key = run(env, "keys", "create", "--scope", "read", "--name", "ok").stdout.strip()
-    leader, follower = pty.openpty()
-    try:
-        done = subprocess.run(
-            taskq("keys", "list"),
-            env={**env, "COLUMNS": "200", "TERM": "xterm"},
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            timeout=60,
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the follower side is closed: all read
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-    assert done.returncode == 0, done.stderr
-    screen = b"".join(chunks).decode()
+    code, screen, errors = on_a_terminal(
+        taskq("keys", "list"), {**env, "COLUMNS": "200", "TERM": "xterm"}
+    )
+    assert code == 0, errors
     assert "API keys" in screen
     assert "last used" in screen
     assert "\t" not in screen

@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
 
+from tests.cli.terminal import on_a_terminal
 from tests.conftest import Api, Servers, taskq
 
 HOSTILE = {"a": "[link=https://a.example/]x"}  # shown in 40 characters
-
-
-def on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-    """Run a command with its stdout on a pseudo-terminal: what a person would see."""
-    leader, follower = pty.openpty()
-    try:
-        done = subprocess.run(
-            args, env=env, stdout=follower, stderr=subprocess.PIPE, timeout=60, check=False
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the follower side is closed: all read
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-    return done.returncode, b"".join(chunks).decode(), done.stderr.decode()
 
 
 def test_tasks_show_prints_markup_in_fields_literally(api: Api, clean: Servers) -> None:

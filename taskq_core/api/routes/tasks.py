@@ -360,6 +360,12 @@ async def cancel_task(
 async def retry_task(task_id: TaskId, backends: BackendsDep, principal: Admin) -> dict[str, Any]:
     """Run a failed or cancelled task again: it gets all its attempts back, and the earlier
     attempts stay in its history."""
+    return await retry_and_dispatch(backends, task_id)
+
+
+async def retry_and_dispatch(backends: Backends, task_id: int) -> dict[str, Any]:
+    """The retry itself, for this route and the dashboard's button: make it pending, push its
+    id, wake whoever waits on it. Raises TaskNotFoundError or TaskStateError."""
     task = await backends.storage.retry(task_id)
     try:
         await backends.broker.push(task_id, task["priority"])

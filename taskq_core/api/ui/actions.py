@@ -3,18 +3,17 @@ carries the session's CSRF token; acting on tasks needs an admin key, submitting
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import RedirectResponse, Response
-from redis.exceptions import RedisError
 
 from taskq_core import enqueue
 from taskq_core.api.deps import BackendsDep
+from taskq_core.api.routes.tasks import retry_and_dispatch
 from taskq_core.api.ui import forms, keys, session
-from taskq_core.api.ui.pages import overview_queries, render, task_type_page
+from taskq_core.api.ui.pages import render, task_type_page
 from taskq_core.api.ui.session import Session, SessionDep
 from taskq_core.errors import InvalidTaskError, TaskNotFoundError, TaskStateError
 from taskq_core.records import TaskStatus
@@ -168,12 +167,9 @@ async def retry(
     if (refusal := await _checked(request, sess)) is not None:
         return refusal
     try:
-        task = await overview_queries(backends).retry(task_id)
+        await retry_and_dispatch(backends, task_id)
     except TaskNotFoundError:
         return render(request, sess, "missing.html", 404, what=f"Task {task_id}")
     except TaskStateError:
         return redirect(request, sess, _back(task_id, "not-retried"))
-    # Committed as pending and marked dispatched: if Redis is away, the sweeper pushes it.
-    with contextlib.suppress(RedisError):
-        await backends.broker.push(task_id, task["priority"])
     return redirect(request, sess, _back(task_id, "retried"))
