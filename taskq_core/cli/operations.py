@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from taskq_core import schedules
@@ -116,14 +115,12 @@ def cmd_schedules_create(args: argparse.Namespace, settings: Settings) -> int:
             "paused": False,
         },
     )
-    values["next_run_at"] = schedules.next_tick(values["cron"], values["timezone"], _now())
+    # The database's clock, which the workers fire ticks on, not this host's.
+    now = with_storage(settings, lambda s: s.now())
+    values["next_run_at"] = schedules.next_tick(values["cron"], values["timezone"], now)
     row = with_storage(settings, lambda s: s.create_schedule(values))
     _print_schedules([row])
     return 0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def cmd_schedules_pause(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,7 +129,7 @@ def cmd_schedules_pause(args: argparse.Namespace, settings: Settings) -> int:
         paused = args.schedules_command == "pause"
         restart = None
         if current["paused"] and not paused:  # resuming: from the next tick after now
-            restart = schedules.next_tick(current["cron"], current["timezone"], _now())
+            restart = schedules.next_tick(current["cron"], current["timezone"], await storage.now())
         return dict(await storage.update_schedule(args.name, {"paused": paused}, restart))
 
     _print_schedules([with_storage(settings, action)])

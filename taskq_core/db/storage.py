@@ -3,6 +3,8 @@ and written through SQLAlchemy. (The worker's own statements are in `taskq_core.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +24,12 @@ class Storage(TaskQueries, WorkerQueries, OperationQueries, ScheduleQueries, Art
         self.engine = engine
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.queue = queue
+
+    async def now(self) -> datetime:
+        """PostgreSQL's clock: the one the workers fire schedules and run tasks on."""
+        async with self.engine.connect() as conn:
+            value: datetime = (await conn.execute(text("SELECT now()"))).scalar_one()
+        return value
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

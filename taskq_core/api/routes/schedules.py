@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response, status
@@ -133,8 +133,11 @@ def _check(backends: Backends, values: dict[str, Any]) -> dict[str, Any]:
         ) from None
 
 
-def _first_tick(values: dict[str, Any]) -> datetime:
-    return schedules.next_tick(values["cron"], values["timezone"], datetime.now(UTC))
+async def _first_tick(backends: Backends, values: dict[str, Any]) -> datetime:
+    # From the database's clock, not this host's: the workers fire ticks on that one, and a
+    # skewed API host would otherwise start a schedule hours early or late.
+    now = await backends.storage.now()
+    return schedules.next_tick(values["cron"], values["timezone"], now)
 
 
 @router.post(
@@ -147,7 +150,7 @@ def _first_tick(values: dict[str, Any]) -> datetime:
 async def create_schedule(body: ScheduleCreate, backends: BackendsDep) -> dict[str, Any]:
     """Run `task_type` with `input_data` at every tick of `cron` in `timezone`."""
     values = _check(backends, body.model_dump())
-    values["next_run_at"] = _first_tick(values)
+    values["next_run_at"] = await _first_tick(backends, values)
     return await backends.storage.create_schedule(values)
 
 
@@ -186,7 +189,7 @@ async def change_schedule(
         or values["timezone"] != current["timezone"]
         or (current["paused"] and not values["paused"])
     )
-    next_run_at = _first_tick(values) if restart else None
+    next_run_at = await _first_tick(backends, values) if restart else None
     return await backends.storage.update_schedule(name, updates, next_run_at)
 
 
