@@ -111,12 +111,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from taskq_core.plugins import load_registry
         from taskq_core.worker.holding import WorkerOptions
         from taskq_core.worker.loop import Worker
+        from taskq_core.worker.retention import warn_if_short
 
         try:
             registry = load_registry()
         except BaseException:
             await pool.close()
             raise
+        warn_if_short(settings.retention())
         return Worker(
             database_url=database_url,
             redis_url=redis_url,

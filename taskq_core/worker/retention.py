@@ -45,3 +45,19 @@ async def purge_expired(
             log.info("retention: deleted %d %s task(s) older than %gs", total, status, seconds)
         deleted[status] = total
     return deleted
+
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0  # seconds: how long clients are told an Idempotency-Key holds
+
+
+def warn_if_short(limits: Mapping[str, float | None]) -> None:
+    """Say so at start when a retention is shorter than a day: an Idempotency-Key replayed after
+    its task was deleted creates (and runs) a new task (docs/reliability.md)."""
+    for status, seconds in limits.items():
+        if seconds is not None and seconds < IDEMPOTENCY_WINDOW:
+            log.warning(
+                "retention: %s tasks are deleted after %gs, under a day: an Idempotency-Key "
+                "replayed after that creates a new task",
+                status,
+                seconds,
+            )

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from taskq_core.settings import Settings
 from taskq_core.worker.sql.retention import _PURGE
-from tests.conftest import Api, Servers, Workers, taskq, wait_finished, wait_for
+from tests.conftest import Api, Processes, Servers, Workers, taskq, wait_finished, wait_for
 
 FAST = {"TASKQ_LEASE_SECONDS": "2", "TASKQ_SWEEP_INTERVAL_SECONDS": "0.5"}
 
@@ -213,3 +213,14 @@ def test_the_retention_batch_reads_through_its_index_not_the_table(clean: Server
         )
     assert "ix_tasks_finished" in plan, plan
     assert "Seq Scan on tasks" not in plan, plan
+
+
+def test_a_retention_under_a_day_is_warned_about_at_start(
+    workers: Workers, processes: Processes
+) -> None:
+    # An Idempotency-Key replayed after its task was deleted creates a new task: say so.
+    workers.start(TASKQ_RETENTION_COMPLETED="45s")
+    wait_for(
+        lambda: "completed tasks are deleted after 45s, under a day" in processes.output(),
+        what="the retention warning",
+    )
