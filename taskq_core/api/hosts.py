@@ -15,6 +15,7 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+OPEN_PATHS = frozenset({"/health", "/ready"})  # probes, open in every mode: they tell nothing
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
 REFUSAL = json.dumps(
     {
@@ -48,7 +49,7 @@ class OpenModeHosts:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             keyring = getattr(scope["app"].state, "keyring", None)
             if keyring is not None and keyring.open:
                 host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
