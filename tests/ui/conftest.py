@@ -21,13 +21,15 @@ def chromium_path() -> str:
     pytest.fail("chromium is not installed: run scripts/install-browser.sh (make .venv/.browser)")
 
 
-@pytest.fixture(scope="session")
+# Package, not session: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, and every later test calling asyncio.run() would fail on it.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # Playwright's own browser download cannot reach its host here; the system's chromium can.
     launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
