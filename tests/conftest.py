@@ -26,6 +26,12 @@ from taskq_core.processes import spawn
 for _name in [n for n in os.environ if n.startswith("TASKQ_") and not n.startswith("TASKQ_TEST_")]:
     del os.environ[_name]
 
+# Every table a test may fill, emptied at once (foreign keys: a TRUNCATE must name them together).
+EMPTY_TABLES = (
+    "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
+    "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
+)
+
 PLUGIN_SOURCES = Path(__file__).parent / "plugins"
 # distribution -> (module file in tests/plugins, entry-point name)
 TEST_PLUGINS = {
@@ -129,10 +135,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @pytest.fixture
 def clean(servers: Servers) -> Servers:
     """Empty tables and an empty Redis before the test."""
-    servers.sql(
-        "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
-        "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
-    )
+    servers.sql(EMPTY_TABLES)
     with servers.redis() as client:
         client.flushdb()
     return servers

@@ -19,7 +19,7 @@ import pytest
 from taskq_core.db import engines
 from taskq_core.embedded import EmbeddedServers
 from taskq_core.embedded.servers import DATABASE
-from tests.conftest import Processes, Servers, free_port, taskq, wait_for
+from tests.conftest import EMPTY_TABLES, Processes, Servers, free_port, taskq, wait_for
 from tests.worker.chaos import LEASE, Fault, Ledger, Traffic, schedule
 from tests.worker.chaos_check import check, table
 from tests.worker.chaos_net import Forwarder, Netns
@@ -160,9 +160,7 @@ def test_chaos(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     servers = chaos_servers
-    servers.sql(
-        "TRUNCATE tasks, task_attempts, schedule_ticks, workers, sweeper_leases RESTART IDENTITY"
-    )
+    servers.sql(EMPTY_TABLES)
     with servers.redis() as client:
         client.flushall()
     faults = schedule(SEED, DURATION)

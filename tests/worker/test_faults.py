@@ -28,7 +28,7 @@ from taskq_core.db import engines
 from taskq_core.embedded import EmbeddedServers
 from taskq_core.embedded.servers import DATABASE
 from taskq_core.faults import FAULT_EXIT_CODE
-from tests.conftest import Processes, Servers
+from tests.conftest import EMPTY_TABLES, Processes, Servers
 from tests.worker.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
 
 
@@ -59,10 +59,7 @@ def _servers_up(servers: Servers) -> None:
 @pytest.fixture
 def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> Iterator[Harness]:
     _servers_up(fault_servers)
-    fault_servers.sql(
-        "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
-        "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
-    )
+    fault_servers.sql(EMPTY_TABLES)
     with fault_servers.redis() as client:
         client.flushall()
     h = Harness(fault_servers, Processes(tmp_path), sites["taskq-testkit"], tmp_path / "runs")
