@@ -96,7 +96,8 @@ async def measure(
             # Raw HTTP/1.1 on a socket of its own: httpx's own cost per response, times a
             # thousand on two shared cores, would otherwise be most of what is measured.
             reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET /tasks/{task_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            request = f"GET /tasks/{task_id}?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            writer.write(request.encode())
             head = await reader.readuntil(b"\r\n\r\n")
             answered[task_id] = time.time()
             length = next(
