@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from taskq_core.async_client import AsyncClient
+from taskq_core.broker import PRIORITIES, queue_key
 from taskq_core.client import Client
 from taskq_core.commit_group import WRITERS
 from taskq_core.errors import InvalidTaskError
@@ -26,8 +27,10 @@ def _committed(servers: Servers, task_id: int) -> bool:
 
 
 def _queued(servers: Servers) -> list[int]:
+    """Every id in the five priority lists (other taskq keys hold counters, not ids)."""
+    keys = [queue_key("default", priority) for priority in PRIORITIES]
     with servers.redis() as client:
-        return sorted(int(i) for k in client.keys("taskq:*") for i in client.lrange(k, 0, -1))
+        return sorted(int(i) for k in keys for i in client.lrange(k, 0, -1))
 
 
 def test_threads_enqueueing_at_once_share_a_statement_and_each_returns_once_committed(
