@@ -19,12 +19,12 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, cast
-
-import fsspec
-from fsspec.spec import AbstractFileSystem
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from taskq_core.settings import Settings
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 log = logging.getLogger("taskq.artifacts")
 
@@ -77,6 +77,10 @@ class ArtifactStore:
     """The store at `url`; every key is relative to it (`<task id>/<attempt>/<name>`)."""
 
     def __init__(self, url: str) -> None:
+        # Here, not at the top: a worker imports this module, and fsspec costs its start-up time
+        # whether or not a task ever writes an artifact.
+        import fsspec
+
         self.url = url
         if "://" not in url or url.startswith("file://"):
             path = url.removeprefix("file://")

@@ -1,39 +1,17 @@
-"""Command-line entry points: parse arguments, build settings, delegate."""
+"""`taskq`: its commands and their arguments; each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskq_core import logs
-from taskq_core.cli import failures, operations, remote
-from taskq_core.errors import TaskqError
+from taskq_core.cli import worker as worker_command
+from taskq_core.cli.running import positive, run
 from taskq_core.settings import Settings
-
-if TYPE_CHECKING:
-    from taskq_core.worker.loop import Worker
-
-log = logging.getLogger("taskq")
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
-def _setup_logging(settings: Settings) -> None:
-    from taskq_core import redaction
-
-    logs.setup(settings.log_level, settings.log_format)
-    redaction.install()
 
 
 def _uvicorn_logging(settings: Settings) -> dict[str, Any]:
@@ -96,67 +74,6 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from taskq_core import devstate
-    from taskq_core.processes import child_env
-    from taskq_core.worker.pool import RunnerPool
-
-    database_url, redis_url = devstate.resolve_urls(settings)
-    pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
-
-    async def start() -> Worker:
-        # The runners' fork server loads the plugins in its own process while this one imports
-        # the worker and loads them too: the two start-ups overlap instead of following each other.
-        await pool.prepare()
-        from taskq_core.plugins import load_registry
-        from taskq_core.worker.holding import WorkerOptions
-        from taskq_core.worker.loop import Worker
-        from taskq_core.worker.retention import warn_if_short
-
-        try:
-            registry = load_registry()
-        except BaseException:
-            await pool.close()
-            raise
-        warn_if_short(settings.retention())
-        return Worker(
-            database_url=database_url,
-            redis_url=redis_url,
-            registry=registry,
-            options=WorkerOptions(
-                concurrency=args.concurrency,
-                lease_seconds=settings.lease_seconds,
-                sweep_interval=settings.sweep_interval_seconds,
-                grace_seconds=args.grace_seconds,
-                queue=settings.queue,
-                retention=settings.retention(),
-                prepare=settings.database_prepare,
-            ),
-            pool=pool,
-        )
-
-    async def main() -> None:
-        worker = await start()
-        loop = asyncio.get_running_loop()
-        stops = 0
-
-        def on_signal() -> None:
-            nonlocal stops
-            stops += 1
-            if stops > 1:
-                # A second signal: stop at once; the leases bring back what was running.
-                log.warning("second signal: exiting now")
-                os._exit(1)
-            worker.stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-        await worker.run()
-
-    asyncio.run(main())
-    return 0
-
-
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
     from taskq_core.db import engines
@@ -197,32 +114,9 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 # ---- parsers --------------------------------------------------------------------------------
 
 
-def _add_worker_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--concurrency",
-        type=_positive,
-        default=None,
-        help="the most tasks in flight at once; async ones share the event loop. The worker "
-        "finds its own number within it, growing while the queue is deep and tasks are short, "
-        "shrinking when tasks queue for the runners or memory is tight (default: up to 256)",
-    )
-    parser.add_argument(
-        "--processes",
-        type=_positive,
-        default=os.cpu_count() or 1,
-        help="runner processes for sync task types, each running one task at a time "
-        f"(default: one per core, {os.cpu_count() or 1} here)",
-    )
-    parser.add_argument(
-        "--grace-seconds",
-        type=float,
-        default=20.0,
-        help="on SIGTERM or Ctrl-C, how long running tasks may take to finish before they are "
-        "handed back to the queue (default 20); a second signal stops at once",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from taskq_core.cli import keys, operations, remote
+
     parser = argparse.ArgumentParser(
         prog="taskq", description="taskq: a plugin-based distributed task queue."
     )
@@ -233,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     api.add_argument(
         "--workers",
-        type=_positive,
+        type=positive,
         default=1,
         help="API processes sharing the port (default 1; the API is stateless)",
     )
@@ -248,13 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.set_defaults(func=cmd_api)
 
-    from taskq_core.cli import keys
-
     keys.add_parser(commands)
 
     worker = commands.add_parser("worker", help="run a worker (the same as taskq-worker)")
-    _add_worker_options(worker)
-    worker.set_defaults(func=cmd_worker)
+    worker_command.add_options(worker)
+    worker.set_defaults(func=worker_command.run_worker)
 
     database = commands.add_parser("db", help="database schema")
     db_commands = database.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -264,18 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = commands.add_parser("tasks", help="look at, cancel, retry or delete tasks")
     task_commands = tasks.add_subparsers(dest="tasks_command", required=True, metavar="ACTION")
-    remote.add_commands(commands, task_commands, _positive)
+    remote.add_commands(commands, task_commands, positive)
     clear = task_commands.add_parser(
         "clear", help="delete the first (oldest) N finished tasks; pending and running ones stay"
     )
-    clear.add_argument("count", type=_positive, metavar="N")
+    clear.add_argument("count", type=positive, metavar="N")
     clear.add_argument(
         "--include-unfinished", action="store_true", help="delete pending and running ones too"
     )
     clear.set_defaults(func=operations.cmd_clear)
     operations.add_task_commands(task_commands)
 
-    operations.add_commands(commands, _positive)
+    operations.add_commands(commands, positive)
 
     plugins = commands.add_parser(
         "plugins", help="list plugins, their task types, and plugins that failed to load"
@@ -289,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="create random tasks, spawn workers and watch them drain"
     )
-    demo.add_argument("--tasks", type=_positive, default=500, help="how many (default 500)")
-    demo.add_argument("--workers", type=_positive, default=3, help="worker processes (default 3)")
+    demo.add_argument("--tasks", type=positive, default=500, help="how many (default 500)")
+    demo.add_argument("--workers", type=positive, default=3, help="worker processes (default 3)")
     demo.add_argument(
         "--port", type=int, default=8000, help="its API's port (default 8000, else any free one)"
     )
@@ -310,43 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
-    dev.add_argument("--workers", type=_positive, default=2, help="worker processes (default 2)")
+    dev.add_argument("--workers", type=positive, default=2, help="worker processes (default 2)")
     dev.set_defaults(func=cmd_dev)
     return parser
 
 
-def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings()
-    except ValueError as exc:  # pydantic's ValidationError: a TASKQ_* variable is malformed
-        print(f"taskq: {failures.describe_settings(exc)}", file=sys.stderr)
-        return 2
-    _setup_logging(settings)
-    try:
-        code: int = args.func(args, settings)
-    except TaskqError as exc:
-        print(f"taskq: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        # One line, never a traceback (TASKQ_LOG_LEVEL=DEBUG logs it for a bug report).
-        log.debug("%s failed", args.command, exc_info=exc)
-        print(f"taskq: {failures.describe(exc)}", file=sys.stderr)
-        return 1
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return _run(build_parser(), argv)
-
-
-def worker_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="taskq-worker",
-        description="Run a taskq worker: pop task ids by priority, claim, run, record.",
-    )
-    _add_worker_options(parser)
-    parser.set_defaults(func=cmd_worker)
-    return _run(parser, argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["worker"]:
+        # Straight to the worker, without the imports of every other command: a worker's
+        # start-up is how long a worker scaled from zero takes to run its first task.
+        return worker_command.main(arguments[1:], prog="taskq worker")
+    return run(build_parser(), arguments)

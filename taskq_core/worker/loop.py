@@ -32,7 +32,7 @@ from taskq_core.worker.holding import (
 )
 from taskq_core.worker.pool import RunnerPool
 from taskq_core.worker.progress import ProgressBoard
-from taskq_core.worker.recorder import LINGER, Recorder
+from taskq_core.worker.recorder import Recorder
 from taskq_core.worker.reporting import JobReporter, discard_attempt, store_url
 from taskq_core.worker.retention import purge_expired
 from taskq_core.worker.scheduler import Scheduler
@@ -47,9 +47,10 @@ from taskq_core.worker.tuner import Tuner
 log = logging.getLogger("taskq.worker")
 
 POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop loop
-# While the queue is deep, the worker lets free slots gather for up to LINGER seconds (the
-# recorder's, for outcomes) or until a quarter of them are free before it pops again, so each pop
-# and claim serves several tasks instead of one per finished task. An idle worker never waits.
+# While the queue is deep, the worker lets free slots gather for up to the tuner's `linger` (the
+# recorder's wait between outcome writes too) or until a quarter of them are free before it pops
+# again, so each pop and claim serves several tasks instead of one per finished task. An idle
+# worker never waits.
 REFILL_FRACTION = 4
 
 # Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
@@ -106,7 +107,13 @@ class Worker:
         self.broker = Broker(redis, opts.queue)
         self.announcer = Announcer(self.broker)
         self.popper = Broker(popper, opts.queue)
-        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS, self._recorded)
+        self.recorder = Recorder(
+            self.claims,
+            self.worker_id,
+            OUTAGE_ERRORS,
+            self._recorded,
+            linger=lambda: self.tuner.linger,
+        )
         self.progress_writes = ProgressWrites(conninfo, prepare=opts.prepare)
         self.artifact_deletions = ArtifactDeletions(conninfo, prepare=opts.prepare)
         self.board = ProgressBoard(
@@ -229,7 +236,7 @@ class Worker:
             if deep and 0 < free < refill:
                 now = time.monotonic()
                 lingering_since = lingering_since or now
-                wait = lingering_since + LINGER - now
+                wait = lingering_since + self.tuner.linger - now
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._slot_freed.wait(), wait)

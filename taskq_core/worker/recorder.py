@@ -16,8 +16,9 @@ from taskq_core.worker.sql.connection import refused, transient
 log = logging.getLogger("taskq.worker")
 
 MAX_GROUP = 500  # outcomes per statement
-# Under load, writes start at most every LINGER seconds, so outcomes that finish one by one (tasks
-# of a few milliseconds) still share statements; an outcome after a quiet spell goes at once.
+# Under load, writes start at most every `linger()` seconds (the tuner's), so outcomes that finish
+# one by one (tasks of a few milliseconds) still share statements; an outcome after a quiet spell
+# goes at once.
 LINGER = 0.002
 BACKOFF_START, BACKOFF_MAX = 0.2, 5.0  # seconds, while PostgreSQL is unreachable
 
@@ -35,9 +36,12 @@ class Recorder:
         worker_id: str,
         outage_errors: tuple[type[BaseException], ...],
         announce: Announce | None = None,
+        linger: Callable[[], float] = lambda: LINGER,
     ) -> None:
-        """`announce`: told (it must not block) each group's recorded outcomes."""
+        """`announce`: told (it must not block) each group's recorded outcomes; `linger()`: the
+        least time between two writes, in seconds."""
         self.claims = claims
+        self.linger = linger
         self.announce = announce
         self._outage = logs.Outage(log, "PostgreSQL (recording outcomes)", BACKOFF_MAX)
         self.worker_id = worker_id
@@ -56,9 +60,9 @@ class Recorder:
         last_write = float("-inf")
         while True:
             group = [await self._queue.get()]
-            since = loop.time() - last_write
-            if since < LINGER:
-                await asyncio.sleep(LINGER - since)
+            since, linger = loop.time() - last_write, self.linger()
+            if since < linger:
+                await asyncio.sleep(linger - since)
             last_write = loop.time()
             while len(group) < MAX_GROUP and not self._queue.empty():
                 group.append(self._queue.get_nowait())

@@ -15,6 +15,12 @@ Every WINDOW seconds the tuner looks at what the window showed and `decide` sets
   the overrun (at most halving) once the wait passes twice the target. Async tasks never queue in
   the worker, so for them only the loop and memory limit the growth.
 
+The tuner also sets `linger`, how long the worker lets work gather before a claim or an outcome
+write while the queue is deep: long enough that one statement serves about BATCH_TARGET tasks at
+the window's completion rate, within LINGER_MIN-LINGER_MAX. PostgreSQL's cost is mostly per
+statement, so tasks of a millisecond, finishing a few at a time, would otherwise pay a claim and a
+commit each; a shallow queue never waits longer than LINGER_MIN.
+
 Short tasks from a deep queue therefore double the limit every window up to the ceiling (bigger
 pops, claims and group commits); slow sync tasks shrink it to about the runners' count, so a
 worker does not hoard tasks another worker could start. The bounds: at least the runners' count
@@ -41,6 +47,8 @@ LAG_HIGH = 0.2  # seconds an event loop tick may be late before the limit shrink
 BUSY_HIGH = 0.9  # of the window in this process's CPU time: its event loop has no room left
 MEMORY_LOW = 0.1  # of MemTotal: below this MemAvailable, the limit halves
 MEMINFO = Path("/proc/meminfo")
+BATCH_TARGET = 16  # tasks per claim and per outcome write worth waiting for while the queue is deep
+LINGER_MIN, LINGER_MAX = 0.002, 0.02  # seconds
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,14 @@ def decide(seen: Observation, bounds: Bounds) -> int:
     return bounds.clamp(limit)
 
 
+def linger(seen: Observation) -> float:
+    """How long to let claims and outcome writes gather in the next window (see the module)."""
+    if not seen.deep or seen.completed == 0 or seen.seconds <= 0:
+        return LINGER_MIN
+    rate = seen.completed / seen.seconds
+    return max(LINGER_MIN, min(LINGER_MAX, BATCH_TARGET / rate))
+
+
 def memory_available(meminfo: str) -> float | None:
     """MemAvailable / MemTotal from the text of /proc/meminfo; None if either is missing."""
     values: dict[str, int] = {}
@@ -117,6 +133,7 @@ class Tuner:
         self.bounds = bounds
         self.limit = bounds.clamp(start)
         self.deep = False
+        self.linger = LINGER_MIN  # seconds: see the module
         self._completed = 0
         self._completed_sync = 0
         self._sync_seconds = 0.0  # summed time in the worker of the sync tasks completed
@@ -162,6 +179,7 @@ class Tuner:
         return seen
 
     def step(self, seen: Observation) -> int:
+        self.linger = linger(seen)
         new = decide(seen, self.bounds)
         if new != self.limit:
             log.debug(

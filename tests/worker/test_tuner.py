@@ -9,14 +9,18 @@ from pathlib import Path
 import pytest
 
 from taskq_core.worker.tuner import (
+    BATCH_TARGET,
     CEILING,
     LAG_HIGH,
+    LINGER_MAX,
+    LINGER_MIN,
     START,
     WAIT_TARGET,
     Bounds,
     Observation,
     Tuner,
     decide,
+    linger,
     memory_available,
 )
 from tests.conftest import Api, Processes, Servers, taskq, wait_finished
@@ -41,6 +45,22 @@ def test_short_tasks_from_a_deep_queue_double_the_limit_up_to_the_ceiling() -> N
     for _ in range(6):
         limits.append(decide(replace(SHORT, limit=limits[-1]), BOUNDS))
     assert limits == [16, 32, 64, 128, 256, 256, 256]
+
+
+def test_linger_gathers_a_batch_at_the_completion_rate_while_the_queue_is_deep() -> None:
+    # 1,500 fib(20)s a second: a statement for every BATCH_TARGET of them means waiting ~10.7 ms.
+    fib = replace(SHORT, completed=150)
+    assert linger(fib) == pytest.approx(BATCH_TARGET / 1500)
+    # 10,000 no-ops a second gather a batch faster than the least wait.
+    assert linger(SHORT) == LINGER_MIN
+    # Slow tasks would make a batch wait for ever: it is capped.
+    assert linger(replace(SHORT, completed=2)) == LINGER_MAX
+
+
+def test_a_shallow_queue_never_lingers_past_the_least_wait() -> None:
+    # 100 tasks a second arriving one by one: each claim and outcome goes (nearly) at once.
+    assert linger(replace(SHORT, completed=10, deep=False)) == LINGER_MIN
+    assert linger(replace(SHORT, completed=0)) == LINGER_MIN
 
 
 def test_async_tasks_grow_whatever_their_rate() -> None:

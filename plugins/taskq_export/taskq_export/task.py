@@ -6,16 +6,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Iterator
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
 from taskq_core import PermanentError, Task, TaskContext
-from taskq_export import writers
 from taskq_export.queries import ExportQuery, collect
 from taskq_export.settings import ExportSettings
+
+if TYPE_CHECKING:
+    from taskq_export import writers
 
 Format = Literal["csv", "jsonl", "parquet"]
 FILENAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$"
@@ -146,6 +148,10 @@ class ExportTask(Task):
                 total = min(row[0], max_rows + 1) if row else None
             ctx.progress(0, total, f"exporting {query.name}")
             report = functools.partial(_report, ctx, total)
+            # The writers bring pyarrow, which every worker would otherwise import at start-up
+            # for a task type it may never run.
+            from taskq_export import writers
+
             with ctx.artifact(name, content_type) as artifact:
                 out = writers.Output(artifact, compress, settings.max_bytes)
                 rows = _write(conn, fmt, statement, params, out, max_rows, report, request)
@@ -165,6 +171,8 @@ def _write(
     report: writers.Progress,
     request: Any,
 ) -> int:
+    from taskq_export import writers
+
     if fmt == "csv":
         with conn.cursor() as cursor:
             return writers.write_csv(cursor, statement, params, out, max_rows, report)

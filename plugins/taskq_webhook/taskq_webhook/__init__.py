@@ -1,4 +1,9 @@
-"""taskq plugin providing WebhookTask, which delivers signed HTTP requests to public URLs."""
+"""taskq plugin providing WebhookTask, which delivers signed HTTP requests to public URLs.
+
+httpx is imported inside the functions that send, never at a module's top: every worker and its
+runners' fork server load this plugin before their first task, and importing httpx (which brings
+its command line, rich and click, whenever those are installed) would double their start-up.
+"""
 
 from __future__ import annotations
 

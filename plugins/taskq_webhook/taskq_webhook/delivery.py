@@ -8,12 +8,14 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from taskq_webhook.addresses import IPAddress, IPNetwork, literal_address, refusal
 from taskq_webhook.errors import WebhookRefusedError
 from taskq_webhook.settings import WebhookSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -83,6 +85,8 @@ def make_client(settings: WebhookSettings, tls: ssl.SSLContext) -> httpx.AsyncCl
     connection is keyed by IP address, so a later request to another host name on the same
     address could ride a TLS session whose certificate was checked for the first name.
     """
+    import httpx  # here, not at the top: see the package's docstring
+
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from taskq_webhook.addresses import literal_address, refusal
 from taskq_webhook.settings import NetworkSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_URL_LENGTH = 2048  # characters
 MAX_HEADERS = 50
@@ -47,6 +49,8 @@ RESERVED_PREFIX = "x-taskq-"
 
 def parse_url(value: str) -> httpx.URL:
     """An absolute http(s) URL with a host and without credentials, else ValueError."""
+    import httpx  # here, not at the top: see the package's docstring
+
     if len(value) > MAX_URL_LENGTH:
         raise ValueError(f"at most {MAX_URL_LENGTH} characters")
     try:

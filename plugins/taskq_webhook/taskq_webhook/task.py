@@ -6,8 +6,7 @@ import asyncio
 import logging
 import socket
 import time
-
-import httpx
+from typing import TYPE_CHECKING
 
 from taskq_core import Retry, Task, TaskContext
 from taskq_webhook.delivery import Answer, exchange, make_client, origin, pin, tls_context
@@ -16,6 +15,9 @@ from taskq_webhook.retries import backoff, retry_after
 from taskq_webhook.schema import WebhookInput, WebhookOutput, encode_body, parse_url
 from taskq_webhook.settings import WebhookSettings, load_settings
 from taskq_webhook.signing import TASK_ID_HEADER, signed_headers
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class WebhookTask(Task):
 
     async def run(self, data: WebhookInput, ctx: TaskContext) -> WebhookOutput:
         """Deliver the request; raise Retry for what may pass, a WebhookError for what won't."""
+        import httpx  # here, not at the top: see the package's docstring
+
         key = self.settings.signing_key  # before any I/O: no secret, no request
         url = httpx.URL(data.url)
         try:
@@ -160,6 +164,8 @@ class WebhookTask(Task):
 
 def _redirect_target(current: httpx.URL, location: str) -> httpx.URL:
     """The URL a Location points to, held to the input's rules; `pin` checks its address."""
+    import httpx  # here, not at the top: see the package's docstring
+
     try:
         target = parse_url(str(current.join(location)))
     except (httpx.InvalidURL, ValueError) as exc:

@@ -1,0 +1,119 @@
+"""`taskq-worker` (and `taskq worker`): its options, and starting the worker process.
+
+Imports only what a worker needs before its first task: this module is the entry point of every
+worker scaled from zero, and each module imported here is paid for in start-up time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from taskq_core.cli.running import positive, run
+from taskq_core.settings import Settings
+
+if TYPE_CHECKING:
+    from taskq_core.worker.loop import Worker
+
+log = logging.getLogger("taskq")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "taskq-worker") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a taskq worker: pop task ids by priority, claim, run, record.",
+    )
+    add_options(parser)
+    parser.set_defaults(func=run_worker, command="worker")
+    return run(parser, argv)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=positive,
+        default=None,
+        help="the most tasks in flight at once; async ones share the event loop. The worker "
+        "finds its own number within it, growing while the queue is deep and tasks are short, "
+        "shrinking when tasks queue for the runners or memory is tight (default: up to 256)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive,
+        default=os.cpu_count() or 1,
+        help="runner processes for sync task types, each running one task at a time "
+        f"(default: one per core, {os.cpu_count() or 1} here)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM or Ctrl-C, how long running tasks may take to finish before they are "
+        "handed back to the queue (default 20); a second signal stops at once",
+    )
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from taskq_core import devstate
+    from taskq_core.processes import child_env
+    from taskq_core.worker.pool import RunnerPool
+
+    database_url, redis_url = devstate.resolve_urls(settings)
+    pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
+
+    async def start() -> Worker:
+        # The runners' fork server loads the plugins in its own process while this one imports
+        # the worker and loads them too: the two start-ups overlap instead of following each other.
+        await pool.prepare()
+        from taskq_core.plugins import load_registry
+        from taskq_core.worker.holding import WorkerOptions
+        from taskq_core.worker.loop import Worker
+        from taskq_core.worker.retention import warn_if_short
+
+        try:
+            registry = load_registry()
+        except BaseException:
+            await pool.close()
+            raise
+        warn_if_short(settings.retention())
+        return Worker(
+            database_url=database_url,
+            redis_url=redis_url,
+            registry=registry,
+            options=WorkerOptions(
+                concurrency=args.concurrency,
+                lease_seconds=settings.lease_seconds,
+                sweep_interval=settings.sweep_interval_seconds,
+                grace_seconds=args.grace_seconds,
+                queue=settings.queue,
+                retention=settings.retention(),
+                prepare=settings.database_prepare,
+            ),
+            pool=pool,
+        )
+
+    async def main() -> None:
+        worker = await start()
+        loop = asyncio.get_running_loop()
+        stops = 0
+
+        def on_signal() -> None:
+            nonlocal stops
+            stops += 1
+            if stops > 1:
+                # A second signal: stop at once; the leases bring back what was running.
+                log.warning("second signal: exiting now")
+                os._exit(1)
+            worker.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+
+    asyncio.run(main())
+    return 0
