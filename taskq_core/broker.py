@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -102,6 +103,18 @@ def decode_statuses(data: str) -> list[tuple[int, str]]:
     return [(int(task_id), str(status)) for task_id, status in json.loads(data)]
 
 
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    # redis-py 7+ asks every new connection to enable maintenance notifications (a feature of
+    # Redis Enterprise): a round trip, and an error from any other server. Ours never send them.
+    NO_HANDSHAKE: dict[str, Any] = {
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False)
+    }
+except ImportError:  # an older redis-py does not ask
+    NO_HANDSHAKE = {}
+
+
 def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
     """An asyncio Redis client with its own connection pool.
 
@@ -114,6 +127,7 @@ def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:
         socket_connect_timeout=2,
         socket_timeout=None if blocking else 5,
         health_check_interval=30,
+        **NO_HANDSHAKE,
     )
 
 

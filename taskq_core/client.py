@@ -42,7 +42,9 @@ class Client:
     ) -> None:
         self.registry = registry if registry is not None else load_registry()
         self.queue = queue
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=2, socket_timeout=5, **broker.NO_HANDSHAKE
+        )
         self._engine: Engine | None = (
             engines.sync_engine(database_url, prepare=prepare) if database_url else None
         )
