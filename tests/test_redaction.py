@@ -11,8 +11,10 @@ import uuid
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 
-from taskq_core import broker
+from taskq_core import broker, redaction
 from taskq_core.db import urls
 from taskq_core.redaction import RedactingFilter, redact, redact_url
 from tests.conftest import Servers
@@ -114,3 +116,25 @@ def test_postgresql_sslmode_in_the_url_reaches_libpq(servers: Servers) -> None:
         assert conn.info.parameter_status("server_version")
     with pytest.raises(psycopg.OperationalError, match=r"(?i)ssl"):
         psycopg.connect(f"{base}{separator}sslmode=require", connect_timeout=5)
+
+
+# Texts built from the pieces the patterns look for, so that many of them hold a secret.
+_PIECES = st.sampled_from(
+    [
+        *("://", "u:", "pw", "@", "?", "&", "password=", "?token=", "&secret=", "x", "tq_"),
+        *("A" * 24, "Bearer ", "bearer ", "b", " "),
+    ]
+)
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=5)), max_size=12).map("".join))
+def test_the_quick_check_skips_only_texts_no_pattern_would_change(text: str) -> None:
+    every_pattern = text
+    for pattern, replacement in (
+        (redaction._URL_PASSWORD, rf"\1{redaction.MASK}@"),
+        (redaction._QUERY_PASSWORD, rf"\1{redaction.MASK}"),
+        (redaction._BEARER, rf"\1{redaction.MASK}"),
+        (redaction._API_KEY, f"tq_{redaction.MASK}"),
+    ):
+        every_pattern = pattern.sub(replacement, every_pattern)
+    assert redact(text) == every_pattern
