@@ -71,5 +71,5 @@ class Rq(Peer):
         return WORKERS if self.tuned else 1
 
     def _flags(self) -> list[str]:
-        where = ["-u", self.ctx.redis_urls["queue"], "--logging_level", "WARNING", QUEUE]
+        where = ["-u", self.ctx.redis_urls["queue"], QUEUE]
         return (["-w", "rq.worker.SimpleWorker"] if self.tuned else []) + where
