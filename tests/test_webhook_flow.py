@@ -111,9 +111,20 @@ def test_a_webhook_is_delivered_signed_and_retried_after_a_503(
         assert body == b'{"event":"export.ready","id":17}'  # keys sorted, whatever jsonb did
         assert headers["X-Tenant"] == "acme"
         assert headers["X-Taskq-Task-Id"] == str(task_id)
-        signed = f"{headers['X-Taskq-Timestamp']}.".encode() + body
+        assert headers["Host"] == f"localhost:{hook.port}"
+        # v2 (README: "What the receiver gets"), rebuilt here from what the receiver got.
+        fields = [
+            b"v2",
+            headers["X-Taskq-Timestamp"].encode(),
+            str(task_id).encode(),
+            method.encode(),
+            f"http://{headers['Host']}{path}".encode(),
+            body,
+        ]
+        signed = b"".join(b"%d:%s" % (len(field), field) for field in fields)
         expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
-        assert headers["X-Taskq-Signature"] == f"v1={expected}"
+        assert headers["X-Taskq-Signature-V2"] == f"v2={expected}"
+        assert "x-taskq-signature" not in {name.lower() for name in headers}  # v1: if configured
     assert SECRET not in str(task)
     log = workers.processes.output()
     assert f"POST http://localhost:{hook.port} -> 503" in log

@@ -36,6 +36,20 @@ def origin(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
+def sent_url(url: httpx.URL) -> str:
+    """The URL as `exchange` puts it on the wire: scheme, `Host` header, request target.
+
+    What v2 signs: the receiver rebuilds it from what it got (its scheme, the `Host` header, the
+    path and query undecoded), so it must be these bytes, not the URL as the caller spelled it
+    (a `#fragment` is never sent, and httpx percent-encodes what the caller left raw).
+    """
+    return f"{url.scheme}://{_host(url)}{url.raw_path.decode('ascii')}"
+
+
+def _host(url: httpx.URL) -> str:
+    return url.netloc.decode("ascii")
+
+
 async def pin(url: httpx.URL, allowed: tuple[IPNetwork, ...]) -> IPAddress:
     """Resolve the URL's host once, refuse it if any address is refused, return one to use.
 
@@ -120,7 +134,7 @@ async def exchange(
         # The connection goes to the IP, but TLS must present and verify the host name.
         extensions["sni_hostname"] = host
     target = url.copy_with(host=str(address))
-    request_headers = {"Host": url.netloc.decode("ascii"), **headers}
+    request_headers = {"Host": _host(url), **headers}
     async with client.stream(
         method, target, headers=request_headers, content=body, extensions=extensions
     ) as response:

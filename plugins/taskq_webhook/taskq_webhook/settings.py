@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taskq_webhook.addresses import IPNetwork, parse_networks
 from taskq_webhook.errors import WebhookConfigError
+from taskq_webhook.signing import VERSIONS
 
 MIN_SECRET_LENGTH = 16  # characters; a shorter HMAC key is guessable offline from one delivery
 
@@ -42,7 +43,31 @@ class WebhookSettings(NetworkSettings):
     max_response_bytes: int = Field(default=64 * 1024, ge=0)
     max_redirects: int = Field(default=3, ge=0, le=10)
     max_retry_after_seconds: float = Field(default=3600.0, ge=0)
-    user_agent: str = "taskq-webhook/0.1"
+    user_agent: str = "taskq-webhook/0.2"
+    signature_versions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("v2",),
+        description="Comma-separated signature versions to send: `v2` (the default), or "
+        "`v1,v2` while some receivers still verify 0.1's v1 (README: Upgrading from 0.1).",
+    )
+
+    @field_validator("signature_versions", mode="before")
+    @classmethod
+    def _versions(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+
+    @field_validator("signature_versions")
+    @classmethod
+    def _known_versions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [version for version in value if version not in VERSIONS]
+        if unknown:
+            raise ValueError(f"unknown signature version {unknown[0]!r}: use v2, or v1,v2")
+        # v2 on every delivery: a receiver that has moved to it can count on it, and never
+        # needs to fall back to v1 (which a replayed request would then exploit).
+        if "v2" not in value:
+            raise ValueError("v2 is always sent: use v2, or v1,v2 while receivers migrate")
+        return tuple(version for version in VERSIONS if version in value)
 
     @property
     def signing_key(self) -> bytes:

@@ -9,12 +9,20 @@ import time
 from typing import TYPE_CHECKING
 
 from taskq_core import Retry, Task, TaskContext
-from taskq_webhook.delivery import Answer, exchange, make_client, origin, pin, tls_context
+from taskq_webhook.delivery import (
+    Answer,
+    exchange,
+    make_client,
+    origin,
+    pin,
+    sent_url,
+    tls_context,
+)
 from taskq_webhook.errors import WebhookRefusedError, WebhookRejectedError
 from taskq_webhook.retries import backoff, retry_after
 from taskq_webhook.schema import WebhookInput, WebhookOutput, encode_body, parse_url
 from taskq_webhook.settings import WebhookSettings, load_settings
-from taskq_webhook.signing import TASK_ID_HEADER, signed_headers
+from taskq_webhook.signing import signed_headers
 
 if TYPE_CHECKING:
     import httpx
@@ -99,9 +107,17 @@ class WebhookTask(Task):
                     for name, value in base_headers.items()
                     if origin(url) == first_origin or name.lower() not in CREDENTIAL_HEADERS
                 }
-                # Signed afresh for each request, so a redirect target gets a current timestamp.
-                headers |= signed_headers(key, int(time.time()), body)
-                headers[TASK_ID_HEADER] = str(ctx.task_id)
+                # Signed afresh for each request: a redirect target gets a current timestamp and
+                # a signature for its own URL, which the previous hop's would not match.
+                headers |= signed_headers(
+                    key,
+                    self.settings.signature_versions,
+                    int(time.time()),
+                    ctx.task_id,
+                    data.method,
+                    sent_url(url),
+                    body,
+                )
                 answer = await exchange(
                     client,
                     data.method,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Send
+from readme_receiver import readme_verify
 from taskq_webhook import (
     WebhookConfigError,
     WebhookRejectedError,
@@ -24,19 +23,6 @@ from taskq_webhook import (
 from webhook_receiver import SECRET, Receiver, Reply
 
 from taskq_core import PermanentError, Retry
-
-README = Path(__file__).parents[1] / "README.md"
-
-
-def readme_verify() -> Any:
-    """The `verify` function of the README's "Verifying a delivery", run as a receiver would."""
-    text = README.read_text()
-    section = text[text.index("## Verifying a delivery") :]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert code is not None
-    namespace: dict[str, Any] = {}
-    exec(code.group(1), namespace)
-    return namespace["verify"]
 
 
 def test_a_delivery_arrives_exactly_and_its_signature_verifies(
@@ -64,23 +50,35 @@ def test_a_delivery_arrives_exactly_and_its_signature_verifies(
     sent = '{"event":"export.ready","id":17,"name":"Zoë ✓","tags":["a",null,1.5]}'
     assert got.body == sent.encode()
 
+    assert got.url == receiver.url("/hook?token=abc")
+
     verify = readme_verify()
-    assert verify(SECRET.encode(), got.headers, got.body)
+    key = SECRET.encode()
+    assert verify(key, got.method, got.url, got.headers, got.body)
     # The same check refuses a changed body, another key, and a replay outside the window.
-    assert not verify(SECRET.encode(), got.headers, got.body + b" ")
-    assert not verify(b"another-secret-0123456789", got.headers, got.body)
+    assert not verify(key, got.method, got.url, got.headers, got.body + b" ")
+    assert not verify(b"another-secret-0123456789", got.method, got.url, got.headers, got.body)
     stamp = int(got.headers["X-Taskq-Timestamp"])
-    assert not verify(SECRET.encode(), got.headers, got.body, now=stamp + 301)
-    assert verify(SECRET.encode(), got.headers, got.body, now=stamp + 299)
+    assert not verify(key, got.method, got.url, got.headers, got.body, now=stamp + 301)
+    assert verify(key, got.method, got.url, got.headers, got.body, now=stamp + 299)
+    assert not verify(key, got.method, got.url, got.headers, got.body, now=stamp - 301)
     # Forged or missing headers are a False, never an exception (a 500 at the receiver).
-    signature = got.headers["X-Taskq-Signature"]
-    for forged in [{}, {"X-Taskq-Timestamp": str(stamp)}, {"X-Taskq-Signature": signature}]:
-        assert not verify(SECRET.encode(), forged, got.body)
-    for bad in ["v1=é", "v2=" + signature[3:], "", "v1", "v1=" + "0" * 64]:
-        assert not verify(
-            SECRET.encode(), {**dict(got.headers), "X-Taskq-Signature": bad}, got.body
-        )
-    assert not verify(SECRET.encode(), {**dict(got.headers), "X-Taskq-Timestamp": "soon"}, got.body)
+    signature = got.headers["X-Taskq-Signature-V2"]
+    whole = dict(got.headers)
+    for missing in ["X-Taskq-Timestamp", "X-Taskq-Task-Id", "X-Taskq-Signature-V2"]:
+        partial = {name: value for name, value in whole.items() if name != missing}
+        assert not verify(key, got.method, got.url, partial, got.body)
+    for bad in ["v2=é", "v1=" + signature[3:], "", "v2", "v2=" + "0" * 64, signature.upper()]:
+        forged = {**whole, "X-Taskq-Signature-V2": bad}
+        assert not verify(key, got.method, got.url, forged, got.body)
+    for name, bad in [
+        ("X-Taskq-Timestamp", "soon"),
+        ("X-Taskq-Timestamp", ""),
+        ("X-Taskq-Task-Id", "é"),
+    ]:
+        assert not verify(key, got.method, got.url, {**whole, name: bad}, got.body)
+    # By default v2 alone: no v1, which a replay with another task id or URL would pass.
+    assert got.headers["X-Taskq-Signature"] is None
 
     assert out.status_code == 200
     assert out.reason == "OK"
@@ -101,7 +99,7 @@ def test_a_null_body_is_an_empty_signed_body(
     assert got.method == method
     assert got.body == b""
     assert got.headers["Content-Type"] == "text/plain"  # the caller's, not ours
-    assert readme_verify()(SECRET.encode(), got.headers, b"")
+    assert readme_verify()(SECRET.encode(), method, got.url, got.headers, b"")
 
 
 def test_a_host_name_is_sent_as_host_while_the_checked_address_is_used(
@@ -255,7 +253,9 @@ def test_307_and_308_are_followed_and_signed_again(receiver: Receiver, send: Sen
     assert [r.path for r in receiver.received] == ["/hook", "/moved", "/final"]
     assert all(r.method == "POST" and r.body == b'{"a":1}' for r in receiver.received)
     verify = readme_verify()
-    assert all(verify(SECRET.encode(), r.headers, r.body) for r in receiver.received)
+    assert all(
+        verify(SECRET.encode(), r.method, r.url, r.headers, r.body) for r in receiver.received
+    )
     assert out.url == receiver.url("/final", host="localhost")
     assert out.redirects == [receiver.url(host="localhost"), receiver.url("/moved", "localhost")]
 

@@ -31,9 +31,10 @@ class Received:
     """One request as the receiver read it."""
 
     method: str
-    path: str
+    path: str  # the request target as received: path and query, undecoded
     headers: Message
     body: bytes
+    url: str  # where the request came, rebuilt as the README says: scheme, Host, target
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -43,7 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length) if length else b""
         receiver = self.server.receiver
-        receiver.received.append(Received(self.command, self.path, self.headers, body))
+        url = f"{receiver.scheme}://{self.headers['Host']}{self.path}"
+        receiver.received.append(Received(self.command, self.path, self.headers, body, url))
         reply = receiver.replies.get(self.path.split("?", 1)[0], Reply())
         if reply.hang:
             receiver.released.wait(60)
