@@ -27,7 +27,7 @@ import psycopg
 from bench import report
 from taskq_core import broker
 from taskq_core.db import engines
-from taskq_core.db.overview import OverviewQueries
+from taskq_core.db.overview import PAGE_COLUMNS, OverviewQueries
 from taskq_core.db.storage import Storage
 from taskq_core.processes import spawn
 
@@ -87,8 +87,10 @@ async def statements(url: str, redis_url: str, count: int) -> dict[str, dict[str
         "workers": lambda: storage.list_workers(30),
         "running tasks by worker": queries.running_by_worker,
         "queue depths (Redis)": queue.depths,
-        "tasks page (50)": lambda: queries.list_summaries(limit=50),
-        "tasks page, failed": lambda: queries.list_summaries(status="failed", limit=50),
+        "tasks page (50)": lambda: storage.list_tasks(limit=50, columns=PAGE_COLUMNS),
+        "tasks page, failed": lambda: storage.list_tasks(
+            status="failed", limit=50, columns=PAGE_COLUMNS
+        ),
         "avoided: full count": full_count,
     }
     try:
