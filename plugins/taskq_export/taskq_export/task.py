@@ -148,32 +148,24 @@ class ExportTask(Task):
             report = functools.partial(_report, ctx, total)
             with ctx.artifact(name, content_type) as artifact:
                 out = writers.Output(artifact, compress, settings.max_bytes)
-                rows = _write(conn, fmt, statement, params, out, max_rows, report, request)
+                export = writers.Export(statement, params, out, max_rows, report)
+                rows = _write(conn, fmt, export, gzip=bool(request.gzip))
                 out.finish()
             conn.execute("COMMIT")
         ctx.progress(rows, total, f"{rows} rows written")
         return ExportOutput(artifact=name, rows=rows, bytes=out.bytes, format=fmt, gzip=compress)
 
 
-def _write(
-    conn: psycopg.Connection[Any],
-    fmt: str,
-    statement: sql.Composed,
-    params: dict[str, Any],
-    out: writers.Output,
-    max_rows: int,
-    report: writers.Progress,
-    request: Any,
-) -> int:
+def _write(conn: psycopg.Connection[Any], fmt: str, export: writers.Export, gzip: bool) -> int:
     if fmt == "csv":
         with conn.cursor() as cursor:
-            return writers.write_csv(cursor, statement, params, out, max_rows, report)
+            return writers.write_csv(cursor, export)
     # A server-side cursor: the rows stay on the server until fetched, a batch at a time.
     with conn.cursor(name="taskq_export", binary=True) as cursor:
         if fmt == "jsonl":
-            return writers.write_jsonl(cursor, statement, params, out, max_rows, report)
-        compression = "gzip" if request.gzip else "snappy"
-        return writers.write_parquet(cursor, statement, params, out, max_rows, report, compression)
+            return writers.write_jsonl(cursor, export)
+        # Parquet compresses its own pages: gzip there, not around the file.
+        return writers.write_parquet(cursor, export, "gzip" if gzip else "snappy")
 
 
 @contextlib.contextmanager
