@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Send
 from taskq_webhook import (
     WebhookConfigError,
     WebhookRejectedError,
@@ -21,7 +20,7 @@ from taskq_webhook import (
     WebhookTask,
     register_task_types,
 )
-from webhook_receiver import SECRET, Receiver, Reply
+from webhook_receiver import SECRET, Receiver, Reply, Send
 
 from taskq_core import PermanentError, Retry
 
