@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Update
 
 from taskq_core.db.artifacts import LISTED_COLUMNS as ARTIFACT_COLUMNS
 from taskq_core.db.models import task_artifacts, task_attempts, tasks
@@ -312,14 +312,10 @@ class TaskQueries:
             )
             .returning(tasks.c.id)
         )
-        async with self.engine.begin() as conn:
-            changed = (await conn.execute(statement)).first()
-        task = await self.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"task {task_id} not found")
+        changed, task = await self._change(task_id, statement)
         # A running task may finish between the flag and the read: the cancel came too late,
         # and answering as if it had cancelled would be untrue (the chaos run found this).
-        if changed is None or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        if not changed or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
         return task
 
@@ -351,16 +347,22 @@ class TaskQueries:
             )
             .returning(tasks.c.id)
         )
-        async with self.engine.begin() as conn:
-            changed = (await conn.execute(statement)).first()
-        task = await self.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"task {task_id} not found")
-        if changed is None:
+        changed, task = await self._change(task_id, statement)
+        if not changed:
             raise TaskStateError(
                 f"task {task_id} is {task['status']}: only failed or cancelled tasks can be retried"
             )
         return task
+
+    async def _change(self, task_id: int, statement: Update) -> tuple[bool, dict[str, Any]]:
+        """Run `statement` (an UPDATE of the task, returning its id): whether it changed the task,
+        and the task as it is then. Raises TaskNotFoundError."""
+        async with self.engine.begin() as conn:
+            changed = (await conn.execute(statement)).first() is not None
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        return changed, task
 
     async def count_by_status(self, since_id: int = 0) -> dict[str, int]:
         """How many tasks with id above `since_id` are in each status."""
