@@ -10,25 +10,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
 from bench import report
+from bench.servers import given_or_embedded
 from taskq_core import broker
 from taskq_core.db import engines
-from taskq_core.db.overview import OverviewQueries
+from taskq_core.db.overview import PAGE_COLUMNS, OverviewQueries
 from taskq_core.db.storage import Storage
+from taskq_core.embedded.ports import free_port
 from taskq_core.processes import spawn
 
 FULL_COUNT = "SELECT status, count(*) FROM tasks GROUP BY status"
@@ -87,8 +86,10 @@ async def statements(url: str, redis_url: str, count: int) -> dict[str, dict[str
         "workers": lambda: storage.list_workers(30),
         "running tasks by worker": queries.running_by_worker,
         "queue depths (Redis)": queue.depths,
-        "tasks page (50)": lambda: queries.list_summaries(limit=50),
-        "tasks page, failed": lambda: queries.list_summaries(status="failed", limit=50),
+        "tasks page (50)": lambda: storage.list_tasks(limit=50, columns=PAGE_COLUMNS),
+        "tasks page, failed": lambda: storage.list_tasks(
+            status="failed", limit=50, columns=PAGE_COLUMNS
+        ),
         "avoided: full count": full_count,
     }
     try:
@@ -135,13 +136,6 @@ def refreshes(url: str, redis_url: str, count: int) -> dict[str, float]:
     return {"median_ms": statistics.median(samples), "p95_ms": samples[int(len(samples) * 0.95)]}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     engines.upgrade(url)
     fill(url, args.finished, args.pending)
@@ -163,16 +157,9 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    if args.database_url and args.redis_url:
-        result = run(args.database_url, args.redis_url, args)
-    else:
-        from taskq_core.embedded import EmbeddedServers
-
-        with (
-            tempfile.TemporaryDirectory(prefix="taskq-dashboard-") as tmp,
-            EmbeddedServers(Path(tmp), durable=True) as servers,
-        ):
-            result = run(servers.database_url, servers.redis_url, args)
+    given = args.database_url, args.redis_url
+    with given_or_embedded(*given, "taskq-dashboard-") as (url, redis_url):
+        result = run(url, redis_url, args)
     title = f"with {args.finished:,} finished"
     print(f"{title:<28}{'median ms':>10}{'p95 ms':>10}")
     for name, r in [*result["statements"].items(), ("refresh over HTTP", result["refresh_http"])]:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench import report
+from bench.servers import given_or_embedded
 from taskq_core import broker, enqueue
 from taskq_core.db import engines, urls
 from taskq_core.db.storage import Storage
@@ -134,14 +133,8 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="taskq-scale-") as tmp:
-        if args.database_url and args.redis_url:
-            result = asyncio.run(run(args.database_url, args.redis_url, args))
-        else:
-            from taskq_core.embedded import EmbeddedServers
-
-            with EmbeddedServers(Path(tmp), durable=True) as servers:
-                result = asyncio.run(run(servers.database_url, servers.redis_url, args))
+    with given_or_embedded(args.database_url, args.redis_url, "taskq-scale-") as (url, redis_url):
+        result = asyncio.run(run(url, redis_url, args))
     print(f"{'operation':<10}{'empty /s':>12}{'full /s':>12}{'full/empty':>12}")
     for op in ("enqueue", "claim", "get"):
         r = result[op]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,3 +94,21 @@ class Servers:
                 "aof_enabled": persistence.get("aof_enabled"),
             },
         }
+
+
+@contextlib.contextmanager
+def given_or_embedded(
+    database_url: str | None, redis_url: str | None, prefix: str
+) -> Iterator[tuple[str, str]]:
+    """A side benchmark's servers: the PostgreSQL and Redis URLs given (both), else those of a
+    durable embedded pair, in a temporary folder named `prefix`..., that lives for the block."""
+    if database_url and redis_url:
+        yield database_url, redis_url
+        return
+    from taskq_core.embedded import EmbeddedServers
+
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        EmbeddedServers(Path(tmp), durable=True) as servers,
+    ):
+        yield servers.database_url, servers.redis_url

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench import report
+from bench.servers import given_or_embedded
 from taskq_core import broker
 from taskq_core.db import engines, urls
 from taskq_core.worker.lost import LostDispatches
@@ -127,14 +126,8 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--redis-url")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="taskq-sweep-") as tmp:
-        if args.database_url and args.redis_url:
-            result = asyncio.run(run(args.database_url, args.redis_url, args))
-        else:
-            from taskq_core.embedded import EmbeddedServers
-
-            with EmbeddedServers(Path(tmp), durable=True) as servers:
-                result = asyncio.run(run(servers.database_url, servers.redis_url, args))
+    with given_or_embedded(args.database_url, args.redis_url, "taskq-sweep-") as (url, redis_url):
+        result = asyncio.run(run(url, redis_url, args))
     h = result["healthy_sweep"]
     print(f"{result['pending']:,} pending queued + {result['delayed']:,} delayed")
     print(

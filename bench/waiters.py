@@ -30,6 +30,7 @@ from bench.memory import rss_kib
 from bench.peers.taskq import write_site
 from taskq_core import broker
 from taskq_core.db import engines
+from taskq_core.embedded.ports import free_port
 from taskq_core.processes import child_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,15 +41,6 @@ DELAY = 40.0  # seconds until the tasks are due
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def settled(pid: int) -> float:

@@ -6,8 +6,8 @@ from types import TracebackType
 from typing import Any
 
 from taskq_core import broker as broker_module
-from taskq_core import devstate
 from taskq_core.broker import Broker
+from taskq_core.client import configured
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
 from taskq_core.enqueue import GroupSubmitter, prepare, submit_idempotent
@@ -46,14 +46,7 @@ class AsyncClient:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> AsyncClient:
         """A client for the configured servers (or those of a running `taskq dev`)."""
-        settings = settings or Settings()
-        database_url, redis_url = devstate.resolve_urls(settings)
-        return cls(
-            redis_url=redis_url,
-            database_url=database_url,
-            queue=settings.queue,
-            prepare=settings.database_prepare,
-        )
+        return cls(**configured(settings))
 
     def prepare(self, task_type: str, input_data: Any, **options: Any) -> NewTask:
         """Validate a request (InvalidTaskError lists every bad field)."""

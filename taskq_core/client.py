@@ -23,6 +23,19 @@ from taskq_core.settings import Settings
 log = logging.getLogger("taskq.client")
 
 
+def configured(settings: Settings | None = None) -> dict[str, Any]:
+    """The arguments of `Client` and `AsyncClient` for the configured servers and queue (or the
+    servers of a running `taskq dev`)."""
+    settings = settings or Settings()
+    database_url, redis_url = devstate.resolve_urls(settings)
+    return {
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "queue": settings.queue,
+        "prepare": settings.database_prepare,
+    }
+
+
 class Client:
     """Validates task requests against the installed task types and enqueues them.
 
@@ -65,14 +78,7 @@ class Client:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Client:
         """A client for the configured servers (or those of a running `taskq dev`)."""
-        settings = settings or Settings()
-        database_url, redis_url = devstate.resolve_urls(settings)
-        return cls(
-            redis_url=redis_url,
-            database_url=database_url,
-            queue=settings.queue,
-            prepare=settings.database_prepare,
-        )
+        return cls(**configured(settings))
 
     def close(self) -> None:
         self._redis.close()

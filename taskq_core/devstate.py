@@ -27,23 +27,15 @@ def data_dir(settings: Settings) -> Path:
     return settings.data_dir or default_data_dir()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read(path: Path) -> DevState | None:
     """The state of a live `taskq dev`, or None (no file, unreadable, or its process is gone)."""
     try:
         state = DevState(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    return state if _alive(state.pid) else None
+    from taskq_core.embedded.processes import alive
+
+    return state if alive(state.pid) else None
 
 
 def write(path: Path, state: DevState) -> None:

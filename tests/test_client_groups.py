@@ -15,6 +15,7 @@ from taskq_core.broker import PRIORITIES, queue_key
 from taskq_core.client import Client
 from taskq_core.commit_group import WRITERS
 from taskq_core.errors import InvalidTaskError
+from taskq_core.settings import Settings
 from tests.conftest import Servers, wait_for
 
 THREADS = 32
@@ -118,3 +119,17 @@ def test_asyncio_tasks_enqueueing_at_once_share_statements(clean: Servers) -> No
     assert _queued(clean) == ids
     with clean.redis() as client:
         assert client.llen("taskq:{default}:4") == THREADS
+
+
+def test_both_clients_from_settings_use_the_configured_servers_and_queue(clean: Servers) -> None:
+    settings = Settings(database_url=clean.database_url, redis_url=clean.redis_url, queue="q2")
+
+    async def enqueue_async() -> int:
+        async with AsyncClient.from_settings(settings) as client:
+            return await client.enqueue("FibonacciTask", {"n": 2})
+
+    with Client.from_settings(settings) as client:
+        ids = [client.enqueue("FibonacciTask", {"n": 1}), asyncio.run(enqueue_async())]
+    assert clean.sql("SELECT id, queue FROM tasks ORDER BY id") == [(i, "q2") for i in ids]
+    with clean.redis() as redis:
+        assert sorted(int(i) for i in redis.lrange(queue_key("q2", 3), 0, -1)) == ids

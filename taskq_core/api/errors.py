@@ -49,31 +49,29 @@ def _redact(exc: BaseException) -> str:
     return redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
 
 
-async def _database_down(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("PostgreSQL unavailable: %s", _redact(exc))
-    return AsciiJSONResponse(
-        {"detail": "PostgreSQL is unavailable; nothing was written. Try again shortly."},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 
-async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("every PostgreSQL connection of this process stayed busy: %s", _redact(exc))
-    return AsciiJSONResponse(
-        {"detail": "PostgreSQL connections are all busy; nothing was written. Try again shortly."},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+def _outage(what: str, detail: str) -> Handler:
+    """A 503 for a backend that failed (`what`, logged with the redacted error): nothing was
+    written, and the client may try again shortly."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s: %s", what, _redact(exc))
+        return AsciiJSONResponse(
+            {"detail": f"{detail}; nothing was written. Try again shortly."},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    return handle
 
 
-async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("Redis unavailable: %s", _redact(exc))
-    return AsciiJSONResponse(
-        {"detail": "Redis is unavailable; nothing was written. Try again shortly."},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+_database_down = _outage("PostgreSQL unavailable", "PostgreSQL is unavailable")
+_pool_exhausted = _outage(
+    "every PostgreSQL connection of this process stayed busy", "PostgreSQL connections are all busy"
+)
+_redis_down = _outage("Redis unavailable", "Redis is unavailable")
 
 
 async def _data_refused(request: Request, exc: Exception) -> JSONResponse:
@@ -159,8 +157,6 @@ async def _conflict(request: Request, exc: Exception) -> JSONResponse:
 async def _range(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=416)
 
-
-Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 HANDLERS: dict[type[Exception], Handler] = {
     DataError: _data_refused,

@@ -11,18 +11,17 @@ served.
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from taskq_core.api.errors import AsciiJSONResponse
+
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes, open in every mode: they tell nothing
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost", "ip6-loopback"})
-REFUSAL = json.dumps(
-    {
-        "detail": "this API runs without keys, so it answers only requests addressed to an IP "
-        "address or localhost (a defence against DNS rebinding): use one, or create an API key"
-    }
-).encode()
+REFUSAL = (
+    "this API runs without keys, so it answers only requests addressed to an IP address or "
+    "localhost (a defence against DNS rebinding): use one, or create an API key"
+)
 
 
 def acceptable(host_header: str) -> bool:
@@ -54,13 +53,7 @@ class OpenModeHosts:
             if keyring is not None and keyring.open:
                 host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
                 if host and not acceptable(host):
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 403,
-                            "headers": [(b"content-type", b"application/json")],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": REFUSAL})
+                    refusal = AsciiJSONResponse({"detail": REFUSAL}, status_code=403)
+                    await refusal(scope, receive, send)
                     return
         await self.app(scope, receive, send)

@@ -9,9 +9,10 @@ thrown away, within bounds (DRAIN_FACTOR times the limit, DRAIN_SECONDS), before
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskq_core.api.errors import AsciiJSONResponse
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -48,7 +49,7 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             if int(declared) <= self.max_bytes * DRAIN_FACTOR:
                 await self._drain(receive, 0)
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -61,7 +62,7 @@ class BodySizeLimit:
             if size > self.max_bytes:
                 if message.get("more_body", False):
                     await self._drain(receive, size)
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -82,18 +83,6 @@ class BodySizeLimit:
         except TimeoutError:
             return
 
-    async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            {"detail": f"request body is larger than the limit of {self.max_bytes} bytes"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
+        await AsciiJSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

@@ -10,7 +10,6 @@ while the API is open (no key exists) every client is its address.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -98,21 +97,11 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         retry_after = str(max(1, math.ceil(wait)))
-        body = json.dumps(
-            {
-                "detail": f"rate limit of {self.rate.limit} requests per {self.rate.window}s "
-                f"exceeded; retry after {retry_after}s"
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", retry_after.encode()),
-                ],
-            }
+        detail = (
+            f"rate limit of {self.rate.limit} requests per {self.rate.window}s exceeded; "
+            f"retry after {retry_after}s"
         )
-        await send({"type": "http.response.body", "body": body})
+        refusal = errors.AsciiJSONResponse(
+            {"detail": detail}, status_code=429, headers={"Retry-After": retry_after}
+        )
+        await refusal(scope, receive, send)

@@ -1,5 +1,6 @@
-"""The dashboard's queries: cheap counts, recent throughput and task summaries, whatever the table's
-size (each statement reads an index range or a bounded window, never the whole table)."""
+"""The dashboard's queries: cheap counts, recent throughput and the tasks page's columns,
+whatever the table's size (each statement reads an index range or a bounded window, never the
+whole table)."""
 
 from __future__ import annotations
 
@@ -89,7 +90,10 @@ _THROUGHPUT = text(
 )
 
 
-LIST_COLUMNS = (
+# The dashboard's tasks page lists these through TaskQueries.list_tasks (the API's query): the
+# page shows each running task's progress, which the API's listing leaves out, and neither run_at
+# nor worker_id.
+PAGE_COLUMNS = (
     tasks.c.id,
     tasks.c.task_type,
     tasks.c.status,
@@ -175,25 +179,3 @@ class OverviewQueries:
                     {"id": row.id, "task_type": row.task_type}
                 )
         return result
-
-    async def list_summaries(
-        self,
-        *,
-        status: str | None = None,
-        task_type: str | None = None,
-        priority: int | None = None,
-        before_id: int | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Task summaries newest first, filtered; page with `before_id` (the last id shown)."""
-        query = select(*LIST_COLUMNS).order_by(tasks.c.id.desc()).limit(limit)
-        if status is not None:
-            query = query.where(tasks.c.status == status)
-        if task_type is not None:
-            query = query.where(tasks.c.task_type == task_type)
-        if priority is not None:
-            query = query.where(tasks.c.priority == priority)
-        if before_id is not None:
-            query = query.where(tasks.c.id < before_id)
-        async with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in await conn.execute(query)]

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ColumnElement, Update
 
 from taskq_core.db.artifacts import LISTED_COLUMNS as ARTIFACT_COLUMNS
 from taskq_core.db.models import task_artifacts, task_attempts, tasks
@@ -276,11 +277,10 @@ class TaskQueries:
         priority: int | None = None,
         before_id: int | None = None,
         limit: int = 50,
-        detail: bool = False,
+        columns: Sequence[ColumnElement[Any]] = LIST_COLUMNS,
     ) -> list[dict[str, Any]]:
         """Tasks newest first, filtered; page with `before_id` (the previous page's last id).
-        Summaries (LIST_COLUMNS), or with `detail` every field but the history."""
-        columns = DETAIL_COLUMNS if detail else LIST_COLUMNS
+        The API lists LIST_COLUMNS; the dashboard its own summary (db/overview.py)."""
         query = select(*columns).order_by(tasks.c.id.desc()).limit(limit)
         if status is not None:
             query = query.where(tasks.c.status == status)
@@ -312,14 +312,10 @@ class TaskQueries:
             )
             .returning(tasks.c.id)
         )
-        async with self.engine.begin() as conn:
-            changed = (await conn.execute(statement)).first()
-        task = await self.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"task {task_id} not found")
+        changed, task = await self._change(task_id, statement)
         # A running task may finish between the flag and the read: the cancel came too late,
         # and answering as if it had cancelled would be untrue (the chaos run found this).
-        if changed is None or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        if not changed or task["status"] in (TaskStatus.COMPLETED, TaskStatus.FAILED):
             raise TaskStateError(f"task {task_id} has already finished ({task['status']})")
         return task
 
@@ -351,20 +347,22 @@ class TaskQueries:
             )
             .returning(tasks.c.id)
         )
-        async with self.engine.begin() as conn:
-            changed = (await conn.execute(statement)).first()
-        task = await self.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"task {task_id} not found")
-        if changed is None:
+        changed, task = await self._change(task_id, statement)
+        if not changed:
             raise TaskStateError(
                 f"task {task_id} is {task['status']}: only failed or cancelled tasks can be retried"
             )
         return task
 
-    async def recent(self, count: int) -> list[dict[str, Any]]:
-        """The last `count` tasks with their bodies, newest first (for `taskq tasks show`)."""
-        return await self.list_tasks(limit=count, detail=True)
+    async def _change(self, task_id: int, statement: Update) -> tuple[bool, dict[str, Any]]:
+        """Run `statement` (an UPDATE of the task, returning its id): whether it changed the task,
+        and the task as it is then. Raises TaskNotFoundError."""
+        async with self.engine.begin() as conn:
+            changed = (await conn.execute(statement)).first() is not None
+        task = await self.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        return changed, task
 
     async def count_by_status(self, since_id: int = 0) -> dict[str, int]:
         """How many tasks with id above `since_id` are in each status."""

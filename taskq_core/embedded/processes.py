@@ -108,7 +108,7 @@ def server_in(pidfile: Path, workdir: Path, names: tuple[str, ...]) -> int | Non
         return None
     program = os.path.basename(argv0)  # Valkey rewrites it as "valkey-server 127.0.0.1:PORT"
     ours = any(name in program for name in names) and cwd == workdir.resolve()
-    return pid if ours and _alive(pid) else None
+    return pid if ours and alive(pid) else None
 
 
 def reclaim(pidfile: Path, workdir: Path, names: tuple[str, ...], sig: signal.Signals) -> None:
@@ -118,10 +118,10 @@ def reclaim(pidfile: Path, workdir: Path, names: tuple[str, ...], sig: signal.Si
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    if not wait_until(lambda: not _alive(pid)):
+    if not wait_until(lambda: not alive(pid)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not _alive(pid))
+        wait_until(lambda: not alive(pid))
 
 
 def wait_until(done: Callable[[], bool], timeout: float = STOP_TIMEOUT) -> bool:
@@ -141,7 +141,7 @@ def _stat(path: str) -> list[str] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether `pid` runs; a zombie (dead, its parent yet to collect it) does not."""
     if not _LINUX:
         try:
@@ -174,7 +174,7 @@ def _group_alive(pgid: int) -> bool:
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             fields = _stat(f"/proc/{entry.name}/stat")
-            if fields is not None and int(fields[2]) == pgid and _alive(int(entry.name)):
+            if fields is not None and int(fields[2]) == pgid and alive(int(entry.name)):
                 return True
     return False
 

@@ -64,6 +64,8 @@ def test_not_found_conflict_cancel_and_retry(api: Api, clean: Servers) -> None:
     with TaskQClient(api.url) as taskq:
         with pytest.raises(NotFoundError):
             taskq.get(999_999)
+        with pytest.raises(NotFoundError):
+            list(taskq.follow(999_999))
         task = taskq.submit("FibonacciTask", {"n": 3})
         with pytest.raises(ConflictError, match="pending"):
             taskq.retry(task.id)
@@ -175,6 +177,12 @@ def test_the_async_client_does_the_same(api: Api, workers: Workers, proxy: Proxy
             with pytest.raises(NotFoundError):
                 await taskq.cancel(999_999)
             assert {t.name for t in await taskq.task_types()} >= {"FibonacciTask"}
+        # The proxy reads whole messages only: a stream goes to the API itself.
+        async with AsyncTaskQClient(api.url) as taskq:
+            followed = [t async for t in taskq.follow(task.id)]
+            assert [(t.status, t.result) for t in followed] == [("completed", {"result": 144})]
+            with pytest.raises(NotFoundError):
+                [t async for t in taskq.follow(999_999)]
 
     asyncio.run(scenario())
     assert proxy.dropped == 1

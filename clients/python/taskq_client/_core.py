@@ -1,14 +1,13 @@
-"""What the sync and async clients share: configuration, the calls they make, when to retry,
-and turning answers into models or typed errors. No I/O here."""
+"""What the sync and async clients share about sending: configuration, a call, when to send it
+again, and turning an answer into its JSON or a typed error (what each method sends and makes
+of the JSON: `_calls`). No I/O here."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import random
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -77,32 +76,6 @@ class Call:
     timeout: float | None = None  # seconds, when it must exceed the client's (a long wait)
 
 
-def submit_call(
-    task_type: str,
-    input: dict[str, Any] | None,
-    *,
-    priority: int | None,
-    idempotency_key: str | None,
-    max_attempts: int | None,
-    timeout_seconds: float | None,
-    run_at: datetime | None,
-    delay_seconds: float | None,
-) -> Call:
-    body: dict[str, Any] = {"task_type": task_type, "input_data": input or {}}
-    options = {
-        "priority": priority,
-        "max_attempts": max_attempts,
-        "timeout_seconds": timeout_seconds,
-        "run_at": run_at.isoformat() if run_at is not None else None,
-        "delay_seconds": delay_seconds,
-    }
-    body.update({name: value for name, value in options.items() if value is not None})
-    # One key per submit, generated unless given, and the same on every retry of it: the API
-    # answers a repeat with the task the first one created, so a retry never makes a twin.
-    key = idempotency_key or str(uuid.uuid4())
-    return Call("POST", "/tasks/", json=body, headers={"Idempotency-Key": key})
-
-
 def delay(config: Config, attempt: int, response: httpx.Response | None) -> float:
     """Seconds before retry number `attempt` (0-based): exponential with jitter, or the API's
     Retry-After when it asks for longer."""
@@ -113,10 +86,37 @@ def delay(config: Config, attempt: int, response: httpx.Response | None) -> floa
     return wait
 
 
-def retryable(call: Call, error: Exception | None, response: httpx.Response | None) -> bool:
-    if response is not None:
-        return response.status_code in RETRY_STATUSES
-    return isinstance(error, UNSENT) or (call.safe and isinstance(error, httpx.TransportError))
+def request_args(config: Config, call: Call) -> dict[str, Any]:
+    """`call` as the arguments of httpx's `request`."""
+    return {
+        "method": call.method,
+        "url": call.path,
+        "params": call.params or None,
+        "json": call.json,
+        "headers": call.headers,
+        "timeout": call.timeout or config.timeout,
+    }
+
+
+def pause(
+    config: Config, call: Call, attempt: int, outcome: httpx.Response | httpx.TransportError
+) -> float | None:
+    """Seconds to wait before sending `call` again after try number `attempt` (0-based) came to
+    `outcome`, or None when that try is the last (`answer` then reads it)."""
+    if attempt >= config.retries:
+        return None
+    if isinstance(outcome, httpx.Response):
+        retry = outcome.status_code in RETRY_STATUSES
+        return delay(config, attempt, outcome) if retry else None
+    return delay(config, attempt, None) if isinstance(outcome, UNSENT) or call.safe else None
+
+
+def answer(config: Config, call: Call, outcome: httpx.Response | httpx.TransportError) -> Any:
+    """The JSON of the last try's answer, or the typed error it came to."""
+    if isinstance(outcome, httpx.TransportError):
+        raise unreachable(config, call, outcome) from outcome
+    raise_for(outcome)
+    return outcome.json()
 
 
 def unreachable(config: Config, call: Call, error: Exception) -> UnavailableError:
@@ -131,26 +131,6 @@ def _detail(response: httpx.Response) -> Any:
         return response.json().get("detail")
     except ValueError:
         return response.text
-
-
-FOLLOW_READ_TIMEOUT = 60.0  # seconds of silence before a follow gives up (the API sends a
-# comment every 15 s on a quiet stream)
-
-
-class SseData:
-    """Reads a server-sent event stream line by line; `feed` gives an event's data once the
-    blank line ending it comes (comments, `event:` and `id:` lines are not needed here)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> str | None:
-        if line.startswith("data:"):
-            self._data.append(line[5:].removeprefix(" "))
-        elif not line and self._data:
-            data, self._data = "\n".join(self._data), []
-            return data
-        return None
 
 
 def raise_for(response: httpx.Response) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import email
-import os
 import socket
 import ssl
-import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -18,6 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from taskq_email.limits import current_limits
+
+from tests.plugin_support import isolate_env, self_signed, server_context
 
 HOST = "127.0.0.1"
 USERNAME = "mailer"
@@ -112,12 +112,7 @@ def free_port(host: str = HOST) -> int:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep a developer's TASKQ_EMAIL_* variables and `.env` out of the tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("TASKQ_EMAIL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path, "TASKQ_EMAIL_")
     # Read once per process in production; per test here, after the test sets its variables.
     current_limits.cache_clear()
 
@@ -157,29 +152,14 @@ def smtp_server() -> Iterator[Callable[..., Server]]:
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (and localhost) and its key, made by openssl."""
+    """A self-signed certificate for 127.0.0.1 (and localhost) and its key."""
     folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-nodes", "-days", "1",
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-keyout", str(key), "-out", str(cert),
-            "-subj", "/CN=taskq-email test",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    return self_signed(folder, "taskq-email test", "IP:127.0.0.1,DNS:localhost")
 
 
 @pytest.fixture
 def server_tls_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
-    cert, key = tls_files
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
+    return server_context(*tls_files)
 
 
 @pytest.fixture

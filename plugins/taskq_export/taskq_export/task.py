@@ -8,8 +8,6 @@ import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-import psycopg
-from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
 from taskq_core import PermanentError, Task, TaskContext
@@ -17,6 +15,8 @@ from taskq_export.queries import ExportQuery, collect
 from taskq_export.settings import ExportSettings
 
 if TYPE_CHECKING:
+    import psycopg
+
     from taskq_export import writers
 
 Format = Literal["csv", "jsonl", "parquet"]
@@ -114,6 +114,14 @@ class ExportTask(Task):
     queries: ClassVar[dict[str, ExportQuery]]
 
     def run(self, data: Any, ctx: TaskContext) -> ExportOutput:
+        # Here, not at the top: every worker and its runners' fork server load this plugin
+        # before their first task, and psycopg and the writers (pyarrow) would add a tenth of a
+        # second to that for a task type a worker may never run.
+        import psycopg
+        from psycopg import sql
+
+        from taskq_export import writers
+
         request = data.root if isinstance(data, RootModel) else data
         query = self.queries[request.query]
         settings = self.settings
@@ -148,45 +156,35 @@ class ExportTask(Task):
                 total = min(row[0], max_rows + 1) if row else None
             ctx.progress(0, total, f"exporting {query.name}")
             report = functools.partial(_report, ctx, total)
-            # The writers bring pyarrow, which every worker would otherwise import at start-up
-            # for a task type it may never run.
-            from taskq_export import writers
-
             with ctx.artifact(name, content_type) as artifact:
                 out = writers.Output(artifact, compress, settings.max_bytes)
-                rows = _write(conn, fmt, statement, params, out, max_rows, report, request)
+                export = writers.Export(statement, params, out, max_rows, report)
+                rows = _write(conn, fmt, export, gzip=bool(request.gzip))
                 out.finish()
             conn.execute("COMMIT")
         ctx.progress(rows, total, f"{rows} rows written")
         return ExportOutput(artifact=name, rows=rows, bytes=out.bytes, format=fmt, gzip=compress)
 
 
-def _write(
-    conn: psycopg.Connection[Any],
-    fmt: str,
-    statement: sql.Composed,
-    params: dict[str, Any],
-    out: writers.Output,
-    max_rows: int,
-    report: writers.Progress,
-    request: Any,
-) -> int:
+def _write(conn: psycopg.Connection[Any], fmt: str, export: writers.Export, gzip: bool) -> int:
     from taskq_export import writers
 
     if fmt == "csv":
         with conn.cursor() as cursor:
-            return writers.write_csv(cursor, statement, params, out, max_rows, report)
+            return writers.write_csv(cursor, export)
     # A server-side cursor: the rows stay on the server until fetched, a batch at a time.
     with conn.cursor(name="taskq_export", binary=True) as cursor:
         if fmt == "jsonl":
-            return writers.write_jsonl(cursor, statement, params, out, max_rows, report)
-        compression = "gzip" if request.gzip else "snappy"
-        return writers.write_parquet(cursor, statement, params, out, max_rows, report, compression)
+            return writers.write_jsonl(cursor, export)
+        # Parquet compresses its own pages: gzip there, not around the file.
+        return writers.write_parquet(cursor, export, "gzip" if gzip else "snappy")
 
 
 @contextlib.contextmanager
 def _database_errors(query: str, timeout: float) -> Iterator[None]:
     """What PostgreSQL refuses, as the task's error: permanent unless the connection failed."""
+    import psycopg
+
     try:
         yield
     except psycopg.errors.QueryCanceled as exc:

@@ -9,6 +9,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, BinaryIO
 
@@ -66,43 +67,48 @@ class Output:
             self.sink.close()  # the gzip trailer; the artifact itself is closed by its owner
 
 
-def write_csv(
-    cursor: psycopg.Cursor[Any],
-    query: sql.Composed,
-    params: dict[str, Any],
-    out: Output,
-    max_rows: int,
-    progress: Progress,
-) -> int:
+@dataclass(frozen=True)
+class Export:
+    """What a writer is given, whatever the format: the statement, where the bytes go, the row
+    cap and whom to tell how many rows are out."""
+
+    query: sql.Composed
+    params: dict[str, Any]
+    out: Output
+    max_rows: int
+    progress: Progress
+
+    def check_rows(self, rows: int) -> None:
+        if rows > self.max_rows:
+            raise LimitError(f"the query returned more than its cap of {self.max_rows} rows")
+
+
+def write_csv(cursor: psycopg.Cursor[Any], export: Export) -> int:
     """COPY the rows out as CSV with a header; one COPY message is one row."""
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
+    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(export.query)
     rows = -1  # the header
     pending = bytearray()
-    with cursor.copy(statement, params) as copy:
+    with cursor.copy(statement, export.params) as copy:
         for data in copy:
             rows += 1
-            if rows > max_rows:
-                raise LimitError(f"the query returned more than its cap of {max_rows} rows")
+            export.check_rows(rows)
             pending += data
             if len(pending) >= FLUSH_BYTES:
-                out.write(pending)
+                export.out.write(pending)
                 pending.clear()
             if rows and rows % PROGRESS_ROWS == 0:
-                progress(rows)
-    out.write(pending)
+                export.progress(rows)
+    export.out.write(pending)
     return max(rows, 0)
 
 
-def _batches(
-    cursor: psycopg.Cursor[Any], max_rows: int, progress: Progress
-) -> Iterator[list[tuple[Any, ...]]]:
+def _batches(cursor: psycopg.Cursor[Any], export: Export) -> Iterator[list[tuple[Any, ...]]]:
     rows = 0
     while batch := cursor.fetchmany(BATCH_ROWS):
         rows += len(batch)
-        if rows > max_rows:
-            raise LimitError(f"the query returned more than its cap of {max_rows} rows")
+        export.check_rows(rows)
         yield batch
-        progress(rows)
+        export.progress(rows)
 
 
 def _json_default(value: Any) -> Any:
@@ -115,22 +121,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write a {type(value).__name__} as JSON")
 
 
-def write_jsonl(
-    cursor: psycopg.Cursor[Any],
-    query: sql.Composed,
-    params: dict[str, Any],
-    out: Output,
-    max_rows: int,
-    progress: Progress,
-) -> int:
+def write_jsonl(cursor: psycopg.Cursor[Any], export: Export) -> int:
     """One JSON object per row, keys in column order."""
-    cursor.execute(query, params)
+    cursor.execute(export.query, export.params)
     names = [column.name for column in cursor.description or ()]
     encode = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
     rows = 0
-    for batch in _batches(cursor, max_rows, progress):
+    for batch in _batches(cursor, export):
         lines = "".join(encode.encode(dict(zip(names, row, strict=True))) + "\n" for row in batch)
-        out.write(lines.encode())
+        export.out.write(lines.encode())
         rows += len(batch)
     return rows
 
@@ -166,24 +165,17 @@ def _column(values: Sequence[Any], oid: int, kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=pa.string())
 
 
-def write_parquet(
-    cursor: psycopg.Cursor[Any],
-    query: sql.Composed,
-    params: dict[str, Any],
-    out: Output,
-    max_rows: int,
-    progress: Progress,
-    compression: str = "snappy",
-) -> int:
-    """Parquet with a schema from the columns' PostgreSQL types; one row group per batch."""
-    cursor.execute(query, params)
+def write_parquet(cursor: psycopg.Cursor[Any], export: Export, compression: str) -> int:
+    """Parquet with a schema from the columns' PostgreSQL types; one row group per batch, its
+    pages compressed with `compression` (gzip or snappy)."""
+    cursor.execute(export.query, export.params)
     columns = list(cursor.description or ())
     oids = [column.type_code for column in columns]
     kinds = [_ARROW_TYPES.get(oid, pa.string()) for oid in oids]
     schema = pa.schema([pa.field(c.name, k) for c, k in zip(columns, kinds, strict=True)])
     rows = 0
-    with pq.ParquetWriter(out, schema, compression=compression) as writer:
-        for batch in _batches(cursor, max_rows, progress):
+    with pq.ParquetWriter(export.out, schema, compression=compression) as writer:
+        for batch in _batches(cursor, export):
             by_column = list(zip(*batch, strict=True))
             arrays = [
                 _column(values, oid, kind)

@@ -3,57 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import ssl
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from taskq_webhook import WebhookInput, WebhookOutput, WebhookSettings, WebhookTask
 from taskq_webhook.addresses import parse_networks
-from webhook_receiver import LOOPBACK, SECRET, Receiver, start_receiver
+from webhook_receiver import LOOPBACK, SECRET, Receiver, Send, serving
 
 from taskq_core import TaskContext
+from tests.plugin_support import isolate_env, self_signed, server_context
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """A plain HTTP receiver on 127.0.0.1."""
-    recv, server = start_receiver(None)
-    yield recv
-    recv.released.set()
-    server.shutdown()
-    server.server_close()
+    with serving(None) as recv:
+        yield recv
 
 
 @pytest.fixture
 def receiver6() -> Iterator[Receiver]:
     """A plain HTTP receiver on the IPv6 loopback, ::1."""
-    recv, server = start_receiver(None, host="::1")
-    yield recv
-    recv.released.set()
-    server.shutdown()
-    server.server_close()
+    with serving(None, host="::1") as recv:
+        yield recv
 
 
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for the name `localhost` only (no IP), made by openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-nodes", "-days", "1",
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-keyout", str(key), "-out", str(cert),
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+    """A self-signed certificate for the name `localhost` only (no IP)."""
+    return self_signed(tmp_path_factory.mktemp("tls"), "localhost", "DNS:localhost")
 
 
 @pytest.fixture
@@ -61,25 +41,14 @@ def tls_receiver(
     tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Receiver]:
     """An HTTPS receiver on 127.0.0.1 whose certificate is trusted (SSL_CERT_FILE)."""
-    cert, key = tls_files
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    recv, server = start_receiver(context)
-    yield recv
-    recv.released.set()
-    server.shutdown()
-    server.server_close()
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_files[0]))
+    with serving(server_context(*tls_files)) as recv:
+        yield recv
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep a developer's TASKQ_WEBHOOK_* variables and `.env` out of the tests."""
-    for name in list(os.environ):
-        if name.upper().startswith("TASKQ_WEBHOOK_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path, "TASKQ_WEBHOOK_")
 
 
 @pytest.fixture
@@ -97,9 +66,6 @@ def context(attempt: int = 1, task_id: int = 42) -> TaskContext:
         priority=3,
         worker_id="test",
     )
-
-
-Send = Callable[..., WebhookOutput]
 
 
 @pytest.fixture

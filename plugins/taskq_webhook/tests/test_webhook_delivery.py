@@ -11,7 +11,6 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import pytest
-from conftest import Send
 from readme_receiver import readme_verify
 from taskq_webhook import (
     WebhookConfigError,
@@ -20,7 +19,7 @@ from taskq_webhook import (
     WebhookTask,
     register_task_types,
 )
-from webhook_receiver import SECRET, Receiver, Reply
+from webhook_receiver import SECRET, Receiver, Reply, Send
 
 from taskq_core import PermanentError, Retry
 

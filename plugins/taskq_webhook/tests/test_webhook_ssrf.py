@@ -5,11 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from conftest import Send
 from pydantic import ValidationError
 from taskq_webhook import WebhookInput, WebhookRefusedError, WebhookSettings
 from taskq_webhook.addresses import literal_address, parse_networks, refusal
-from webhook_receiver import Receiver, Reply
+from webhook_receiver import Receiver, Reply, Send
 
 from taskq_core import PermanentError
 

@@ -1,18 +1,25 @@
-"""The recording HTTP(S) receiver behind the `receiver` fixtures, and the test secret."""
+"""The recording HTTP(S) receiver behind the `receiver` fixtures, the test secret, and the type
+of the `send` fixture (tests import them from here: a `from conftest import` finds whichever
+plugin's conftest was imported first)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from taskq_webhook import WebhookOutput
+
 SECRET = "test-secret-0123456789abcdef"
 LOOPBACK = "127.0.0.0/8"
 CHUNK = b"x" * 16384
+Send = Callable[..., WebhookOutput]
 
 
 @dataclass
@@ -97,8 +104,10 @@ class Receiver:
         return f"{self.scheme}://{host}:{self.port}{path}"
 
 
-def start_receiver(tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> tuple[Receiver, _Server]:
-    """Serve on `host` (127.0.0.1 or ::1), port chosen by the system, in a daemon thread."""
+@contextlib.contextmanager
+def serving(tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> Iterator[Receiver]:
+    """Serve on `host` (127.0.0.1 or ::1), port chosen by the system, in a daemon thread, until
+    the block ends (hanging and endless replies are released then)."""
     server = (_Server6 if ":" in host else _Server)((host, 0), _Handler)
     receiver = Receiver(port=server.server_address[1], scheme="https" if tls else "http")
     if tls is not None:
@@ -111,4 +120,9 @@ def start_receiver(tls: ssl.SSLContext | None, host: str = "127.0.0.1") -> tuple
     server.receiver = receiver
     # A short poll: shutdown() waits for it, once per test.
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
-    return receiver, server
+    try:
+        yield receiver
+    finally:
+        receiver.released.set()
+        server.shutdown()
+        server.server_close()

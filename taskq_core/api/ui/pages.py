@@ -14,7 +14,7 @@ from taskq_core.api.deps import BackendsDep
 from taskq_core.api.ui import forms, session, views
 from taskq_core.api.ui.session import Session, SessionDep
 from taskq_core.broker import PRIORITIES
-from taskq_core.db.overview import OverviewQueries
+from taskq_core.db.overview import PAGE_COLUMNS, OverviewQueries
 from taskq_core.records import TaskStatus
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -125,8 +125,8 @@ async def task_list(
         "task_type": task_type or None,
         "priority": int(priority) if priority else None,
     }
-    rows = await overview_queries(backends).list_summaries(
-        **filters, before_id=cursor, limit=PAGE_SIZE
+    rows = await backends.storage.list_tasks(
+        **filters, before_id=cursor, limit=PAGE_SIZE, columns=PAGE_COLUMNS
     )
     shown = {k: v for k, v in filters.items() if v is not None}
     next_url = None
