@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import LiteralString
+from typing import Any, LiteralString
 
 from taskq_core.worker.sql.connection import Connection
 
@@ -18,21 +18,39 @@ _QUEUED_HEADS: LiteralString = """
 """
 
 # Pending tasks dispatched before the popping point (so FIFO says they were popped already) and
-# longer ago than the grace period (so their push is not still on its way). `below` bounds the
-# range scanned on ix_tasks_pending (queue, priority, id): a healthy queue holds few pending ids
-# lower than the next one to pop (retries and delayed tasks), however deep its backlog.
+# longer ago than the grace period (so their push is not still on its way), oldest id first. The
+# two halves are ranges of ix_tasks_dispatched (queue, priority, enqueued_at, id) that end at the
+# popping point: tasks dispatched earlier, and tasks dispatched in the same instant (one batch
+# shares its enqueued_at) with a lower id. One row comparison would leave the whole batch of the
+# popping point to read, as btree stops a scan only on a row comparison's first column. So a
+# healthy queue reads a few index entries, however many tasks wait behind the popping point or
+# for their run_at. `below` (the highest id at the popping end) narrows the candidates as it did
+# when it bounded the scan on ix_tasks_pending: the index changes what is read, not what is found.
 _BEHIND: LiteralString = """
-    SELECT id FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
-        AND id < %(below)s
-        AND enqueued_at < now() - make_interval(secs => %(grace)s)
-        AND (%(front_at)s::timestamptz IS NULL
-            OR (enqueued_at, id) < (%(front_at)s::timestamptz, %(front_id)s::bigint))
+    SELECT id FROM (
+        SELECT id FROM tasks
+        WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+            AND enqueued_at < %(front_at)s
+            AND enqueued_at < now() - make_interval(secs => %(grace)s)
+        UNION ALL
+        SELECT id FROM tasks
+        WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+            AND enqueued_at = %(front_at)s AND id < %(front_id)s
+            AND enqueued_at < now() - make_interval(secs => %(grace)s)
+    ) AS behind
+    WHERE id < %(below)s
     ORDER BY id
     LIMIT %(limit)s
 """
 
-NO_BOUND = 2**63 - 1
+# The list is empty: every pending task dispatched longer ago than the grace period is lost.
+_DISPATCHED: LiteralString = """
+    SELECT id FROM tasks
+    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+        AND enqueued_at < now() - make_interval(secs => %(grace)s)
+    ORDER BY id
+    LIMIT %(limit)s
+"""
 
 
 @dataclass(frozen=True)
@@ -74,13 +92,13 @@ class LostQueries:
     ) -> list[int]:
         """Pending ids at `priority` dispatched before `front` (any, when the list is empty) and
         more than `grace` seconds ago, oldest id first."""
-        params = {
+        params: dict[str, Any] = {
             "queue": self.queue,
             "priority": priority,
-            "below": NO_BOUND if front is None else front.highest_id,
             "grace": grace,
-            "front_at": None if front is None else front.enqueued_at,
-            "front_id": None if front is None else front.id,
             "limit": limit,
         }
+        if front is None:
+            return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED, params)]
+        params.update(below=front.highest_id, front_at=front.enqueued_at, front_id=front.id)
         return [id_ for (id_,) in await self._conn.fetch(_BEHIND, params)]
