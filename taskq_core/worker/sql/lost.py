@@ -24,8 +24,9 @@ _QUEUED_HEADS: LiteralString = """
 # shares its enqueued_at) with a lower id. One row comparison would leave the whole batch of the
 # popping point to read, as btree stops a scan only on a row comparison's first column. So a
 # healthy queue reads a few index entries, however many tasks wait behind the popping point or
-# for their run_at. `below` (the highest id at the popping end) narrows the candidates as it did
-# when it bounded the scan on ix_tasks_pending: the index changes what is read, not what is found.
+# for their run_at. The ids are not bounded from above any more (they were while the scan ran on
+# ix_tasks_pending): a bound offers the planner a scan of every lower id, the delayed tasks
+# among them, which a generic plan was seen to take.
 _BEHIND: LiteralString = """
     SELECT id FROM (
         SELECT id FROM tasks
@@ -38,7 +39,6 @@ _BEHIND: LiteralString = """
             AND enqueued_at = %(front_at)s AND id < %(front_id)s
             AND enqueued_at < now() - make_interval(secs => %(grace)s)
     ) AS behind
-    WHERE id < %(below)s
     ORDER BY id
     LIMIT %(limit)s
 """
@@ -55,11 +55,10 @@ _DISPATCHED: LiteralString = """
 
 @dataclass(frozen=True)
 class Front:
-    """The oldest pending dispatch at a list's popping end, and the highest id seen there."""
+    """The oldest pending dispatch at a list's popping end."""
 
     enqueued_at: datetime
     id: int
-    highest_id: int
 
 
 class LostQueries:
@@ -80,11 +79,8 @@ class LostQueries:
             if id_ not in heads.get(priority, ()):
                 continue  # a stale id from another priority's list; it says nothing here
             seen = fronts.get(priority)
-            if seen is None:
-                fronts[priority] = Front(enqueued_at, id_, id_)
-                continue
-            oldest = min((seen.enqueued_at, seen.id), (enqueued_at, id_))
-            fronts[priority] = Front(oldest[0], oldest[1], max(seen.highest_id, id_))
+            if seen is None or (enqueued_at, id_) < (seen.enqueued_at, seen.id):
+                fronts[priority] = Front(enqueued_at, id_)
         return fronts
 
     async def behind(
@@ -100,5 +96,5 @@ class LostQueries:
         }
         if front is None:
             return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED, params)]
-        params.update(below=front.highest_id, front_at=front.enqueued_at, front_id=front.id)
+        params.update(front_at=front.enqueued_at, front_id=front.id)
         return [id_ for (id_,) in await self._conn.fetch(_BEHIND, params)]
