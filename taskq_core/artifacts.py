@@ -119,13 +119,44 @@ class ArtifactStore:
                 yield chunk
 
     def delete_prefix(self, prefix: str) -> None:
-        """Delete every object under `prefix` (a task's or an attempt's); missing is fine."""
+        """Delete every object under `prefix` (a task's, an attempt's or one file's key), and
+        abort the uploads begun there and never finished; missing is fine."""
         path = self.path(prefix.strip("/"))
+        if self.multipart:
+            self._abort_uploads(path)
         try:
             if self.fs.exists(path):
                 self.fs.rm(path, recursive=True)
         except FileNotFoundError:
             pass
+
+    @property
+    def multipart(self) -> bool:
+        """Whether files go up in parts (S3): an upload cut off keeps its parts until aborted."""
+        protocol = self.fs.protocol
+        return not self.local and "s3" in ((protocol,) if isinstance(protocol, str) else protocol)
+
+    def _abort_uploads(self, path: str) -> None:
+        # An upload whose own abort failed (the store was unreachable when its attempt failed)
+        # is no object, so `rm` never sees it, yet the store keeps (and bills) its parts.
+        fs: Any = self.fs
+        bucket, _, key = path.partition("/")
+        request = {"Bucket": bucket, "Prefix": key}
+        while True:
+            page = fs.call_s3("list_multipart_uploads", **request)
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key or upload["Key"].startswith(f"{key}/"):
+                    fs.call_s3(
+                        "abort_multipart_upload",
+                        Bucket=bucket,
+                        Key=upload["Key"],
+                        UploadId=upload["UploadId"],
+                    )
+            if not page.get("IsTruncated"):
+                return
+            request.update(
+                KeyMarker=page["NextKeyMarker"], UploadIdMarker=page["NextUploadIdMarker"]
+            )
 
 
 def task_prefix(task_id: int) -> str:

@@ -93,6 +93,16 @@ tasks = Table(
         "run_at",
         postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
     ),
+    # The sweeper's lost-dispatch check (worker/sql/lost.py) reads the pending tasks pushed
+    # before a list's popping point here, not the ones waiting for their run_at.
+    Index(
+        "ix_tasks_dispatched",
+        "queue",
+        "priority",
+        "enqueued_at",
+        "id",
+        postgresql_where=text("status = 'pending' AND enqueued_at IS NOT NULL"),
+    ),
     # Retention deletes the oldest finished rows of one status in small batches through this.
     Index(
         "ix_tasks_finished",

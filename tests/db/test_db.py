@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+
+import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from taskq_core.db import engines, urls
 from taskq_core.db.models import metadata
@@ -34,6 +41,67 @@ def test_other_urls_are_refused(url: str) -> None:
 
 def test_migrations_match_the_models(servers: Servers) -> None:
     engine = engines.sync_engine(servers.database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+@pytest.fixture
+def empty_database(servers: Servers) -> Iterator[str]:
+    """A database of its own on the suite's server, with nothing in it."""
+    server, _ = servers.database_url.rsplit("/", 1)
+    name = f"taskq_migrations_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{server}/{name}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def downgrade(url: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(engines.MIGRATIONS_DIR))
+    engine = engines.sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def state(url: str) -> tuple[str | None, set[str]]:
+    """The schema's revision, and the names of the indexes on tasks."""
+    with psycopg.connect(url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+        version = (
+            conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            if "alembic_version" in tables
+            else None
+        )
+        indexes = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")
+        return (version[0] if version else None), {r[0] for r in indexes.fetchall()}
+
+
+def test_migrations_go_down_and_up_again(empty_database: str) -> None:
+    head = ScriptDirectory(str(engines.MIGRATIONS_DIR)).get_current_head()
+    engines.upgrade(empty_database)
+    version, indexes = state(empty_database)
+    assert version == head
+    assert "ix_tasks_dispatched" in indexes
+    downgrade(empty_database, "0005")  # before the lost-dispatch check's index
+    version, indexes = state(empty_database)
+    assert version == "0005"
+    assert "ix_tasks_dispatched" not in indexes
+    assert "ix_tasks_pending" in indexes
+    engines.upgrade(empty_database)
+    assert state(empty_database) == (head, indexes | {"ix_tasks_dispatched"})
+    # Every migration undoes itself: down to nothing, then up again to what the models say.
+    downgrade(empty_database, "base")
+    assert state(empty_database) == (None, set())
+    engines.upgrade(empty_database)
+    engine = engines.sync_engine(empty_database)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()

@@ -1,18 +1,21 @@
-"""A table to export, in the suite's PostgreSQL, and ExportTask runs in this process."""
+"""A table to export, in the suite's PostgreSQL, ExportTask runs in this process, and the pieces
+of the end-to-end tests: a package declaring queries, an API process configured for exports."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpx
 import pytest
 
 from taskq_core import TaskContext
 from taskq_core.artifacts import AttemptArtifacts
-from tests.conftest import Servers
+from tests.conftest import PLUGIN_SOURCES, Processes, Servers, free_port, taskq, wait_for
 
 ROWS = 25_000  # more than one fetch batch and several progress reports
 
@@ -119,3 +122,45 @@ def export(export_table: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         return Run(output, recorder, store)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def query_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that, on PYTHONPATH, makes tests/plugins/taskq_testqueries.py look pip-installed:
+    a package declaring export queries through the `taskq_export.queries` entry point group."""
+    folder = tmp_path_factory.mktemp("query-site")
+    shutil.copy(PLUGIN_SOURCES / "taskq_testqueries.py", folder / "taskq_testqueries.py")
+    info = folder / "taskq_testqueries-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: taskq-testqueries\nVersion: 0.1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[taskq_export.queries]\ntestqueries = taskq_testqueries:QUERIES\n"
+    )
+    return folder
+
+
+def start_api(processes: Processes, env: dict[str, str]) -> httpx.Client:
+    """An API process with `env`, once it answers; the caller closes the client."""
+    port = free_port()
+    proc = processes.spawn(taskq("api", "--port", str(port)), env, "api")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(processes.output())
+        try:
+            return http.get("/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, what="the API to start")
+    return http
+
+
+def plugin_env(servers: Servers, site: Path, **extra: str) -> dict[str, str]:
+    """A taskq process's environment with source `main` declared and no query of the operator's:
+    every query comes from the declaring package at `site` (see `query_site`)."""
+    sources = json.dumps({"main": source_url(servers)})
+    return servers.env(site, TASKQ_EXPORT_SOURCES=sources, **extra)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import LiteralString
+from typing import Any, LiteralString
 
 from taskq_core.worker.sql.connection import Connection
 
@@ -18,30 +18,47 @@ _QUEUED_HEADS: LiteralString = """
 """
 
 # Pending tasks dispatched before the popping point (so FIFO says they were popped already) and
-# longer ago than the grace period (so their push is not still on its way). `below` bounds the
-# range scanned on ix_tasks_pending (queue, priority, id): a healthy queue holds few pending ids
-# lower than the next one to pop (retries and delayed tasks), however deep its backlog.
+# longer ago than the grace period (so their push is not still on its way), oldest id first. The
+# two halves are ranges of ix_tasks_dispatched (queue, priority, enqueued_at, id) that end at the
+# popping point: tasks dispatched earlier, and tasks dispatched in the same instant (one batch
+# shares its enqueued_at) with a lower id. One row comparison would leave the whole batch of the
+# popping point to read, as btree stops a scan only on a row comparison's first column. So a
+# healthy queue reads a few index entries, however many tasks wait behind the popping point or
+# for their run_at. The ids are not bounded from above any more (they were while the scan ran on
+# ix_tasks_pending): a bound offers the planner a scan of every lower id, the delayed tasks
+# among them, which a generic plan was seen to take.
 _BEHIND: LiteralString = """
-    SELECT id FROM tasks
-    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
-        AND id < %(below)s
-        AND enqueued_at < now() - make_interval(secs => %(grace)s)
-        AND (%(front_at)s::timestamptz IS NULL
-            OR (enqueued_at, id) < (%(front_at)s::timestamptz, %(front_id)s::bigint))
+    SELECT id FROM (
+        SELECT id FROM tasks
+        WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+            AND enqueued_at < %(front_at)s
+            AND enqueued_at < now() - make_interval(secs => %(grace)s)
+        UNION ALL
+        SELECT id FROM tasks
+        WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+            AND enqueued_at = %(front_at)s AND id < %(front_id)s
+            AND enqueued_at < now() - make_interval(secs => %(grace)s)
+    ) AS behind
     ORDER BY id
     LIMIT %(limit)s
 """
 
-NO_BOUND = 2**63 - 1
+# The list is empty: every pending task dispatched longer ago than the grace period is lost.
+_DISPATCHED: LiteralString = """
+    SELECT id FROM tasks
+    WHERE status = 'pending' AND queue = %(queue)s AND priority = %(priority)s
+        AND enqueued_at < now() - make_interval(secs => %(grace)s)
+    ORDER BY id
+    LIMIT %(limit)s
+"""
 
 
 @dataclass(frozen=True)
 class Front:
-    """The oldest pending dispatch at a list's popping end, and the highest id seen there."""
+    """The oldest pending dispatch at a list's popping end."""
 
     enqueued_at: datetime
     id: int
-    highest_id: int
 
 
 class LostQueries:
@@ -62,11 +79,8 @@ class LostQueries:
             if id_ not in heads.get(priority, ()):
                 continue  # a stale id from another priority's list; it says nothing here
             seen = fronts.get(priority)
-            if seen is None:
-                fronts[priority] = Front(enqueued_at, id_, id_)
-                continue
-            oldest = min((seen.enqueued_at, seen.id), (enqueued_at, id_))
-            fronts[priority] = Front(oldest[0], oldest[1], max(seen.highest_id, id_))
+            if seen is None or (enqueued_at, id_) < (seen.enqueued_at, seen.id):
+                fronts[priority] = Front(enqueued_at, id_)
         return fronts
 
     async def behind(
@@ -74,13 +88,13 @@ class LostQueries:
     ) -> list[int]:
         """Pending ids at `priority` dispatched before `front` (any, when the list is empty) and
         more than `grace` seconds ago, oldest id first."""
-        params = {
+        params: dict[str, Any] = {
             "queue": self.queue,
             "priority": priority,
-            "below": NO_BOUND if front is None else front.highest_id,
             "grace": grace,
-            "front_at": None if front is None else front.enqueued_at,
-            "front_id": None if front is None else front.id,
             "limit": limit,
         }
+        if front is None:
+            return [id_ for (id_,) in await self._conn.fetch(_DISPATCHED, params)]
+        params.update(front_at=front.enqueued_at, front_id=front.id)
         return [id_ for (id_,) in await self._conn.fetch(_BEHIND, params)]
