@@ -65,7 +65,9 @@ def upgrade(url: str, revision: str = "head", *, prepare: bool = True) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     engine = sync_engine(url, prepare=prepare)
     try:
-        with engine.begin() as connection:
+        # No transaction of ours around it: the migrations' own (env.py) lets one that builds an
+        # index CONCURRENTLY step outside it.
+        with engine.connect() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     finally:

@@ -64,7 +64,7 @@ def downgrade(url: str, revision: str) -> None:
     config.set_main_option("script_location", str(engines.MIGRATIONS_DIR))
     engine = engines.sync_engine(url)
     try:
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             config.attributes["connection"] = connection
             command.downgrade(config, revision)
     finally:

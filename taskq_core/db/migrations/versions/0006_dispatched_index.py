@@ -16,13 +16,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_tasks_dispatched",
-        "tasks",
-        ["queue", "priority", "enqueued_at", "id"],
-        postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NOT NULL"),
-    )
+    # CONCURRENTLY, outside the migration's transaction: a plain CREATE INDEX would block every
+    # enqueue and claim for as long as it reads a tasks table that may hold millions of rows.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_tasks_dispatched",
+            "tasks",
+            ["queue", "priority", "enqueued_at", "id"],
+            postgresql_where=sa.text("status = 'pending' AND enqueued_at IS NOT NULL"),
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_tasks_dispatched", table_name="tasks")
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_tasks_dispatched", table_name="tasks", postgresql_concurrently=True)
