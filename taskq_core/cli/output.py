@@ -21,7 +21,7 @@ STATUS_STYLES = {
 }
 SHORT = 40  # characters of a JSON value shown in a terminal's table
 # Narrower headers for a terminal's table (scripts get the full names).
-TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries"}
+TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries", "last_used": "last used"}
 
 
 def to_terminal() -> bool:

@@ -91,9 +91,10 @@ def test_list_never_shows_a_key_tab_separated_or_json(env: dict[str, str]) -> No
     assert twice.returncode == 0
     assert "already revoked" in twice.stdout
 
-    listed = run(env, "keys", "list")  # stdout is a pipe: tab-separated, no header
+    listed = run(env, "keys", "list")  # stdout is a pipe: a header line, then tab-separated
     assert listed.returncode == 0, listed.stderr
-    lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    header, *lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert header == ["name", "scopes", "created", "last_used", "revoked"]
     assert [(line[0], line[1], line[3]) for line in lines] == [
         ("reader", "read", ""),
         ("boss", "admin", ""),
