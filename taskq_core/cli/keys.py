@@ -110,7 +110,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print("no API keys: the API runs open (loopback only)")
         return 0
     columns = ("name", "scopes", "created", "last_used", "revoked")
-    output.print_table("API keys", columns, fields, {})
+    output.print_table("API keys", columns, fields, {}, times=(2, 3, 4))
     return 0
 
 
