@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -16,7 +15,7 @@ from taskq_core.broker import Broker, count_field
 from taskq_core.db.storage import Storage
 from taskq_core.errors import BackendUnavailableError, InvalidTaskError, UnknownTaskTypeError
 from taskq_core.faults import fault_point
-from taskq_core.inputs import DEFAULT_LIMITS, InputLimits, problems, size_problem
+from taskq_core.inputs import DEFAULT_LIMITS, InputLimits, check_input
 from taskq_core.plugins import Registry
 from taskq_core.records import NewTask
 from taskq_core.task import MIN_TIMEOUT_SECONDS, Task
@@ -41,11 +40,9 @@ def prepare(
 ) -> NewTask:
     """Validate one request; raises InvalidTaskError listing every bad field (loc, msg, type).
 
-    Unset options take the task type's defaults; a request may not ask for more attempts or a
-    longer timeout than its type's caps, nor a timeout under MIN_TIMEOUT_SECONDS."""
-    unstorable = problems(input_data, ("input_data",), limits.max_depth)
-    if unstorable:
-        raise InvalidTaskError(unstorable)
+    The input is checked by `inputs.check_input`, as everywhere. Unset options take the task
+    type's defaults; a request may not ask for more attempts or a longer timeout than its type's
+    caps, nor a timeout under MIN_TIMEOUT_SECONDS."""
     try:
         kind = registry.get(task_type)
     except UnknownTaskTypeError as exc:
@@ -59,27 +56,11 @@ def prepare(
                 }
             ]
         ) from None
-    try:
-        data = kind.input_model.model_validate(input_data)
-    except ValidationError as exc:
-        raise InvalidTaskError(
-            [
-                {
-                    "type": e["type"],
-                    "loc": ("input_data", *e["loc"]),
-                    "msg": e["msg"],
-                    "input": e.get("input"),
-                }
-                for e in exc.errors(include_url=False, include_context=False)
-            ]
-        ) from None
-    stored = data.model_dump(mode="json")
     errors = _option_errors(kind.cls, priority, max_attempts, timeout_seconds)
-    # The plugin's model may fill in defaults or transform: what is stored is checked again.
-    errors += problems(stored, ("input_data",), limits.max_depth)
-    too_large = size_problem(stored, ("input_data",), limits.max_bytes)
-    if too_large is not None:
-        errors.append(too_large)
+    try:
+        stored = check_input(kind, input_data, limits)
+    except InvalidTaskError as exc:
+        raise InvalidTaskError([*exc.errors, *errors]) from None
     if errors:
         raise InvalidTaskError(errors)
     return NewTask(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,6 +69,15 @@ class TaskType:
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.cls.run)
+
+    def parse_input(self, data: Any) -> BaseModel:
+        """`data`, JSON data (a request's `input_data`, or the input as stored), as this type's
+        `Input`, validated in Pydantic's JSON mode: the way the API reads a request, so that
+        wherever the data comes from a strict model takes exactly what its JSON Schema says (an
+        ISO 8601 string for a datetime, an array for a tuple, a value for an Enum). Raises
+        pydantic's ValidationError; `inputs.check_input` first makes sure `data` is JSON."""
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return self.input_model.model_validate_json(text)
 
     def defaults(self) -> dict[str, Any]:
         return {

@@ -14,9 +14,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from pydantic import ValidationError
 
 from taskq_core.errors import InvalidTaskError, UnknownTaskTypeError
+from taskq_core.inputs import DEFAULT_LIMITS, InputLimits, check_input
 from taskq_core.plugins import Registry
 
 CATCH_UP_POLICIES = ("once", "skip")
@@ -82,9 +82,12 @@ def _error(field: str, message: str, value: Any, kind: str = "value_error") -> I
     return InvalidTaskError([{"type": kind, "loc": (field,), "msg": message, "input": value}])
 
 
-def validate(registry: Registry, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` (cron, timezone, task_type, input_data, priority, catch_up) checked, with the
-    input as its type's model dumps it; raises InvalidTaskError naming the bad field."""
+def validate(
+    registry: Registry, values: dict[str, Any], limits: InputLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """`values` (cron, timezone, task_type, input_data, priority, catch_up) checked, the input
+    as every task's (`inputs.check_input`) and as its type's model dumps it; raises
+    InvalidTaskError naming the bad field."""
     try:
         zone(values["timezone"])
     except ScheduleError as exc:
@@ -102,18 +105,5 @@ def validate(registry: Registry, values: dict[str, Any]) -> dict[str, Any]:
         kind = registry.get(values["task_type"])
     except UnknownTaskTypeError as exc:
         raise _error("task_type", str(exc), values["task_type"], "unknown_task_type") from None
-    try:
-        data = kind.input_model.model_validate(values["input_data"])
-    except ValidationError as exc:
-        raise InvalidTaskError(
-            [
-                {
-                    "type": e["type"],
-                    "loc": ("input_data", *e["loc"]),
-                    "msg": e["msg"],
-                    "input": e.get("input"),
-                }
-                for e in exc.errors(include_url=False, include_context=False)
-            ]
-        ) from None
-    return {**values, "task_type": kind.name, "input_data": data.model_dump(mode="json")}
+    stored = check_input(kind, values["input_data"], limits)
+    return {**values, "task_type": kind.name, "input_data": stored}

@@ -12,6 +12,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.conftest import Api, Servers, Workers, free_port, wait_for
+from tests.worker.test_reliability import finished, post
+
+MESSAGE = {
+    "task_type": "EmailTask",
+    "input_data": {"to": ["ada@example.com"], "subject": "Hello", "body": "Hi Ada."},
+}
 
 
 class Inbox:
@@ -105,3 +111,27 @@ def test_header_injection_is_refused_before_anything_is_written(
     locs = [tuple(e["loc"][:3]) for e in response.json()["detail"]]
     assert ("body", "input_data", field) in locs
     assert clean.sql("SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_without_settings_an_email_task_fails_at_once_naming_the_sender_setting(
+    api: Api, workers: Workers, clean: Servers
+) -> None:
+    workers.start()  # no TASKQ_EMAIL_* at all, as under a plain `make dev`
+    task = finished(api, post(api, MESSAGE)["id"])
+    assert task["status"] == "failed"
+    assert task["attempts"] == 1  # permanent: retrying cannot make a sender appear
+    assert task["error"]["type"] == "EmailConfigError"
+    assert task["error"]["message"] == "no sender configured: set TASKQ_EMAIL_FROM"
+
+
+def test_with_no_smtp_server_set_the_failure_names_the_host_setting(
+    api: Api, workers: Workers, clean: Servers
+) -> None:
+    port = free_port()  # nothing listens there: as localhost:25 on a machine without a relay
+    workers.start(TASKQ_EMAIL_FROM="taskq@example.com", TASKQ_EMAIL_SMTP_PORT=str(port))
+    task = finished(api, post(api, {**MESSAGE, "max_attempts": 1})["id"])
+    assert task["status"] == "failed"
+    assert task["error"]["type"] == "EmailDeliveryError"
+    message = task["error"]["message"]
+    assert message.startswith(f"could not connect to SMTP server at localhost:{port}: ")
+    assert message.endswith("(TASKQ_EMAIL_SMTP_HOST is not set: the default was tried)")

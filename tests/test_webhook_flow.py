@@ -159,3 +159,15 @@ def test_a_literal_refused_address_is_a_422_and_writes_nothing(
     assert tuple(error["loc"][:3]) == ("body", "input_data", "url")
     assert "webhooks may not reach it" in error["msg"]
     assert clean.sql("SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_without_a_secret_a_webhook_fails_at_once_naming_the_setting(
+    api: Api, workers: Workers, hook: Hook
+) -> None:
+    workers.start(TASKQ_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8")  # no secret, as under `make dev`
+    task = finished(api, submit(api, {"url": f"http://localhost:{hook.port}/in"}))
+    assert task["status"] == "failed"
+    assert task["attempts"] == 1  # permanent
+    assert task["error"]["type"] == "WebhookConfigError"
+    assert task["error"]["message"] == "no signing secret configured: set TASKQ_WEBHOOK_SECRET"
+    assert hook.requests == []  # nothing unsigned was sent

@@ -4,8 +4,9 @@ A route lists what it can answer with `documented(...)`: `responses=documented(4
 `GUARDED` is what every route behind the API's guards adds (the rate limit's 429, and 503 when
 Redis cannot count); api/auth.py's `AUTH_RESPONSES` (401, 403) are made here too; `WITH_BODY`
 what every route taking a body adds. The bodies are `ErrorMessage` (`{"detail": "..."}`), or
-a list of errors: `FieldErrors` for 400 (where the body stopped being JSON), FastAPI's validation
-error list for 422, which FastAPI documents itself on every route that takes parameters or a body.
+a list of errors: `FieldErrors` for 400 (where the body stopped being JSON), `ValidationErrors`
+for 422. Every route taking parameters or a body lists its 422 here: FastAPI then leaves out its
+own `HTTPValidationError`, so a generated client knows one error shape per status.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ class FieldError(BaseModel):
     loc: list[str | int] = Field(description="Where: `body` and the position, or the field.")
     msg: str
     input: Any = None
+
+
+class ValidationErrors(BaseModel):
+    """The body of a 422: every bad field, where (`loc`) and what is wrong with it (`msg`)."""
+
+    detail: list[FieldError]
 
 
 class FieldErrors(BaseModel):
@@ -49,6 +56,7 @@ DESCRIPTIONS: dict[int, str] = {
     404: "No such task",
     409: "The request conflicts with the task's state or an earlier request",
     413: "The request body is over the size limit (TASKQ_MAX_BODY_BYTES)",
+    416: "The range is outside the artifact",
     422: "Invalid request: `detail` lists each bad field's location and message",
     429: "Too many requests from this client (TASKQ_RATE_LIMIT); retry after `Retry-After`",
     503: "PostgreSQL or Redis is unavailable; nothing was written",
@@ -85,7 +93,9 @@ def documented(*codes: int, **descriptions: str) -> dict[int | str, dict[str, An
         }
         if code == 400:
             entry["model"] = FieldErrors
-        elif code != 422:  # FastAPI's own HTTPValidationError model documents 422
+        elif code == 422:
+            entry["model"] = ValidationErrors
+        else:
             entry["model"] = ErrorMessage
         if code in HEADERS:
             entry["headers"] = HEADERS[code]

@@ -1,4 +1,5 @@
-"""`taskq demo`: random tasks of mixed priorities, worker processes, live progress, a summary."""
+"""`taskq demo`: random tasks of mixed priorities, worker processes, live progress, a summary;
+then the dashboard stays up until Ctrl-C (or `--exit`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from types import FrameType
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -19,7 +21,7 @@ from taskq_core.cli.dev import servers_for, wait_until_serving
 from taskq_core.cli.output import STATUS_STYLES
 from taskq_core.db import engines
 from taskq_core.db.storage import Storage
-from taskq_core.errors import ConfigurationError
+from taskq_core.errors import ConfigurationError, TaskqError
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import child_env, python_module, spawn, terminate
 from taskq_core.records import NewTask, TaskStatus
@@ -28,6 +30,7 @@ from taskq_core.settings import Settings
 DEMO_TYPE = "FibonacciTask"
 BATCH = 500  # tasks per INSERT while seeding
 REFRESH = 0.25  # seconds between progress updates
+INTERRUPTED = 130  # the exit code of a demo stopped before its tasks finished
 
 
 def random_tasks(count: int) -> list[NewTask]:
@@ -64,7 +67,10 @@ def run_demo(
     workers: int,
     port: int = 8000,
     export_rows: int = demo_exports.ROWS,
+    serve: bool = True,
 ) -> int:
+    """Run the demo; with `serve`, keep the API, dashboard and workers up after the tasks have
+    finished, until Ctrl-C (or SIGTERM). Returns the exit code: 0 when every task completed."""
     registry = load_registry()
     if DEMO_TYPE not in registry:
         raise ConfigurationError(
@@ -89,13 +95,43 @@ def run_demo(
         ]
         try:
             wait_until_serving(procs[0], api_url)
-            console.print(f"dashboard: {api_url}/ui  (API {api_url}, until the demo ends)")
+            until = "until Ctrl-C" if serve else "until the demo ends"
+            console.print(f"dashboard: {api_url}/ui  (API {api_url}, {until})")
             drive = _drive(
                 console, settings, registry, database_url, redis_url, tasks, workers, export_rows
             )
-            return asyncio.run(drive)
+            code = asyncio.run(drive)
+            if serve and code != INTERRUPTED:
+                console.print(
+                    f"still serving: dashboard {api_url}/ui, API {api_url} "
+                    f"(`TASKQ_API_URL={api_url} taskq tasks show`); Ctrl-C stops"
+                )
+                _serve(procs[0])
+            return code
         finally:
             terminate(procs)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _serve(api: subprocess.Popen[bytes]) -> None:
+    """Return on SIGINT or SIGTERM; raise if the API exits first."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while api.poll() is None:
+            time.sleep(0.2)
+        raise TaskqError(f"the demo's API exited (code {api.returncode})")
+    except _Stop:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _drive(
@@ -155,7 +191,7 @@ async def _drive(
                 f"exports {', '.join(map(str, export_ids))}: their files are under "
                 f"{demo_exports.artifacts_folder(settings)}/<task id>/1/"
             )
-        return 130 if interrupted.is_set() else (0 if done == total else 1)
+        return INTERRUPTED if interrupted.is_set() else (0 if done == total else 1)
     finally:
         await redis.aclose()
         await engine.dispose()

@@ -1,8 +1,9 @@
 """`taskq keys create|list|revoke`: API keys in PostgreSQL; a new key is printed once, only then.
 
 `create` writes the key alone on stdout (so `KEY=$(taskq keys create --scope submit)` works) and
-what it made on stderr. `list` prints a table on a terminal, tab-separated rows (no header, like
-`gh`) otherwise, and JSON with `--json`; it never prints a key, which is not stored anyway.
+what it made on stderr. `list` prints like every listing (`output.print_table`): a table on a
+terminal, else a header line and tab-separated rows; JSON with `--json`. It never prints a key,
+which is not stored anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from taskq_core.cli import output
 from taskq_core.db.keys import NAME_PATTERN, Scope
 from taskq_core.settings import Settings
 
@@ -104,21 +106,11 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         )
         for r in rows
     ]
-    if not sys.stdout.isatty():
-        for row in fields:
-            print("\t".join(row))
+    if not rows and output.to_terminal():
+        print("no API keys: the API runs open (loopback only)")
         return 0
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title="API keys", title_justify="left")
-    for column in ("name", "scopes", "created", "last used", "revoked"):
-        table.add_column(column, no_wrap=True)
-    for row in fields:
-        table.add_row(*(escape(value) for value in row))
-    console = Console()
-    console.print(table if rows else "no API keys: the API runs open (loopback only)")
+    columns = ("name", "scopes", "created", "last_used", "revoked")
+    output.print_table("API keys", columns, fields, {}, times=(2, 3, 4))
     return 0
 
 

@@ -102,6 +102,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         port=args.port,
         export_rows=args.export_rows,
+        serve=not args.exit,
     )
 
 
@@ -179,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.set_defaults(func=cmd_plugins)
 
     demo = commands.add_parser(
-        "demo", help="create random tasks, spawn workers and watch them drain"
+        "demo",
+        help="create random tasks, spawn workers and watch them drain; the dashboard stays up "
+        "until Ctrl-C",
     )
     demo.add_argument("--tasks", type=positive, default=500, help="how many (default 500)")
     demo.add_argument("--workers", type=positive, default=3, help="worker processes (default 3)")
@@ -192,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2_000_000,
         help="rows of each of the 3 exports shown with progress bars, when taskq-export is "
         "installed (default 2000000; 0: none)",
+    )
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="exit once the tasks have finished (by default the API, the dashboard and the "
+        "workers stay up until Ctrl-C)",
     )
     demo.set_defaults(func=cmd_demo)
 

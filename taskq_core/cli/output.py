@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -21,7 +22,7 @@ STATUS_STYLES = {
 }
 SHORT = 40  # characters of a JSON value shown in a terminal's table
 # Narrower headers for a terminal's table (scripts get the full names).
-TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries"}
+TERMINAL_HEADERS = {"priority": "prio", "attempts": "tries", "last_used": "last used"}
 
 
 def to_terminal() -> bool:
@@ -69,23 +70,55 @@ def _cell(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
+def terminal_time(value: str, now: datetime | None = None) -> str:
+    """An ISO 8601 instant as a person at a terminal reads it: local time, at most 11 characters
+    (`14:03:27` today, `11-28 09:15` earlier this year, `2025-12-31` before), so a listing's two
+    times fit an 80-column table. Scripts get the full value."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone()
+    today = (now or datetime.now(UTC)).astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M:%S")
+    if local.year == today.year:
+        return local.strftime("%m-%d %H:%M")
+    return local.strftime("%Y-%m-%d")
+
+
 def print_table(
-    title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], styles: Mapping[int, str]
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    styles: Mapping[int, str],
+    times: Collection[int] = (),
 ) -> None:
     """A rich table at a terminal (long values shortened); else a header line and one
     tab-separated line per row with every value in full. `styles`: column index -> the
-    STATUS_STYLES key column to colour by (only at a terminal)."""
+    STATUS_STYLES key column to colour by (only at a terminal). `times`: the indexes of columns
+    holding ISO 8601 instants, shown short at a terminal and never folded."""
     if not to_terminal():
         print("\t".join(columns))
         for row in rows:
             print("\t".join(_cell(value) for value in row))
         return
     table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(TERMINAL_HEADERS.get(column, column), overflow="fold")
+    for index, column in enumerate(columns):
+        header = TERMINAL_HEADERS.get(column, column)
+        if index in times:
+            table.add_column(header, no_wrap=True)
+        else:
+            table.add_column(header, overflow="fold")
     for row in rows:
+        shown = [
+            terminal_time(value) if index in times and value else value
+            for index, value in enumerate(row)
+        ]
         # Text, not markup: a value of `[/x]` would crash rich, `[link=...]` plant a hyperlink.
-        cells = [Text(value if len(value) <= SHORT else value[: SHORT - 1] + "…") for value in row]
+        cells = [
+            Text(value if len(value) <= SHORT else value[: SHORT - 1] + "…") for value in shown
+        ]
         for index in styles:
             cells[index].stylize(STATUS_STYLES.get(row[index], ""))
         table.add_row(*cells)
@@ -109,7 +142,7 @@ def task_row(task: Mapping[str, Any]) -> list[str]:
 
 
 def print_tasks(tasks: Sequence[Mapping[str, Any]], title: str) -> None:
-    print_table(title, TASK_COLUMNS, [task_row(t) for t in tasks], {2: "status"})
+    print_table(title, TASK_COLUMNS, [task_row(t) for t in tasks], {2: "status"}, times=(5, 6))
 
 
 def print_task(task: Mapping[str, Any]) -> None:
@@ -151,4 +184,4 @@ def print_task(task: Mapping[str, Any]) -> None:
             for h in history
         ]
         columns = ("attempt", "outcome", "worker", "started", "finished", "error")
-        print_table("attempts", columns, rows, {})
+        print_table("attempts", columns, rows, {}, times=(3, 4))

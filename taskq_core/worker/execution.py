@@ -130,7 +130,7 @@ def run_sync(
 ) -> Outcome:
     """Run a sync task type's `run` in this thread; every exception becomes the outcome's error."""
     try:
-        data = task_type.input_model.model_validate(job.input_data)
+        data = task_type.parse_input(job.input_data)
     except ValidationError as exc:
         return Outcome(error=input_error(exc))
     try:
@@ -144,7 +144,7 @@ async def run_async(
 ) -> Outcome:
     """Await an async task type's `run`; exceptions become the error, cancellation propagates."""
     try:
-        data = task_type.input_model.model_validate(job.input_data)
+        data = task_type.parse_input(job.input_data)
     except ValidationError as exc:
         return Outcome(error=input_error(exc))
     try:

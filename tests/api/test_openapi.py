@@ -71,3 +71,35 @@ def test_docs_and_redoc_load_their_assets_from_the_api(api: Api) -> None:
             assert response.status_code == 200
             assert len(response.content) > 100_000
     assert "/docs-assets/{path}" not in api.client.get("/openapi.json").json()["paths"]
+
+
+# The model of each error status's body (`/ready`'s 503 is its report of each server instead).
+ERROR_MODELS = {"400": "FieldErrors", "422": "ValidationErrors"}
+
+
+def test_every_error_answer_names_its_body_model(api: Api) -> None:
+    document = api.client.get("/openapi.json").json()
+    seen: set[str] = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if status < "400":
+                    continue
+                where = f"{method.upper()} {path} {status}"
+                schema = response.get("content", {}).get("application/json", {}).get("schema")
+                assert schema is not None, f"{where}: no body schema"
+                expected = ERROR_MODELS.get(status, "ErrorMessage")
+                if (path, status) == ("/ready", "503"):
+                    expected = "Readiness"
+                assert schema == {"$ref": f"{REF}{expected}"}, where
+                seen.add(status)
+    assert {"400", "401", "403", "404", "409", "413", "416", "422", "429", "503"} <= seen
+    # One shape per status: FastAPI's own 422 model is never used beside ours.
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    detail = document["components"]["schemas"]["ValidationErrors"]["properties"]["detail"]
+    assert detail["items"] == {"$ref": f"{REF}FieldError"}
+    # And a 422 answered has that shape.
+    refused = api.client.post("/tasks/", json={"task_type": "FibonacciTask", "input_data": {}})
+    assert refused.status_code == 422
+    for error in refused.json()["detail"]:
+        assert {"type", "loc", "msg"} <= set(error) <= {"type", "loc", "msg", "input"}

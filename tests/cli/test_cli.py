@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,7 @@ def test_db_upgrade_is_idempotent(servers: Servers) -> None:
 
 def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
     result = run(
-        taskq("demo", "--tasks", "60", "--workers", "2", "--export-rows", "0"),
+        taskq("demo", "--tasks", "60", "--workers", "2", "--export-rows", "0", "--exit"),
         clean.env(COLUMNS="200"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -122,8 +123,45 @@ def test_demo_drains_its_tasks_with_worker_processes(clean: Servers) -> None:
     assert {p for (p,) in clean.sql("SELECT DISTINCT priority FROM tasks")} == {1, 2, 3, 4, 5}
 
 
+def test_demo_keeps_the_dashboard_up_until_ctrl_c(clean: Servers, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    command = taskq("demo", "--tasks", "10", "--workers", "1", "--export-rows", "0")
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=clean.env(COLUMNS="200"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def serving() -> bool:
+            assert demo.poll() is None, log.read_text()
+            return "still serving" in log.read_text()
+
+        wait_for(serving, timeout=120, interval=0.1, what="the demo to finish its tasks")
+        text = log.read_text()
+        assert "done: 10/10 tasks finished" in text
+        assert f"dashboard http://localhost:{port}/ui" in text
+        assert "Ctrl-C stops" in text
+        # The tasks are done and the dashboard still answers, with them in it.
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/tasks?status=completed", timeout=10)
+        assert page.status_code == 200
+        listed = httpx.get(f"http://127.0.0.1:{port}/tasks/", params={"limit": 100}).json()
+        assert [t["status"] for t in listed["tasks"]] == ["completed"] * 10
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, log.read_text()  # the demo succeeded; Ctrl-C ended it
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
 def test_demo_shows_exports_moving(clean: Servers, tmp_path: Path) -> None:
-    command = taskq("demo", "--tasks", "20", "--workers", "2", "--export-rows", "30000")
+    command = taskq("demo", "--tasks", "20", "--workers", "2", "--export-rows", "30000", "--exit")
     env = clean.env(COLUMNS="200", TASKQ_ARTIFACTS_URL=str(tmp_path / "artifacts"))
     result = run(command, env)
     assert result.returncode == 0, result.stdout + result.stderr

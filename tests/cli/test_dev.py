@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,15 @@ def test_dev_runs_everything_and_cleans_up_after_sigkill_and_ctrl_c(tmp_path: Pa
     assert shown.returncode == 0, shown.stderr
     assert "FibonacciTask" in shown.stdout
     assert "completed" in shown.stdout
+    # And so does the Python client, given no URL.
+    found = subprocess.run(
+        [sys.executable, "-c", "from taskq_client import TaskQClient; print(TaskQClient().get(1))"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert found.returncode == 0, found.stderr
+    assert "status='completed'" in found.stdout
 
     # SIGKILL: servers, API and workers all follow it down, and nothing blocks the next start.
     family = descendants(dev.pid)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,9 +93,10 @@ def test_list_never_shows_a_key_tab_separated_or_json(env: dict[str, str]) -> No
     assert twice.returncode == 0
     assert "already revoked" in twice.stdout
 
-    listed = run(env, "keys", "list")  # stdout is a pipe: tab-separated, no header
+    listed = run(env, "keys", "list")  # stdout is a pipe: a header line, then tab-separated
     assert listed.returncode == 0, listed.stderr
-    lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    header, *lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert header == ["name", "scopes", "created", "last_used", "revoked"]
     assert [(line[0], line[1], line[3]) for line in lines] == [
         ("reader", "read", ""),
         ("boss", "admin", ""),
@@ -225,3 +228,25 @@ def test_list_on_a_terminal_is_a_table(env: dict[str, str]) -> None:
     assert "ok" in screen
     assert "read" in screen
     assert key not in screen
+
+
+def test_list_fits_an_80_column_terminal_with_whole_short_times(env: dict[str, str]) -> None:
+    for name in ("ci-deploy-key", "boss"):
+        run(env, "keys", "create", "--scope", "read", "--scope", "submit", "--name", name)
+    run(env, "keys", "revoke", "boss")
+    with psycopg.connect(env["TASKQ_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET last_used_at = now()")
+    times = rows(env, "SELECT created_at, last_used_at, revoked_at FROM api_keys ORDER BY id")
+    code, screen, errors = on_a_terminal(
+        taskq("keys", "list"), {**env, "COLUMNS": "80", "TERM": "xterm", "TZ": "UTC"}
+    )
+    assert code == 0, errors
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).rstrip() for line in screen.splitlines()]
+    assert max(map(len, lines)) <= 80, screen
+    body = [line for line in lines if line.startswith("│")]
+    assert len(body) == 2, screen  # a line per key: nothing folded
+    for line, instants in zip(body, times, strict=True):
+        for instant in instants:
+            if isinstance(instant, datetime):
+                assert instant.astimezone(UTC).strftime("%H:%M:%S") in line, screen
+    assert body[0].split("│")[-2].strip() == ""  # the first key is not revoked

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 from collections.abc import Callable
 
 import redis
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from taskq_core import Task, TaskContext, hookimpl
 
@@ -303,6 +304,36 @@ class HugeResultTask(Task):
         return TextOutput(text="x" * (2 * 1024 * 1024))
 
 
+class Unit(enum.Enum):
+    SECONDS = "s"
+    MINUTES = "min"
+
+
+class WhenInput(StrictInput):
+    """Fields JSON carries as strings and arrays: strict Python would take only a datetime, a
+    Unit and a tuple, which no JSON request holds."""
+
+    at: AwareDatetime
+    unit: Unit = Unit.SECONDS
+    window: tuple[int, int] = (0, 60)
+
+
+class WhenOutput(BaseModel):
+    at: str
+    unit: str
+    window: list[int]
+
+
+class WhenTask(Task):
+    name = "WhenTask"
+    description = "Echo an instant, a unit and a window, as the task received them."
+    Input = WhenInput
+    Output = WhenOutput
+
+    async def run(self, data: WhenInput, ctx: TaskContext) -> WhenOutput:
+        return WhenOutput(at=data.at.isoformat(), unit=data.unit.value, window=list(data.window))
+
+
 @hookimpl
 def register_task_types(register: Callable[[type[Task]], None]) -> None:
     for task_type in (
@@ -321,5 +352,6 @@ def register_task_types(register: Callable[[type[Task]], None]) -> None:
         NulTask,
         UnshowableErrorTask,
         HugeResultTask,
+        WhenTask,
     ):
         register(task_type)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from taskq_client import _devstate
 from taskq_client.errors import (
     ConflictError,
     ForbiddenError,
@@ -50,7 +51,8 @@ class Config:
         backoff: float,
         max_backoff: float,
     ) -> Config:
-        url = base_url or os.environ.get(URL_ENV) or DEFAULT_URL
+        # The lookup order the README states: argument, TASKQ_API_URL, a running `taskq dev`.
+        url = base_url or os.environ.get(URL_ENV) or _devstate.dev_api_url() or DEFAULT_URL
         key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
         return cls(url.rstrip("/"), key, timeout, retries, backoff, max_backoff)
 

@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 class AsyncTaskQClient:
     """Talks to a taskq API. `base_url` and `api_key` default to TASKQ_API_URL and TASKQ_API_KEY
-    (the key travels as `Authorization: Bearer`). Requests that meet a 503, a 429 or a dropped
-    connection are sent again `retries` times with exponential back-off (see `_core.Call`)."""
+    (the key travels as `Authorization: Bearer`); with neither URL, a running `taskq dev`'s API.
+    Requests that meet a 503, a 429 or a dropped connection are sent again `retries` times with
+    exponential back-off (see `_core.Call`)."""
 
     def __init__(
         self,

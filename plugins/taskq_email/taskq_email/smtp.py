@@ -25,7 +25,7 @@ def deliver(settings: EmailSettings, envelope: Envelope) -> dict[str, str]:
         raise EmailDeliveryError(f"SMTP server at {where}: {_reply(exc)}") from exc
     except (smtplib.SMTPException, OSError) as exc:  # refused, timeout, TLS handshake, DNS...
         raise EmailDeliveryError(
-            f"could not connect to SMTP server at {where}: {_reply(exc)}"
+            f"could not connect to SMTP server at {where}: {_reply(exc)}{_defaults(settings)}"
         ) from exc
 
     try:
@@ -74,6 +74,23 @@ def _connect(settings: EmailSettings) -> smtplib.SMTP:
         _close(connection)
         raise
     return connection
+
+
+def _defaults(settings: EmailSettings) -> str:
+    """Which of the server's settings were left unset, so a first run without configuration
+    says what to set rather than only that localhost:25 refused."""
+    unset = [
+        variable
+        for field, variable in (
+            ("smtp_host", "TASKQ_EMAIL_SMTP_HOST"),
+            ("smtp_port", "TASKQ_EMAIL_SMTP_PORT"),
+        )
+        if field not in settings.model_fields_set
+    ]
+    if not unset:
+        return ""
+    verb = "is" if len(unset) == 1 else "are"
+    return f" ({' and '.join(unset)} {verb} not set: the default was tried)"
 
 
 def _close(connection: smtplib.SMTP) -> None:

@@ -11,6 +11,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from taskq_core.api.auth import AUTH_RESPONSES, check_reader
 from taskq_core.api.deps import BackendsDep
+from taskq_core.api.responses import GUARDED, documented
 from taskq_core.api.routes.tasks import ReaderOrSubmitter, TaskId
 from taskq_core.artifacts import NAME_PATTERN, ArtifactStore
 from taskq_core.errors import (
@@ -59,9 +60,14 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             "content": {"application/octet-stream": {"schema": {"type": "string"}}},
         },
         206: {"description": "The byte range asked for (`Range: bytes=start-end`)"},
-        404: {"description": "No such task, or it published no artifact of that name"},
-        416: {"description": "The range is outside the artifact"},
-        503: {"description": "PostgreSQL or the artifact store unavailable"},
+        **documented(
+            *GUARDED,
+            404,
+            416,
+            422,
+            _404="No such task, or it published no artifact of that name",
+            _503="PostgreSQL or the artifact store unavailable",
+        ),
     },
 )
 async def get_artifact(

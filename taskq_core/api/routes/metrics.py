@@ -23,6 +23,7 @@ from prometheus_client.core import (
 
 from taskq_core.api.auth import AUTH_RESPONSES, Scope, require
 from taskq_core.api.deps import BackendsDep
+from taskq_core.api.responses import GUARDED, documented
 from taskq_core.broker import DURATION_BUCKETS
 from taskq_core.db.metrics import queue_numbers
 
@@ -85,7 +86,7 @@ def _durations(stored: dict[str, str]) -> Metric:
     response_class=Response,
     responses={
         200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
-        503: {"description": "PostgreSQL or Redis unavailable"},
+        **documented(*GUARDED, _503="PostgreSQL or Redis unavailable"),
     },
 )
 async def metrics(request: Request, backends: BackendsDep) -> Response:

@@ -126,7 +126,7 @@ def _check(backends: Backends, values: dict[str, Any]) -> dict[str, Any]:
     """Cron, time zone and input checked (the input against the type's schema, as stored);
     RequestValidationError (422) names the field."""
     try:
-        return schedules.validate(backends.registry, values)
+        return schedules.validate(backends.registry, values, backends.limits)
     except InvalidTaskError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors]

@@ -352,9 +352,15 @@ async def cancel_task(
     response_model=TaskWithHistory,
     responses={
         200: {"description": "Pending again, with its attempts counted anew; history kept"},
-        404: {"description": "No such task"},
-        409: {"description": "It is pending, running or completed: only failed or cancelled"},
-        503: {"description": "PostgreSQL unavailable; nothing changed"},
+        **documented(
+            *GUARDED,
+            404,
+            409,
+            422,
+            _404="No such task",
+            _409="It is pending, running or completed: only failed or cancelled",
+            _503="PostgreSQL unavailable; nothing changed",
+        ),
     },
 )
 async def retry_task(task_id: TaskId, backends: BackendsDep, principal: Admin) -> dict[str, Any]:
