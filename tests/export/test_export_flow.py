@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Processes, Servers, free_port, taskq, wait_for
-from tests.export.conftest import ROWS, source_url
+from tests.conftest import Processes, Servers, taskq, wait_for
+from tests.export.conftest import ROWS, source_url, start_api
 
 QUERIES = {
     "rows_from": {
@@ -39,20 +39,11 @@ def export_env(export_table: Servers, tmp_path: Path) -> dict[str, str]:
 def client(
     clean: Servers, export_env: dict[str, str], processes: Processes
 ) -> Iterator[httpx.Client]:
-    port = free_port()
-    proc = processes.spawn(taskq("api", "--port", str(port)), clean.env(**export_env), "api")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(processes.output())
-            try:
-                return http.get("/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, what="the API to start")
+    http = start_api(processes, clean.env(**export_env))
+    try:
         yield http
+    finally:
+        http.close()
 
 
 def test_export_through_the_api(
