@@ -32,7 +32,21 @@ CLAIM_FLUSH = 1.0
 # to the schedule's pause may be dropped by it ("ticks while paused are dropped").
 LATE_TICK = 1.5
 RETENTION_GRACE = 10.0  # seconds past its retention a finished task may live (sweeps, faults)
-MAX_LINES = 60  # problems and excuses listed; the rest counted
+MAX_LINES = 60  # excuses and events listed; the rest counted
+PER_INVARIANT = 15  # cases listed per broken invariant
+INVARIANTS = {  # the short names problems are filed under, and what each holds
+    "rows": "every 201 has its row, and rows without one are at most the answers lost",
+    "unfinished": "nothing is left pending or running",
+    "history": "attempts match the history: each ended once, one after the other",
+    "outcome": "each task ends as its kind asks, or as a fault that struck its attempt explains",
+    "unrecorded run": "every run has its attempt record, unless a PostgreSQL crash took its claim",
+    "pause": "no attempt of a paused task type starts",
+    "schedule": "one task per schedule tick: none early, none missed, none after the pause",
+    "retention": "retention deletes the finished tasks past their retention, and only those",
+    "operator": "every operation was exercised",
+    "client": "every client request got its answer",
+    "workers": "no worker exited by itself",
+}
 # Which injected events can end an attempt with which error, and whether they strike one worker
 # (the one whose process they hit) or all of them.
 CAUSES: dict[str, tuple[str, ...]] = {
@@ -182,14 +196,15 @@ def read_runs(path: Path) -> list[Run]:
 
 @dataclass
 class Verdict:
-    problems: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (which invariant, the case)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, how it ended)
     explained: Counter[str] = field(default_factory=Counter)  # what a fault explains, by kind
     excuses: list[str] = field(default_factory=list)  # each explained case, task by task
     operations: dict[str, Any] = field(default_factory=dict)  # what the operator's rounds did
 
-    def problem(self, text: str) -> None:
-        self.problems.append(text)
+    def problem(self, invariant: str, text: str) -> None:
+        assert invariant in INVARIANTS, invariant
+        self.problems.append((invariant, text))
 
     def excuse(self, category: str, text: str) -> None:
         self.explained[category] += 1
@@ -228,7 +243,7 @@ class Checker:
         self._retention()
         self._operations()
         for failure in self.ledger.failures:
-            self.v.problem(f"a client could not do its part: {failure}")
+            self.v.problem("client", f"a client could not do its part: {failure}")
         return self.v
 
     # ---- every task ----------------------------------------------------------------------------
@@ -239,12 +254,13 @@ class Checker:
         without a key), never more of those than such submissions."""
         for task_id, kind in self.ledger.kinds.items():
             if task_id not in self.e.tasks:
-                self.v.problem(f"task {task_id} ({kind}) was answered 201 but has no row")
+                self.v.problem("rows", f"task {task_id} ({kind}) was answered 201 but has no row")
         twins = set(self.e.tasks) - set(self.ledger.kinds) - self.tick_tasks
         if len(twins) > self.ledger.uncertain:
             self.v.problem(
+                "rows",
                 f"{len(twins)} rows without a 201 ({sorted(twins)[:20]}...), "
-                f"only {self.ledger.uncertain} submissions whose answer was lost"
+                f"only {self.ledger.uncertain} submissions whose answer was lost",
             )
         self.v.explained["twin of a submission whose answer was lost"] = len(twins)
 
@@ -256,21 +272,25 @@ class Checker:
     def _task(self, task: Task) -> None:
         records = self.e.history.get(task.id, [])
         if task.status not in FINAL:
-            self.v.problem(f"task {task.id} ({self.kind_of(task.id)}) is still {task.status}")
+            self.v.problem(
+                "unfinished", f"task {task.id} ({self.kind_of(task.id)}) is still {task.status}"
+            )
             return
         counted = sorted(r.attempt for r in records if r.outcome != "handed_back")
         if counted != list(range(1, task.attempts + 1)):
             self.v.problem(
+                "history",
                 f"task {task.id}: attempts {task.attempts}, but its history is "
-                f"{[(r.attempt, r.outcome, r.worker_id) for r in records]}"
+                f"{[(r.attempt, r.outcome, r.worker_id) for r in records]}",
             )
         finals = [r for r in records if r.outcome in FINAL]
         # A bulk retry starts a finished task again: its history then has a final record per
         # time it finished (the order of attempts is checked below).
         if len(finals) > 1 and task.id not in self.retried:
             self.v.problem(
+                "history",
                 f"task {task.id} ({self.kind_of(task.id)}): {len(finals)} final attempt records "
-                f"{[(r.attempt, r.outcome, r.worker_id) for r in finals]}, and no bulk retry"
+                f"{[(r.attempt, r.outcome, r.worker_id) for r in finals]}, and no bulk retry",
             )
         for before, after in itertools.pairwise(records):
             started, ended = after.started, before.finished
@@ -279,8 +299,9 @@ class Checker:
                     self.v.explained["ran beside an attempt whose lease expired"] += 1
                 else:
                     self.v.problem(
+                        "history",
                         f"task {task.id}: attempt {after.attempt} started at {self.at(started)}"
-                        f", before attempt {before.attempt} ended at {self.at(ended)}"
+                        f", before attempt {before.attempt} ended at {self.at(ended)}",
                     )
         kind = self.kind_of(task.id)
         if kind is not None:
@@ -344,7 +365,7 @@ class Checker:
             why = f"; no injected fault causes {task.error_type}"
         if kind == "cancel":
             why += f"; its cancel was last answered {answer}"
-        self.v.problem(f"{label}: {expected}, {what}{why}")
+        self.v.problem("outcome", f"{label}: {expected}, {what}{why}")
 
     def _span(self, attempt: Attempt) -> str:
         return f"{self.at(attempt.started)}-{self.at(attempt.finished)}"
@@ -377,7 +398,9 @@ class Checker:
             by_key.setdefault((run.task_id, run.attempt), []).append(run)
         for (task_id, attempt), runs in sorted(by_key.items()):
             if task_id not in self.e.tasks:
-                self.v.problem(f"task {task_id} ran (attempt {attempt}) but has no row")
+                self.v.problem(
+                    "unrecorded run", f"task {task_id} ran (attempt {attempt}) but has no row"
+                )
                 continue
             unrecorded = len(runs) - records[(task_id, attempt)]
             if unrecorded <= 0:
@@ -389,10 +412,11 @@ class Checker:
                 label = f"task {task_id} ({self.kind_of(task_id)}) attempt {attempt}"
                 if crash is None:
                     self.v.problem(
+                        "unrecorded run",
                         f"{label}: ran at {self.at(run.start)} on worker {run.worker_id} "
                         f"without an attempt record ({len(runs)} runs, "
                         f"{records[(task_id, attempt)]} records), and no PostgreSQL crash "
-                        "began as that run did"
+                        "began as that run did",
                     )
                 else:
                     self.v.excuse(
@@ -422,10 +446,11 @@ class Checker:
                 for r in self.e.history.get(task.id, []):
                     if r.started is not None and round_.paused <= r.started <= round_.resumed:
                         self.v.problem(
+                            "pause",
                             f"task {task.id} ({paused_type}): attempt {r.attempt} started at "
                             f"{self.at(r.started)} on worker {r.worker_id}, while its type "
                             f"was paused ({self.at(round_.paused)}-{self.at(round_.resumed)}, "
-                            f"pause round {n})"
+                            f"pause round {n})",
                         )
 
     def _schedule(self) -> None:
@@ -433,18 +458,22 @@ class Checker:
         due long enough before the pause (or before a PostgreSQL outage that lasted into it)."""
         run = self.ops.schedule
         if run is None:
-            self.v.problem("the schedule was never created")
+            self.v.problem("schedule", "the schedule was never created")
             return
         if run.pause_sent is None or run.paused is None:
-            self.v.problem("the schedule was not paused at the end (see the client failures)")
+            self.v.problem(
+                "schedule", "the schedule was not paused at the end (see the client failures)"
+            )
             return
         ticks = self.e.ticks
         tick_type = SPECS["tick"].task_type
         for task in self.e.tasks.values():
             if task.task_type == tick_type and task.id not in self.tick_tasks:
-                self.v.problem(f"task {task.id} ({tick_type}) belongs to no schedule tick")
+                self.v.problem(
+                    "schedule", f"task {task.id} ({tick_type}) belongs to no schedule tick"
+                )
         if len(self.tick_tasks) != len(ticks):
-            self.v.problem(f"{len(ticks)} ticks share {len(self.tick_tasks)} tasks")
+            self.v.problem("schedule", f"{len(ticks)} ticks share {len(self.tick_tasks)} tasks")
         missing, late = [], 0
         t = run.first_tick
         while t <= run.paused + SLACK:
@@ -452,11 +481,12 @@ class Checker:
             if task_id is not None:
                 task = self.e.tasks.get(task_id)
                 if task is None:
-                    self.v.problem(f"tick at {self.at(t)}: task {task_id} has no row")
+                    self.v.problem("schedule", f"tick at {self.at(t)}: task {task_id} has no row")
                 elif task.created < t - SLACK:
                     self.v.problem(
+                        "schedule",
                         f"tick at {self.at(t)}: task {task_id} created early, "
-                        f"at {self.at(task.created)}"
+                        f"at {self.at(task.created)}",
                     )
             elif self._due_by(t) + LATE_TICK < run.pause_sent:
                 missing.append(self.at(t))
@@ -466,11 +496,13 @@ class Checker:
         expected = round((run.pause_sent - run.first_tick) / TICK_SECONDS)
         for tick in ticks:
             if tick > run.paused + SLACK:
-                self.v.problem(f"tick at {self.at(tick)} fired after the pause")
+                self.v.problem("schedule", f"tick at {self.at(tick)} fired after the pause")
             elif (tick - run.first_tick) % TICK_SECONDS or tick < run.first_tick:
-                self.v.problem(f"tick at {self.at(tick)} is not one of the cron's")
+                self.v.problem("schedule", f"tick at {self.at(tick)} is not one of the cron's")
         if missing:
-            self.v.problem(f"schedule ticks never fired (no outage explains them): {missing}")
+            self.v.problem(
+                "schedule", f"schedule ticks never fired (no outage explains them): {missing}"
+            )
         self.v.operations["schedule ticks (fired; due before the pause; missed)"] = (
             f"{len(ticks)}; {expected}; {len(missing)} (and {late} due too close to the pause "
             "to be missed)"
@@ -494,12 +526,13 @@ class Checker:
             if task.deleted is not None:
                 purged[task.status] += 1
                 if limit is None or task.finished is None:
-                    self.v.problem(f"task {task.id} was deleted while {task.status}")
+                    self.v.problem("retention", f"task {task.id} was deleted while {task.status}")
                 elif task.finished > task.deleted - limit:
                     self.v.problem(
+                        "retention",
                         f"task {task.id} ({task.status}) was deleted at {self.at(task.deleted)}"
                         f", {task.deleted - task.finished:.2f} s after it finished: its "
-                        f"retention is {limit:g} s"
+                        f"retention is {limit:g} s",
                     )
             elif (
                 limit is not None
@@ -507,12 +540,13 @@ class Checker:
                 and task.finished < self.e.now - limit - RETENTION_GRACE
             ):
                 self.v.problem(
+                    "retention",
                     f"task {task.id} ({task.status}) finished at {self.at(task.finished)} "
                     f"and is still kept, {self.e.now - task.finished:.1f} s later: its "
-                    f"retention is {limit:g} s"
+                    f"retention is {limit:g} s",
                 )
         if self.duration >= 30 and not purged["completed"]:
-            self.v.problem("retention deleted no completed task in the whole run")
+            self.v.problem("retention", "retention deleted no completed task in the whole run")
         self.v.operations["deleted by retention"] = dict(purged)
 
     def _operations(self) -> None:
@@ -537,7 +571,9 @@ class Checker:
                 ("retried in bulk", [r for r in ops.retries if not r.skipped]),
             ):
                 if not done:
-                    self.v.problem(f"the operator never {name}: that invariant went unchecked")
+                    self.v.problem(
+                        "operator", f"the operator never {name}: that invariant went unchecked"
+                    )
 
 
 def check(
@@ -552,11 +588,11 @@ def check(
     return Checker(evidence, read_runs(runs_file), ledger, operations, events, duration).check()
 
 
-def _capped(lines: Iterable[str]) -> list[str]:
+def _capped(lines: Iterable[str], most: int = MAX_LINES) -> list[str]:
     lines = list(lines)
-    shown = [f"  {line}" for line in lines[:MAX_LINES]]
-    if len(lines) > MAX_LINES:
-        shown.append(f"  ... and {len(lines) - MAX_LINES} more")
+    shown = [f"  {line}" for line in lines[:most]]
+    if len(lines) > most:
+        shown.append(f"  ... and {len(lines) - most} more")
     return shown
 
 
@@ -598,7 +634,13 @@ def table(
     if v.excuses:
         lines += ["", "excused, each matched to the injected event that explains it:"]
         lines += _capped(v.excuses)
-    lines += ["", f"problems: {len(v.problems)}", *_capped(v.problems)]
+    lines += ["", f"problems: {len(v.problems)}"]
+    # By invariant, each with its first cases: one broken invariant's many cases (tasks left
+    # pending, say) must not hide another's.
+    broken = Counter(invariant for invariant, _ in v.problems)
+    for invariant, count in broken.items():
+        cases = [text for kind, text in v.problems if kind == invariant]
+        lines += [f"- {INVARIANTS[invariant]} ({count}):", *_capped(cases, PER_INVARIANT)]
     if v.problems:
         lines += ["", "injected events (seconds into the run; worker pids struck):"]
         lines += _capped(

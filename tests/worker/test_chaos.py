@@ -272,7 +272,9 @@ def test_chaos(
             verdict = check(servers, runs, ledger, operations, events, DURATION)
             for proc in fleet.workers:
                 if proc.poll() is not None:
-                    verdict.problem(f"worker {proc.pid} exited by itself ({proc.returncode})")
+                    verdict.problem(
+                        "workers", f"worker {proc.pid} exited by itself ({proc.returncode})"
+                    )
         finally:
             if traffic is not None:
                 traffic.finish()
