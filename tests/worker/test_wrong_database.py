@@ -3,8 +3,10 @@ pointed at a database it cannot use, then one pointed right."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,20 +73,40 @@ def _all_ran_once(servers: Servers, ids: list[int], worker_pid: int) -> None:
     assert history == [(i, 1, "completed", worker_pid) for i in ids]
 
 
-@pytest.fixture
-def other_database(clean: Servers) -> Iterator[str]:
-    """A second database with taskq's tables, on the same server: reachable, but not the one
-    the tasks are enqueued in."""
+@contextmanager
+def _database(servers: Servers, *, revision: str | None) -> Iterator[str]:
+    """A second database on the same server: reachable, but not the one the tasks are
+    enqueued in; migrated to `revision` (None: no tables at all)."""
     name = f"taskq_other_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(clean.database_url, autocommit=True) as conn:
+    with psycopg.connect(servers.database_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with(clean.database_url, database=name, password=None)
+    url = _with(servers.database_url, database=name, password=None)
     try:
-        engines.upgrade(url)
+        if revision is not None:
+            engines.upgrade(url, revision)
         yield url
     finally:
-        with psycopg.connect(clean.database_url, autocommit=True) as conn:
+        with psycopg.connect(servers.database_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def other_database(clean: Servers) -> Iterator[str]:
+    with _database(clean, revision="head") as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database(clean: Servers) -> Iterator[str]:
+    with _database(clean, revision=None) as url:
+        yield url
+
+
+@pytest.fixture
+def outdated_database(clean: Servers) -> Iterator[str]:
+    """Migrated up to API keys (0003): without the tables operations and progress added."""
+    with _database(clean, revision="0003") as url:
+        yield url
 
 
 def test_a_worker_that_cannot_reach_its_database_pushes_popped_ids_back(
@@ -156,3 +178,46 @@ def test_a_worker_on_another_taskq_database_says_so_and_loses_nothing(
     # A worker on the right database finds the tasks missing from Redis and runs them.
     right_pid, _ = _worker(processes, clean.env(site, **FAST), "right-worker")
     _all_ran_once(clean, ids, right_pid)
+
+
+def test_a_worker_on_a_database_without_taskq_stops_and_says_why(
+    clean: Servers,
+    processes: Processes,
+    sites: dict[str, Path],
+    empty_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No tables: no outage to wait out but a mistake. The worker stops, non-zero (a
+    supervisor sees a failure), naming the missing table; ids it popped are back in Redis."""
+    site = sites["taskq-testkit"]
+    env = clean.env(site, TASKQ_DATABASE_URL=empty_database, **FAST)
+    args = taskq("worker", "--concurrency", "4", "--processes", "1")
+    # Nothing queued: its background loops meet the missing tables first.
+    code = processes.spawn(args, env, "idle-wrong-worker").wait(60)
+    text = processes.started[-1][1].read_text()
+    assert code != 0, text
+    assert re.search(r"CRITICAL .* loop died .*relation \"[a-z_]+\" does not exist", text), text
+
+    # Tasks queued: whichever meets the tables first, the claim or a loop, none is lost.
+    ids = _enqueue(clean, 3, site, monkeypatch)
+    code = processes.spawn(args, env, "wrong-worker").wait(60)
+    text = processes.started[-1][1].read_text()
+    assert code != 0, text
+    assert _queued(clean) == ids, text
+
+    right_pid, _ = _worker(processes, clean.env(site, **FAST), "right-worker")
+    _all_ran_once(clean, ids, right_pid)
+
+
+def test_a_worker_whose_loop_dies_exits_non_zero(
+    clean: Servers, processes: Processes, sites: dict[str, Path], outdated_database: str
+) -> None:
+    """A database behind the worker's migrations: its sweeper's statements name a table the
+    database lacks and the sweeper loop dies. The worker stops, and says so in its exit code
+    (before, it exited 0, which a supervisor takes for a clean stop and does not restart)."""
+    env = clean.env(sites["taskq-testkit"], TASKQ_DATABASE_URL=outdated_database, **FAST)
+    proc = processes.spawn(taskq("worker", "--processes", "1"), env, "outdated-worker")
+    code = proc.wait(60)
+    text = processes.started[-1][1].read_text()
+    assert re.search(r"CRITICAL .* sweeper loop died .*does not exist", text), text
+    assert code == 1, text
