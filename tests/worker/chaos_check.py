@@ -32,6 +32,9 @@ CLAIM_FLUSH = 1.0
 # to the schedule's pause may be dropped by it ("ticks while paused are dropped").
 LATE_TICK = 1.5
 RETENTION_GRACE = 10.0  # seconds past its retention a finished task may live (sweeps, faults)
+# The API deletes a row it inserted when the push of its id then fails (and answers 503); the
+# push gives up within its 5 s socket timeout.
+TAKEN_BACK_WITHIN = 15.0
 MAX_LINES = 60  # excuses and events listed; the rest counted
 PER_INVARIANT = 15  # cases listed per broken invariant
 INVARIANTS = {  # the short names problems are filed under, and what each holds
@@ -43,6 +46,7 @@ INVARIANTS = {  # the short names problems are filed under, and what each holds
     "pause": "no attempt of a paused task type starts",
     "schedule": "one task per schedule tick: none early, none missed, none after the pause",
     "retention": "retention deletes the finished tasks past their retention, and only those",
+    "deleted": "the only other rows deleted are the API's own, unanswered, whose push failed",
     "operator": "every operation was exercised",
     "client": "every client request got its answer",
     "workers": "no worker exited by itself",
@@ -225,13 +229,39 @@ class Checker:
         self.events, self.duration = events, duration
         self.v = Verdict()
         self.tick_tasks = set(evidence.ticks.values())
+        self.taken_back = self._taken_back()
+        for task_id in self.taken_back:
+            del evidence.tasks[task_id]
         self.retried_at = {i: r.retried for r in operations.retries for i in r.ids}
-        # Tasks a bulk retry was sent for (answered or not: the request may have committed).
-        self.retried = {i for r in operations.retries if not r.skipped for i in r.ids}
         self.retry_skipped = {i for r in operations.retries if r.skipped for i in r.ids}
 
     def at(self, moment: float | None) -> str:
         return "?" if moment is None else self.ledger.at(moment)
+
+    def _taken_back(self) -> set[int]:
+        """Rows the API deleted again because the push of their id failed (it answered 503,
+        nothing was written): pending, never answered 201, never run, deleted within seconds.
+        Any other row deleted while not finished is a problem."""
+        found = set()
+        for task in self.e.tasks.values():
+            if task.deleted is None or task.status in FINAL:
+                continue
+            label = f"task {task.id} ({self.kind_of(task.id)}, {task.task_type})"
+            age = task.deleted - task.created
+            if task.id in self.ledger.kinds:
+                why = "though it was answered 201"
+            elif self.e.history.get(task.id):
+                why = f"after {len(self.e.history[task.id])} attempt(s)"
+            elif task.status != "pending" or age > TAKEN_BACK_WITHIN:
+                why = f"{age:.1f} s after it was created"
+            else:
+                found.add(task.id)
+                continue
+            self.v.problem(
+                "deleted",
+                f"{label} was deleted at {self.at(task.deleted)} while {task.status}, {why}",
+            )
+        return found
 
     def check(self) -> Verdict:
         self._rows()
@@ -271,6 +301,8 @@ class Checker:
 
     def _task(self, task: Task) -> None:
         records = self.e.history.get(task.id, [])
+        if task.status not in FINAL and task.deleted is not None:
+            return  # reported as deleted (_taken_back)
         if task.status not in FINAL:
             self.v.problem(
                 "unfinished", f"task {task.id} ({self.kind_of(task.id)}) is still {task.status}"
@@ -284,9 +316,10 @@ class Checker:
                 f"{[(r.attempt, r.outcome, r.worker_id) for r in records]}",
             )
         finals = [r for r in records if r.outcome in FINAL]
-        # A bulk retry starts a finished task again: its history then has a final record per
-        # time it finished (the order of attempts is checked below).
-        if len(finals) > 1 and task.id not in self.retried:
+        # A bulk retry starts a finished task of its type again (twins of a round's tasks
+        # too): its history then has a final record per time it finished (the order of the
+        # attempts is checked below).
+        if len(finals) > 1 and task.task_type != SPECS["bulk_retry"].task_type:
             self.v.problem(
                 "history",
                 f"task {task.id} ({self.kind_of(task.id)}): {len(finals)} final attempt records "
@@ -524,10 +557,10 @@ class Checker:
         for task in self.e.tasks.values():
             limit = RETENTION.get(task.status)
             if task.deleted is not None:
-                purged[task.status] += 1
                 if limit is None or task.finished is None:
-                    self.v.problem("retention", f"task {task.id} was deleted while {task.status}")
-                elif task.finished > task.deleted - limit:
+                    continue  # not retention's doing: see _taken_back
+                purged[task.status] += 1
+                if task.finished > task.deleted - limit:
                     self.v.problem(
                         "retention",
                         f"task {task.id} ({task.status}) was deleted at {self.at(task.deleted)}"
@@ -548,6 +581,9 @@ class Checker:
         if self.duration >= 30 and not purged["completed"]:
             self.v.problem("retention", "retention deleted no completed task in the whole run")
         self.v.operations["deleted by retention"] = dict(purged)
+        self.v.operations["rows the API took back (its push failed, it answered 503)"] = len(
+            self.taken_back
+        )
 
     def _operations(self) -> None:
         ops = self.ops
