@@ -216,6 +216,8 @@ class Verdict:
 
 
 class Checker:
+    """What the run left, held to every invariant; `check` returns the verdict."""
+
     def __init__(
         self,
         evidence: Evidence,
