@@ -333,10 +333,11 @@ class Worker:
         return sorted(claimed, key=lambda task: order[task.id])
 
     async def _check_known(self, ids: list[int], claimed: set[int]) -> None:
-        """Say so, at most once a minute, when popped ids have no row here: this worker is
-        likely given another database than the API's. They are not pushed back (a deleted
-        task's id would go round for ever); the sweeper of a worker on the right database
-        finds those tasks missing from Redis and pushes them again."""
+        """Say so, at most once a minute, when popped ids have no row here: tasks deleted while
+        their id waited (rare: a finished task's id is long popped when retention deletes it),
+        or this worker is given another database than the API's. They are not pushed back (a
+        deleted task's id would go round for ever); the sweeper of a worker on the right
+        database finds those tasks missing from Redis and pushes them again."""
         try:
             unknown = await self.claims.unknown([i for i in ids if i not in claimed])
         except OUTAGE_ERRORS:
@@ -348,8 +349,9 @@ class Worker:
         if now - self._unknown_said_at < UNKNOWN_IDS_EVERY:
             return
         log.warning(
-            "%d popped task id(s) have no row in PostgreSQL at %s: is it the database the "
-            "tasks were enqueued in? They are left to the sweeper of a worker that has them",
+            "%d popped task id(s) have no row in PostgreSQL at %s: deleted since, or this is "
+            "not the database they were enqueued in; left to the sweeper of a worker that has "
+            "them",
             self._unknown_ids,
             redact_url(self.database_url),
         )
