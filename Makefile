@@ -44,7 +44,7 @@ test: $(VENV)/.test lint
 	$(BIN)/python -m pytest
 
 # `make chaos SEED=13 DURATION=600`: the randomized chaos run (docs/reliability.md); the same seed
-# replays the same fault schedule. `make test` runs 60 s of it with seed 1.
+# replays the same fault schedule. `make test` runs 40 s of it with seed 1.
 SEED ?= $(shell date +%s)
 DURATION ?= 600
 chaos: $(VENV)/.test

@@ -170,15 +170,17 @@ class Broker:
             return None
         return int(item[1])
 
-    async def pop_many(self, count: int, wait: float) -> list[int]:
+    async def pop_many(self, count: int, wait: float) -> tuple[int, list[int]]:
         """Block up to `wait` seconds, then take up to `count` ids, oldest first, all from the
-        highest non-empty priority: BLMPOP never mixes lists, so priority stays strict."""
+        highest non-empty priority: BLMPOP never mixes lists, so priority stays strict.
+        Returns (their priority, the ids); (0, []) when none came."""
         item = await self.redis.blmpop(
             wait, len(self.keys), *self.keys, direction="RIGHT", count=count
         )
         if item is None:
-            return []
-        return [int(v) for v in item[1]]
+            return 0, []
+        key, ids = item
+        return int(str(key).rsplit(":", 1)[1]), [int(v) for v in ids]
 
     async def depths(self) -> dict[int, int]:
         """How many ids wait at each priority."""

@@ -97,7 +97,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             pool=pool,
         )
 
-    async def main() -> None:
+    async def main() -> bool:
         worker = await start()
         loop = asyncio.get_running_loop()
         stops = 0
@@ -114,6 +114,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         await worker.run()
+        return worker.failed
 
-    asyncio.run(main())
-    return 0
+    # Non-zero when a loop of the worker died: a supervisor then sees a failure to restart.
+    return 1 if asyncio.run(main()) else 0

@@ -17,6 +17,7 @@ from taskq_core.broker import Broker
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
+from taskq_core.redaction import redact_url
 from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
@@ -52,6 +53,8 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 # again, so each pop and claim serves several tasks instead of one per finished task. An idle
 # worker never waits.
 REFILL_FRACTION = 4
+
+UNKNOWN_IDS_EVERY = 60.0  # seconds between warnings about popped ids without a row
 
 # Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
 KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
@@ -90,6 +93,8 @@ class Worker:
         self.executing = 0
         self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
         self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
+        self._unknown_ids = 0  # popped ids without a row, not yet logged
+        self._unknown_said_at = float("-inf")
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -222,7 +227,14 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         backoff = BACKOFF_START
-        outage = logs.Outage(log, "PostgreSQL or Redis (taking tasks)", BACKOFF_MAX)
+        # Redis (popping) and PostgreSQL (claiming) fail apart: a pop that works says nothing of
+        # the database, so each has its own outage, declared over only by its own success.
+        pop_outage = logs.Outage(
+            log, f"Redis at {redact_url(self.redis_url)} (taking task ids)", BACKOFF_MAX
+        )
+        claim_outage = logs.Outage(
+            log, f"PostgreSQL at {redact_url(self.database_url)} (claiming tasks)", BACKOFF_MAX
+        )
         deep = False  # the last pop got all it asked for: more are waiting
         lingering_since: float | None = None
         while not self.stopping.is_set():
@@ -242,21 +254,40 @@ class Worker:
                     await asyncio.wait_for(self._slot_freed.wait(), wait)
                 continue
             lingering_since = None
+            if claim_outage.since is not None:
+                # The last ids popped could not be claimed: take none until the database answers
+                # (a worker given a wrong database must not keep taking ids others could run).
+                try:
+                    await self.claims.ping()
+                except OUTAGE_ERRORS as exc:
+                    claim_outage.failed(exc, backoff)
+                    backoff = await self._back_off(backoff)
+                    continue
+                claim_outage.recovered()
             try:
                 # As many ids as there are free slots: one when idle, many when the queue is deep.
-                ids = await self.popper.pop_many(free, POP_TIMEOUT)
-                deep = len(ids) == free
-                self.tuner.popped(free, len(ids))
-                # Between the pop and the claim the ids exist only here: a crash now loses the
-                # push, and the sweeper's lost-dispatch repair pushes them again.
+                priority, ids = await self.popper.pop_many(free, POP_TIMEOUT)
+            except OUTAGE_ERRORS as exc:
+                pop_outage.failed(exc, backoff)
+                backoff = await self._back_off(backoff)
+                continue
+            pop_outage.recovered()
+            deep = len(ids) == free
+            self.tuner.popped(free, len(ids))
+            # Between the pop and the claim the ids exist only here: a crash now loses the push,
+            # and the sweeper's lost-dispatch repair pushes them again.
+            try:
                 claimed = await self._claim(ids) if ids else []
             except OUTAGE_ERRORS as exc:
-                outage.failed(exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                claim_outage.failed(exc, backoff)
+                await self._push_back(priority, ids)
+                backoff = await self._back_off(backoff)
                 continue
-            outage.recovered()
+            except Exception:
+                await self._push_back(priority, ids)  # not an outage: a database without taskq?
+                raise
+            if ids:
+                claim_outage.recovered()
             backoff = BACKOFF_START
             self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
@@ -270,6 +301,33 @@ class Worker:
                 running = self.running[task.id] = Running(task)
                 running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
 
+    async def _back_off(self, backoff: float) -> float:
+        """Wait `backoff` seconds (less if asked to stop); the next, longer back-off."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), backoff)
+        return min(backoff * 2, BACKOFF_MAX)
+
+    async def _push_back(self, priority: int, ids: list[int]) -> None:
+        """Return popped ids the worker could not claim to where they were popped from, so
+        they run next, elsewhere or here once the database answers."""
+        try:
+            await self.broker.push_oldest_first(ids, priority)
+        except OUTAGE_ERRORS as exc:
+            # Pending in PostgreSQL but in no list: the sweeper's lost-dispatch repair pushes
+            # them again.
+            log.warning(
+                "%d popped task id(s) could not be claimed nor pushed back (%s); "
+                "the sweeper pushes them again",
+                len(ids),
+                type(exc).__name__,
+            )
+            return
+        log.warning(
+            "%d popped task id(s) could not be claimed: pushed back to Redis (priority %d)",
+            len(ids),
+            priority,
+        )
+
     async def _claim(self, ids: list[int]) -> list[ClaimedTask]:
         """Claim `ids` in one statement; the result keeps their pop order (priority, then FIFO)."""
         claimed = await self.claims.claim(ids, self.worker_id, self.options.lease_seconds)
@@ -277,8 +335,34 @@ class Worker:
             log.debug(
                 "%d of %d popped ids were not pending or not due", len(ids) - len(claimed), len(ids)
             )
+            await self._check_known(ids, {task.id for task in claimed})
         order = {task_id: position for position, task_id in enumerate(ids)}
         return sorted(claimed, key=lambda task: order[task.id])
+
+    async def _check_known(self, ids: list[int], claimed: set[int]) -> None:
+        """Say so, at most once a minute, when popped ids have no row here: tasks deleted while
+        their id waited (rare: a finished task's id is long popped when retention deletes it),
+        or this worker is given another database than the API's. They are not pushed back (a
+        deleted task's id would go round for ever); the sweeper of a worker on the right
+        database finds those tasks missing from Redis and pushes them again."""
+        try:
+            unknown = await self.claims.unknown([i for i in ids if i not in claimed])
+        except OUTAGE_ERRORS:
+            return  # only a diagnosis: the claim itself went through
+        if not unknown:
+            return
+        self._unknown_ids += unknown
+        now = time.monotonic()
+        if now - self._unknown_said_at < UNKNOWN_IDS_EVERY:
+            return
+        log.warning(
+            "%d popped task id(s) have no row in PostgreSQL at %s: deleted since, or this is "
+            "not the database they were enqueued in; left to the sweeper of a worker that has "
+            "them",
+            self._unknown_ids,
+            redact_url(self.database_url),
+        )
+        self._unknown_ids, self._unknown_said_at = 0, now
 
     # ---- running -----------------------------------------------------------------------------
 

@@ -83,6 +83,13 @@ _FINISH: LiteralString = """
     RETURNING task_id
 """
 
+# Popped ids with no row at all: deleted tasks' (rare: finished ids are long popped when
+# retention deletes them), or a worker reading another database than the one that enqueued them.
+_UNKNOWN: LiteralString = """
+    SELECT count(*) FROM unnest(%(ids)s::bigint[]) AS popped(id)
+    WHERE NOT EXISTS (SELECT FROM tasks WHERE tasks.id = popped.id)
+"""
+
 _RENEW: LiteralString = """
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
@@ -125,6 +132,16 @@ class Claims:
             {"ids": list(ids), "worker": worker_id, "lease": lease_seconds, "queue": self.queue},
         )
         return [ClaimedTask(*row) for row in rows]
+
+    async def unknown(self, ids: Sequence[int]) -> int:
+        """How many of `ids` have no row in this database."""
+        rows = await self._claims.fetch(_UNKNOWN, {"ids": list(ids)})
+        count: int = rows[0][0]
+        return count
+
+    async def ping(self) -> None:
+        """One round trip on the claims' connection: whether claiming can work again."""
+        await self._claims.fetch("SELECT 1", {})
 
     async def finish(self, worker_id: str, items: Sequence[tuple[ClaimedTask, Finish]]) -> set[int]:
         """Record how attempts ended, all in one statement; returns the ids recorded (the others
