@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Servers
-from tests.worker.chaos import LEASE, RETENTION, SPECS, Event, Fault, Ledger, fingerprint
+from tests.worker.chaos import RETENTION, SPECS, Event, Fault, Ledger, fingerprint
 from tests.worker.chaos_ops import SCHEDULE, TICK_SECONDS, Operations
 
 FINAL = ("completed", "failed", "cancelled")
 SLACK = 0.5  # seconds around an event: one clock (one host), but signals and sockets take time
-# A claim commits without waiting for its WAL flush; the WAL writer flushes within 3 x 200 ms
-# (and any other commit flushes it sooner): a claim a crash can take was made this close to it.
-CLAIM_FLUSH = 1.0
 # A schedule tick fires within the scheduler's poll (0.5 s) and a statement; one due this close
 # to the schedule's pause may be dropped by it ("ticks while paused are dropped").
 LATE_TICK = 1.5
@@ -422,9 +419,8 @@ class Checker:
     # ---- runs and their records ---------------------------------------------------------------
 
     def _runs(self) -> None:
-        """Every run a task saw has its attempt record, (task, attempt) by (task, attempt),
-        unless a PostgreSQL crash took the claim with it (claims do not wait for their WAL
-        flush): then the same attempt ran again, and that crash struck as the run began."""
+        """Every run a task saw has its attempt record, (task, attempt) by (task, attempt): a
+        claim is durable before its task starts, so no crash can take a run's record away."""
         records = Counter(
             (r.task_id, r.attempt) for attempts in self.e.history.values() for r in attempts
         )
@@ -440,34 +436,16 @@ class Checker:
             unrecorded = len(runs) - records[(task_id, attempt)]
             if unrecorded <= 0:
                 continue
-            # Which runs lack their record cannot be told apart: the earliest ones are those a
-            # lost claim started (the record is the run that came after it).
-            for run in sorted(runs, key=lambda r: r.start)[:unrecorded]:
-                crash = self._crash_at(run.start)
-                label = f"task {task_id} ({self.kind_of(task_id)}) attempt {attempt}"
-                if crash is None:
-                    self.v.problem(
-                        "unrecorded run",
-                        f"{label}: ran at {self.at(run.start)} on worker {run.worker_id} "
-                        f"without an attempt record ({len(runs)} runs, "
-                        f"{records[(task_id, attempt)]} records), and no PostgreSQL crash "
-                        "began as that run did",
-                    )
-                else:
-                    self.v.excuse(
-                        "ran again after a PostgreSQL crash lost its claim",
-                        f"{label}: its run at {self.at(run.start)} on worker {run.worker_id} "
-                        f"has no record; event #{crash.number} crashed PostgreSQL at "
-                        f"{self.at(crash.start)}-{self.at(crash.end)}",
-                    )
-
-    def _crash_at(self, start: float) -> Event | None:
-        for event in self.events:
-            if event.kind != "crash_postgres":
-                continue
-            if event.start - CLAIM_FLUSH <= start <= event.end + LEASE:
-                return event
-        return None
+            label = f"task {task_id} ({self.kind_of(task_id)}) attempt {attempt}"
+            where = ", ".join(
+                f"{self.at(run.start)} on worker {run.worker_id}"
+                for run in sorted(runs, key=lambda r: r.start)
+            )
+            self.v.problem(
+                "unrecorded run",
+                f"{label}: {len(runs)} runs ({where}) but {records[(task_id, attempt)]} "
+                "attempt record(s)",
+            )
 
     # ---- the operator's actions ---------------------------------------------------------------
 

@@ -12,15 +12,14 @@ from taskq_core.worker.sql.connection import Connection
 # The conditional UPDATE is what makes a duplicated id in Redis harmless: of all the workers
 # popping the same id, exactly one sees it pending and wins. `run_at <= now()` keeps a stale id
 # from starting a task whose retry is not due yet.
-# The claim commits without waiting for its WAL flush (synchronous_commit off, for this
-# transaction only, set inside the statement so it needs no extra round trip and works through
-# PgBouncer): a claim lost in a database crash only leaves the task pending and unqueued, which the
-# sweeper repairs; the worker's outcome write is then fenced out and the task runs again.
+# The claim is durable before the task starts (its commit waits for the WAL flush, as every
+# commit of taskq's does): a claim committed without it could vanish in a database crash after
+# its task had started, and the task then ran twice under one attempt number with one record,
+# a run the history never showed (the fault suite's kill test caught it).
 # A popped id of a paused task type is not claimed but parked: it stays pending, off Redis
 # (enqueued_at NULL), and the sweeper's due dispatch pushes it again once the type is resumed.
 _CLAIM: LiteralString = """
-    WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-    paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
+    WITH paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
     parked AS (
         UPDATE tasks SET enqueued_at = NULL
         WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
@@ -35,7 +34,6 @@ _CLAIM: LiteralString = """
         progress = NULL
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
         AND task_type NOT IN (SELECT task_type FROM paused)
-        AND EXISTS (SELECT FROM relaxed)
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
 """
 
