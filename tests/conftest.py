@@ -32,6 +32,9 @@ EMPTY_TABLES = (
     "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
 )
 
+# How long `Processes.stop_all` lets processes exit on SIGTERM before SIGKILL.
+STOP_SECONDS = 5.0
+
 PLUGIN_SOURCES = Path(__file__).parent / "plugins"
 # distribution -> (module file in tests/plugins, entry-point name)
 TEST_PLUGINS = {
@@ -165,16 +168,31 @@ class Processes:
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()}" for _, log in self.started)
 
-    def stop_all(self) -> None:
+    def stop_all(self, seconds: float = STOP_SECONDS) -> None:
+        """SIGTERM to all, SIGKILL to what is still running `seconds` later (a worker lets its
+        running tasks finish for up to its grace period, 20 s by default)."""
         for proc, _ in self.started:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + seconds
         for proc, _ in self.started:
             try:
-                proc.wait(15)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def kill_all(self) -> None:
+        """SIGKILL to all, and reap them: a test's end. A graceful stop takes a worker a second
+        or two (its pop loop's timeout, its runners), a test's whole suite many times over; what
+        a test checks of a graceful stop it checks itself. The runners and fork servers of a
+        killed worker die with it (parent-death signals), and the next test empties the tables
+        and Redis anyway."""
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                proc.kill()
+        for proc, _ in self.started:
+            proc.wait()
 
 
 def taskq(*args: str) -> list[str]:
@@ -185,7 +203,7 @@ def taskq(*args: str) -> list[str]:
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
-    procs.stop_all()
+    procs.kill_all()
 
 
 @dataclass

@@ -70,7 +70,7 @@ def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> I
         # pytest shows a teardown's output only when the test failed: then every assertion,
         # however bare, comes with the tables' state and every process's log.
         print(h.report())
-        h.processes.stop_all()
+        h.processes.kill_all()
         for client in h.clients:
             client.close()
 

@@ -28,7 +28,7 @@ def harness(clean: Servers, sites: dict[str, Path], tmp_path: Path) -> Iterator[
         yield h
     finally:
         print(h.report())  # shown only when the test failed
-        h.processes.stop_all()
+        h.processes.kill_all()
         for client in h.clients:
             client.close()
 
