@@ -40,8 +40,12 @@ $(VENV)/.browser: scripts/install-browser.sh | $(BIN)/python
 dev: $(VENV)/.dev
 	$(BIN)/taskq dev --port $(PORT) --workers $(WORKERS)
 
+# Two pytest processes (pytest-xdist), each on servers of its own (tests/conftest.py), a test file
+# at a time each: most of a test's time goes to waiting on the processes it starts, so two share
+# two cores well. PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # `make chaos SEED=13 DURATION=600`: the randomized chaos run (docs/reliability.md); the same seed
 # replays the same fault schedule. `make test` runs 60 s of it with seed 1.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -107,12 +108,24 @@ class Servers:
         return env
 
 
+def redis_of_this_worker(url: str) -> str:
+    """Under `pytest -n N` each worker flushes a Redis database of its own: the URL's database
+    number plus the worker's index (gw0, gw1, ...). Embedded servers are each worker's own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0) + int(worker[2:])
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """PostgreSQL and Redis for the session: TASKQ_TEST_* URLs if set, else embedded servers."""
     base_db = os.environ.get("TASKQ_TEST_DATABASE_URL")
     redis_url = os.environ.get("TASKQ_TEST_REDIS_URL")
     if base_db and redis_url:
+        redis_url = redis_of_this_worker(redis_url)
         # A database of our own on the given server, so a developer's data is never touched.
         name = f"taskq_test_{uuid.uuid4().hex[:8]}"
         base = urls.normalize_url(base_db).replace("postgresql+psycopg://", "postgresql://")
