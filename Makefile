@@ -45,7 +45,7 @@ dev: $(VENV)/.dev
 # two cores well. PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 2
 test: $(VENV)/.test lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # `make chaos SEED=13 DURATION=600`: the randomized chaos run (docs/reliability.md); the same seed
 # replays the same fault schedule. `make test` runs 60 s of it with seed 1.
