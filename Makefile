@@ -42,7 +42,9 @@ dev: $(VENV)/.dev
 
 # Two pytest processes (pytest-xdist), each on servers of its own (tests/conftest.py), a test file
 # at a time each: most of a test's time goes to waiting on the processes it starts, so two share
-# two cores well. PYTEST_WORKERS=0 runs the suite in one process.
+# two cores well. Files go out in collection order, not largest first (xdist's default): the
+# longest tests are files of one test each, which would otherwise all come last.
+# PYTEST_WORKERS=0 runs the suite in one process.
 PYTEST_WORKERS ?= 2
 test: $(VENV)/.test lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
