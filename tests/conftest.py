@@ -212,6 +212,26 @@ def taskq(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskq_core.cli", *args]
 
 
+def create_keys(env: dict[str, str], *commands: list[str]) -> list[str]:
+    """`taskq keys create` with each list of arguments, all at once (each a Python start-up)."""
+    running = [
+        subprocess.Popen(
+            taskq("keys", "create", *args),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    keys = []
+    for proc in running:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        keys.append(out.strip())
+    return keys
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
