@@ -40,8 +40,14 @@ $(VENV)/.browser: scripts/install-browser.sh | $(BIN)/python
 dev: $(VENV)/.dev
 	$(BIN)/taskq dev --port $(PORT) --workers $(WORKERS)
 
+# Two pytest processes (pytest-xdist), each on servers of its own (tests/conftest.py), a test file
+# at a time each: most of a test's time goes to waiting on the processes it starts, so two share
+# two cores well. Files go out in collection order, not largest first (xdist's default): the
+# longest tests are files of one test each, which would otherwise all come last.
+# PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.test lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # `make chaos SEED=13 DURATION=600`: the randomized chaos run (docs/reliability.md); the same seed
 # replays the same fault schedule. `make test` runs 40 s of it with seed 1.

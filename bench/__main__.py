@@ -54,7 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run the peers' workers with layouts tuned for 2 cores instead of their defaults",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="200 tasks, 1 run, 1 s of latency: for the tests"
+        "--quick", action="store_true", help="50 tasks, 1 run, 1 s of latency: for the tests"
     )
     parser.add_argument("--results", type=Path, default=report.RESULTS, help="where the JSON goes")
     return parser.parse_args(argv)

@@ -32,8 +32,8 @@ class Sizes:
     def quick(cls) -> Sizes:
         """A tiny run for the test suite: every cell filled, nothing meaningful measured."""
         return cls(
-            tasks=200,
-            fib_tasks=200,
+            tasks=50,
+            fib_tasks=50,
             runs=1,
             latency_seconds=1.0,
             http_seconds=1,

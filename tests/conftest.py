@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -31,6 +32,9 @@ EMPTY_TABLES = (
     "TRUNCATE tasks, task_attempts, task_artifacts, artifact_deletions, workers, "
     "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
 )
+
+# How long `Processes.stop_all` lets processes exit on SIGTERM before SIGKILL.
+STOP_SECONDS = 5.0
 
 PLUGIN_SOURCES = Path(__file__).parent / "plugins"
 # distribution -> (module file in tests/plugins, entry-point name)
@@ -104,12 +108,24 @@ class Servers:
         return env
 
 
+def redis_of_this_worker(url: str) -> str:
+    """Under `pytest -n N` each worker flushes a Redis database of its own: the URL's database
+    number plus the worker's index (gw0, gw1, ...). Embedded servers are each worker's own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    number = int(parts.path.strip("/") or 0) + int(worker[2:])
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """PostgreSQL and Redis for the session: TASKQ_TEST_* URLs if set, else embedded servers."""
     base_db = os.environ.get("TASKQ_TEST_DATABASE_URL")
     redis_url = os.environ.get("TASKQ_TEST_REDIS_URL")
     if base_db and redis_url:
+        redis_url = redis_of_this_worker(redis_url)
         # A database of our own on the given server, so a developer's data is never touched.
         name = f"taskq_test_{uuid.uuid4().hex[:8]}"
         base = urls.normalize_url(base_db).replace("postgresql+psycopg://", "postgresql://")
@@ -165,27 +181,62 @@ class Processes:
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()}" for _, log in self.started)
 
-    def stop_all(self) -> None:
+    def stop_all(self, seconds: float = STOP_SECONDS) -> None:
+        """SIGTERM to all, SIGKILL to what is still running `seconds` later (a worker lets its
+        running tasks finish for up to its grace period, 20 s by default)."""
         for proc, _ in self.started:
             if proc.poll() is None:
                 proc.terminate()
+        deadline = time.monotonic() + seconds
         for proc, _ in self.started:
             try:
-                proc.wait(15)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def kill_all(self) -> None:
+        """SIGKILL to all, and reap them: a test's end. A graceful stop takes a worker a second
+        or two (its pop loop's timeout, its runners), a test's whole suite many times over; what
+        a test checks of a graceful stop it checks itself. The runners and fork servers of a
+        killed worker die with it (parent-death signals), and the next test empties the tables
+        and Redis anyway."""
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                proc.kill()
+        for proc, _ in self.started:
+            proc.wait()
 
 
 def taskq(*args: str) -> list[str]:
     return [sys.executable, "-m", "taskq_core.cli", *args]
 
 
+def create_keys(env: dict[str, str], *commands: list[str]) -> list[str]:
+    """`taskq keys create` with each list of arguments, all at once (each a Python start-up)."""
+    running = [
+        subprocess.Popen(
+            taskq("keys", "create", *args),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
+    keys = []
+    for proc in running:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        keys.append(out.strip())
+    return keys
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
-    procs.stop_all()
+    procs.kill_all()
 
 
 @dataclass

@@ -20,7 +20,7 @@ import pytest
 
 from taskq_core.db import engines
 from taskq_core.processes import spawn
-from tests.conftest import Processes, Servers, free_port, taskq, wait_for
+from tests.conftest import Processes, Servers, create_keys, free_port, taskq, wait_for
 
 ENV_KEY = "env-key-" + "k" * 32  # a TASKQ_API_KEYS entry: every scope
 FIB = {"task_type": "FibonacciTask", "input_data": {"n": 10}, "priority": 4}
@@ -61,11 +61,8 @@ class Keyed:
 
 
 def create_key(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        taskq("keys", "create", *args), env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    (key,) = create_keys(env, [*args])
+    return key
 
 
 def start_api(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -100,11 +97,9 @@ def keyed(
 ) -> Iterator[Keyed]:
     """An API with keys: one per scope in the table, and one in TASKQ_API_KEYS."""
     env = servers.env(sites["taskq-testkit"], TASKQ_DATABASE_URL=database, TASKQ_QUEUE=QUEUE)
-    keys = {
-        scope: create_key(env, "--scope", scope, "--name", scope)
-        for scope in ("read", "submit", "admin")
-    }
-    keys["submit2"] = create_key(env, "--scope", "submit", "--name", "submit2")
+    names = {"read": "read", "submit": "submit", "admin": "admin", "submit2": "submit"}
+    made = create_keys(env, *(["--scope", scope, "--name", name] for name, scope in names.items()))
+    keys = dict(zip(names, made, strict=True))
     keys["env"] = ENV_KEY
     keys["bogus"] = "tq_" + "b" * 43
     env["TASKQ_API_KEYS"] = f" {ENV_KEY} ,"

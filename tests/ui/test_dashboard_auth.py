@@ -20,7 +20,7 @@ from playwright.sync_api import Page, expect
 
 from taskq_core.db import engines
 from taskq_core.processes import spawn
-from tests.conftest import Servers, free_port, taskq, wait_for
+from tests.conftest import Servers, create_keys, free_port, taskq, wait_for
 
 QUEUE = "dashboard-auth"  # Redis lists of its own beside the shared API's
 
@@ -63,17 +63,9 @@ def keyed(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     database_url = servers.database_url.rsplit("/", 1)[0] + f"/{name}"
     engines.upgrade(database_url)
     env = servers.env(TASKQ_DATABASE_URL=database_url, TASKQ_QUEUE=QUEUE)
-    keys = {}
-    for scope in ("read", "submit", "admin"):
-        done = subprocess.run(
-            taskq("keys", "create", "--scope", scope, "--name", f"ui-{scope}"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        keys[scope] = done.stdout.strip()
+    scopes = ("read", "submit", "admin")
+    made = create_keys(env, *(["--scope", scope, "--name", f"ui-{scope}"] for scope in scopes))
+    keys = dict(zip(scopes, made, strict=True))
     port = free_port()
     log = tmp_path_factory.mktemp("keyed-api") / "api.log"
     with log.open("wb") as out:

@@ -70,7 +70,7 @@ def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> I
         # pytest shows a teardown's output only when the test failed: then every assertion,
         # however bare, comes with the tables' state and every process's log.
         print(h.report())
-        h.processes.stop_all()
+        h.processes.kill_all()
         for client in h.clients:
             client.close()
 
@@ -86,8 +86,8 @@ def _two_busy_workers(
     h: Harness, **post_options: Any
 ) -> tuple[ApiProcess, list[subprocess.Popen[bytes]], list[str]]:
     """An API and two workers with at least four of twelve 1 s sleeps (some sync) running."""
+    procs = [h.start_worker(concurrency=4) for _ in range(2)]  # starting while the API does
     api = h.start_api()
-    procs = [h.start_worker(concurrency=4) for _ in range(2)]
     ids = [h.worker_id(p) for p in procs]
     for i in range(12):
         kind = "BlockingSleepTask" if i % 4 == 0 else "AsyncSleepTask"
@@ -319,9 +319,9 @@ def test_the_api_dying_between_commit_and_push(harness: Harness) -> None:
 
 def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: Harness) -> None:
     h = harness
-    api = h.start_api()
     grace = 3.0
-    first = h.start_worker(concurrency=6, processes=2, grace=grace)
+    first = h.start_worker(concurrency=6, processes=2, grace=grace)  # starting while the API does
+    api = h.start_api()
     first_id = h.worker_id(first)
     long_ones = [h.post(api, "AsyncSleepTask", {"seconds": 6.0}) for _ in range(2)]
     long_ones += [h.post(api, "BlockingSleepTask", {"seconds": 6.0}) for _ in range(2)]

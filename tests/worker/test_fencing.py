@@ -16,7 +16,7 @@ from taskq_core.db import urls
 from taskq_core.records import AttemptOutcome, Finish, TaskStatus
 from taskq_core.worker.sql import Claims
 from tests.conftest import Processes, Servers
-from tests.worker.faults import FINAL_OUTCOMES, Attempt, Harness
+from tests.worker.faults import FINAL_OUTCOMES, ApiProcess, Attempt, Harness
 
 STALE = re.compile(r"not recorded: the task was no longer this worker's|was taken over after its")
 
@@ -28,7 +28,7 @@ def harness(clean: Servers, sites: dict[str, Path], tmp_path: Path) -> Iterator[
         yield h
     finally:
         print(h.report())  # shown only when the test failed
-        h.processes.stop_all()
+        h.processes.kill_all()
         for client in h.clients:
             client.close()
 
@@ -38,17 +38,19 @@ def _status(h: Harness, task_id: int) -> str:
     return status
 
 
-def _paused_holding(h: Harness, seconds: float) -> tuple[subprocess.Popen[bytes], str, int, int]:
+def _paused_holding(
+    h: Harness, seconds: float
+) -> tuple[subprocess.Popen[bytes], str, int, ApiProcess]:
     """An API, a worker running one task of `seconds`, then stopped (SIGSTOP) mid-task."""
+    paused = h.start_worker(concurrency=1)  # starting while the API does
     api = h.start_api()
-    paused = h.start_worker(concurrency=1)
     paused_id = h.worker_id(paused)
     task_id = h.post(api, "AsyncSleepTask", {"seconds": seconds})
     h.wait(
         lambda: any(e.task_id == task_id for e in h.executions()), 60, "the task to start running"
     )
     paused.send_signal(signal.SIGSTOP)
-    return paused, paused_id, task_id, len(h.accepted)
+    return paused, paused_id, task_id, api
 
 
 def _resume_and_wait_refused(h: Harness, paused: subprocess.Popen[bytes]) -> None:
@@ -60,7 +62,7 @@ def test_a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_finish
     harness: Harness,
 ) -> None:
     h = harness
-    paused, paused_id, task_id, _ = _paused_holding(h, seconds=1.5)
+    paused, paused_id, task_id, api = _paused_holding(h, seconds=1.5)
     try:
         # Its lease runs out while it is stopped; another worker takes the task and finishes it.
         other = h.start_worker(concurrency=1)
@@ -87,7 +89,6 @@ def test_a_worker_paused_past_its_lease_cannot_overwrite_the_attempt_that_finish
     assert starts == [(1, paused_id), (2, other_id)]
     # The resumed worker is unharmed and takes work again.
     assert paused.poll() is None
-    api = h.start_api()
     again = [h.post(api, "AsyncSleepTask", {"seconds": 0.3}) for _ in range(4)]
     h.wait(lambda: all(_status(h, i) == "completed" for i in again), 60, "tasks after the resume")
 
@@ -96,9 +97,8 @@ def test_a_worker_paused_while_a_cancel_arrives_cannot_overwrite_the_cancellatio
     harness: Harness,
 ) -> None:
     h = harness
-    paused, paused_id, task_id, _ = _paused_holding(h, seconds=30)
+    paused, paused_id, task_id, api = _paused_holding(h, seconds=30)
     try:
-        api = h.start_api()
         response = api.client.post(f"/tasks/{task_id}/cancel")
         assert response.status_code == 202, response.text  # running: its worker is asked
         # Nobody hears the request; the lease runs out and the sweeper (another worker's) ends
@@ -172,8 +172,8 @@ def test_a_worker_paused_past_its_lease_that_gets_its_own_task_back_runs_the_new
     # re-push of the lost task goes back to it: on resume it holds the stale attempt and the new
     # one of the same task.
     h = harness
-    api = h.start_api()
     sweeper = h.start_worker(concurrency=1)  # sweeps, but is kept too busy to pop anything
+    api = h.start_api()
     h.worker_id(sweeper)
     busy = h.post(api, "AsyncSleepTask", {"seconds": 60})
     h.wait(lambda: any(e.task_id == busy for e in h.executions()), 60, "the busy task to start")

@@ -595,7 +595,8 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
 
 
 def fork_servers_of(parent: int) -> list[int]:
-    """Child processes of `parent` running the fork server."""
+    """Child processes of `parent` running the fork server: its command line until it sets its
+    title, the title after (prepare() returns before either is certain)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -603,7 +604,10 @@ def fork_servers_of(parent: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"taskq_core.worker.zygote" in cmdline and parent_of(int(entry.name)) == parent:
+            fork_server = b"taskq_core.worker.zygote" in cmdline or cmdline.startswith(
+                b"taskq-forkserver"
+            )
+            if fork_server and parent_of(int(entry.name)) == parent:
                 found.append(int(entry.name))
     return found
 

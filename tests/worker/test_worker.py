@@ -84,7 +84,12 @@ def test_a_failing_task_stores_type_message_and_traceback(api: Api, workers: Wor
 
 
 def test_output_the_model_rejects_fails_the_task(api: Api, workers: Workers) -> None:
-    task_id = post(api, "BadOutputTask", {})
+    # One attempt: retries, a second apart by default, would only fail the same way.
+    created = api.client.post(
+        "/tasks/", json={"task_type": "BadOutputTask", "input_data": {}, "max_attempts": 1}
+    )
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
     workers.start()
     task = wait_for(
         lambda: (t := api.client.get(f"/tasks/{task_id}").json())["status"] == "failed" and t
@@ -127,7 +132,11 @@ def test_three_workers_share_a_backlog_and_never_run_a_task_twice(
     # otherwise find it already drained.
     workers.start(count=3, concurrency=4)
     wait_for(lambda: len(api.client.get("/workers").json()["workers"]) == 3, what="3 workers up")
-    ids = [post(api, "AsyncSleepTask", {"seconds": 0.01}) for _ in range(300)]
+    # One request: the whole backlog is there at once, for the three to compete over.
+    batch = [{"task_type": "AsyncSleepTask", "input_data": {"seconds": 0.01}}] * 300
+    response = api.client.post("/tasks/batch", json={"tasks": batch})
+    assert response.status_code == 201, response.text
+    ids = [task["id"] for task in response.json()["tasks"]]
     with clean.redis() as client:  # every id a second time: duplicates must be harmless
         client.lpush("taskq:{default}:2", *ids)
     wait_finished(clean, len(ids))
