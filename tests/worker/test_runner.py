@@ -238,7 +238,14 @@ def test_a_runner_killed_while_idle_is_replaced(testkit: dict[str, str]) -> None
 
 
 def cmdline(pid: int) -> bytes:
-    return Path(f"/proc/{pid}/cmdline").read_bytes()
+    """`pid`'s command line. setproctitle empties it for an instant while it writes a title (a
+    runner retitles itself for each task): an empty one is read again."""
+    deadline = time.monotonic() + 5
+    while True:
+        line = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if line or time.monotonic() > deadline:
+            return line
+        time.sleep(0.005)
 
 
 def test_a_killed_runner_is_replaced_by_a_fork_of_the_fork_server(
@@ -595,20 +602,20 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
 
 
 def fork_servers_of(parent: int) -> list[int]:
-    """Child processes of `parent` running the fork server: its command line until it sets its
-    title, the title after (prepare() returns before either is certain)."""
+    """Live child processes of `parent` running the fork server: its command line until it sets
+    its title, the title after (prepare() returns before either is certain)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
+            pid = int(entry.name)
             try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
+                if parent_of(pid) != parent or not running(pid):
+                    continue
+                line = cmdline(pid)
+            except OSError:  # gone meanwhile
                 continue
-            fork_server = b"taskq_core.worker.zygote" in cmdline or cmdline.startswith(
-                b"taskq-forkserver"
-            )
-            if fork_server and parent_of(int(entry.name)) == parent:
-                found.append(int(entry.name))
+            if b"taskq_core.worker.zygote" in line or line.startswith(b"taskq-forkserver"):
+                found.append(pid)
     return found
 
 
