@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from taskq_core.cli.running import positive, run
 from taskq_core.settings import Settings
-
-if TYPE_CHECKING:
-    from taskq_core.worker.loop import Worker
 
 log = logging.getLogger("taskq")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "taskq-worker") -> int:
+    # No collections while the start-up imports and builds what lives for good (pydantic makes
+    # many objects): run_worker turns them back on.
+    gc.disable()
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run a taskq worker: pop task ids by priority, claim, run, record.",
@@ -60,45 +60,44 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
+    from taskq_core.plugins import load_registry
     from taskq_core.processes import child_env
-    from taskq_core.worker.pool import RunnerPool
+    from taskq_core.worker.forkserver import fork_early
 
     database_url, redis_url = devstate.resolve_urls(settings)
-    pool = RunnerPool(args.processes, env=child_env(database_url, redis_url))
+    registry = load_registry()
+    env = child_env(database_url, redis_url)
+    # The runners' fork server, forked now that the plugins are loaded and before the worker
+    # imports its drivers or starts its loop: one interpreter start-up instead of two.
+    early = fork_early(registry, env) if any(not t.is_async for t in registry) else None
 
-    async def start() -> Worker:
-        # The runners' fork server loads the plugins in its own process while this one imports
-        # the worker and loads them too: the two start-ups overlap instead of following each other.
-        await pool.prepare()
-        from taskq_core.plugins import load_registry
-        from taskq_core.worker.holding import WorkerOptions
-        from taskq_core.worker.loop import Worker
-        from taskq_core.worker.retention import warn_if_short
+    from taskq_core.worker.holding import WorkerOptions
+    from taskq_core.worker.loop import Worker
+    from taskq_core.worker.pool import RunnerPool
+    from taskq_core.worker.retention import warn_if_short
 
-        try:
-            registry = load_registry()
-        except BaseException:
-            await pool.close()
-            raise
-        warn_if_short(settings.retention())
-        return Worker(
+    warn_if_short(settings.retention())
+    options = WorkerOptions(
+        concurrency=args.concurrency,
+        lease_seconds=settings.lease_seconds,
+        sweep_interval=settings.sweep_interval_seconds,
+        grace_seconds=args.grace_seconds,
+        queue=settings.queue,
+        retention=settings.retention(),
+        prepare=settings.database_prepare,
+    )
+    # What the start-up built lives as long as the worker: collections need not walk it again.
+    gc.enable()
+    gc.freeze()
+
+    async def main() -> bool:
+        worker = Worker(
             database_url=database_url,
             redis_url=redis_url,
             registry=registry,
-            options=WorkerOptions(
-                concurrency=args.concurrency,
-                lease_seconds=settings.lease_seconds,
-                sweep_interval=settings.sweep_interval_seconds,
-                grace_seconds=args.grace_seconds,
-                queue=settings.queue,
-                retention=settings.retention(),
-                prepare=settings.database_prepare,
-            ),
-            pool=pool,
+            options=options,
+            pool=RunnerPool(args.processes, env=env, early=early),
         )
-
-    async def main() -> bool:
-        worker = await start()
         loop = asyncio.get_running_loop()
         stops = 0
 

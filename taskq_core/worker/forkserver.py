@@ -1,19 +1,33 @@
-"""The pool's end of the runner fork server (`zygote`): start it, ask it to fork, learn of exits."""
+"""The pool's end of the runner fork server (`zygote`): start it, ask it to fork, learn of exits.
+
+A fork server comes one of two ways. `fork_early` forks it from the worker process itself, after
+the worker has loaded the plugins and before it starts an event loop, a thread or a connection:
+the fork server then costs a fork instead of a second interpreter importing taskq and the plugins
+again (0.3 s of CPU, on the path of a worker scaled from zero). `ForkServer.start` spawns one as
+`python -m taskq_core.worker.zygote`: what a process that already runs an event loop does, such
+as a worker replacing a fork server that died.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from taskq_core.errors import TaskqError
+
+if TYPE_CHECKING:
+    from taskq_core.plugins import Registry
 
 START_TIMEOUT = 60.0  # seconds the fork server may take to import the plugins and say it is ready
 FORK_TIMEOUT = 10.0  # seconds a fork may take: a fork server slower than that is stuck
@@ -36,14 +50,48 @@ def exit_description(code: int | None) -> str:
         return f"was killed by signal {-code}"
 
 
+@dataclass(frozen=True)
+class Forked:
+    """A fork server forked by `fork_early`, for the pool to adopt once its event loop runs."""
+
+    pid: int
+    control: socket.socket
+
+
+def fork_early(registry: Registry, env: Mapping[str, str]) -> Forked | None:
+    """Fork the fork server from this process, which has loaded `registry`'s plugins; its runners
+    get `env`. None if this process runs a second thread already (a plugin started one): a fork
+    would copy that thread's locks in whatever state they are, so the pool spawns one instead."""
+    if threading.active_count() > 1:
+        return None
+    from taskq_core.worker import zygote
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        zygote.serve_forked(parent, theirs, registry, env)
+    theirs.close()
+    return Forked(pid, ours)
+
+
 class _Exit(asyncio.SubprocessProtocol):
-    """Tells when the fork server process has been reaped."""
+    """Tells when the spawned fork server process has been reaped, and its exit code."""
 
     def __init__(self) -> None:
-        self.exited = asyncio.get_running_loop().create_future()
+        self.exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
 
     def process_exited(self) -> None:
-        self.exited.set_result(None)
+        assert self.transport is not None
+        self.exited.set_result(self.transport.get_returncode())
 
 
 class ForkServer:
@@ -52,29 +100,55 @@ class ForkServer:
 
     def __init__(
         self,
-        transport: asyncio.SubprocessTransport,
-        exited: asyncio.Future[None],
+        pid: int,
+        exited: asyncio.Future[int | None],
         control: socket.socket,
+        kill: Callable[[], None],
     ) -> None:
+        """`exited`: its exit code once reaped; `kill`: SIGKILL it (called only before that)."""
         loop = exited.get_loop()
-        self.transport = transport
-        self.pid = transport.get_pid()
+        self.pid = pid
         self.exited = exited  # never await it bare: cancelling the waiter would cancel it
+        self._kill = kill
         self.control = control
         self.ready: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.forks: deque[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = deque()
         self.runners: dict[int, asyncio.Future[int | None]] = {}  # exit statuses to come
         self.gone = False  # its control socket is closed: it forks no more
         self.on_lost: Callable[[], None] | None = None  # called if it dies while in use
-        exited.add_done_callback(lambda _: transport.close())
+        control.setblocking(False)
         loop.add_reader(control.fileno(), self._on_readable)
 
     @classmethod
-    async def start(
-        cls, env: Mapping[str, str] | None, spawned: asyncio.Event | None = None
-    ) -> ForkServer:
-        """Start a fork server (`spawned` is set once its process exists) and wait until it has
-        loaded the plugins; RunnerError if it can't."""
+    async def adopt(cls, forked: Forked) -> ForkServer:
+        """Take over the fork server `fork_early` forked from this process, once it is ready."""
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int | None] = loop.create_future()
+        # Our own child: a pidfd turns readable when it exits (at once if it did already), and
+        # only this reaps it, so its pid cannot be reused before `kill` stops being called.
+        pidfd = os.pidfd_open(forked.pid)
+
+        def reap() -> None:
+            pid, status = os.waitpid(forked.pid, os.WNOHANG)
+            if pid == 0:
+                return
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            exited.set_result(os.waitstatus_to_exitcode(status))
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(forked.pid, signal.SIGKILL)
+
+        loop.add_reader(pidfd, reap)
+        zygote = cls(forked.pid, exited, forked.control, kill)
+        await zygote._ready()
+        return zygote
+
+    @classmethod
+    async def start(cls, env: Mapping[str, str] | None) -> ForkServer:
+        """Spawn a fork server and wait until it has loaded the plugins; RunnerError if it
+        can't."""
         loop = asyncio.get_running_loop()
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -102,16 +176,17 @@ class ForkServer:
             raise
         finally:
             theirs.close()
-        if spawned is not None:
-            spawned.set()
-        control.setblocking(False)
-        zygote = cls(transport, protocol.exited, control)
-        try:
-            await zygote._handshake()
-        except BaseException:
-            await zygote.stop(grace=0)
-            raise
+        protocol.exited.add_done_callback(lambda _: transport.close())
+        zygote = cls(transport.get_pid(), protocol.exited, control, transport.kill)
+        await zygote._ready()
         return zygote
+
+    async def _ready(self) -> None:
+        try:
+            await self._handshake()
+        except BaseException:
+            await self.stop(grace=0)
+            raise
 
     async def _handshake(self) -> None:
         """Wait for the ready message; RunnerError saying why it never came."""
@@ -122,7 +197,7 @@ class ForkServer:
                     await asyncio.shield(self.exited)
                     raise RunnerError(
                         "the task runner fork server "
-                        f"{exit_description(self.transport.get_returncode())} before it was "
+                        f"{exit_description(self.exited.result())} before it was "
                         "ready (its error output is above, in this process's stderr)"
                     )
         except TimeoutError:
@@ -158,7 +233,7 @@ class ForkServer:
 
     def kill(self) -> None:
         if not self.exited.done():
-            self.transport.kill()
+            self._kill()
 
     async def stop(self, grace: float = CLOSE_TIMEOUT) -> None:
         """Close the control socket: at EOF it exits; killed if it has not within `grace` seconds.

@@ -23,6 +23,7 @@ from taskq_core.worker.execution import Job, Outcome
 from taskq_core.worker.forkserver import (
     CLOSE_TIMEOUT,
     FORK_TIMEOUT,
+    Forked,
     ForkServer,
     RunnerError,
     exit_description,
@@ -59,7 +60,11 @@ class RunnerPool:
     runners die with it: they are retired likewise, and the first replacement starts another.
     """
 
-    def __init__(self, size: int, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, size: int, *, env: Mapping[str, str] | None = None, early: Forked | None = None
+    ) -> None:
+        """`env`: the runners' environment; `early`: a fork server forked already (by
+        forkserver.fork_early, with `env`), adopted by `start`, else one is spawned."""
         if size < 1:
             raise ValueError(f"a runner pool needs at least one runner, not {size}")
         self._size = size
@@ -69,7 +74,7 @@ class RunnerPool:
         self._runners: set[RunnerHandle] = set()  # every runner not yet reaped: live or dying
         self._restarts: set[asyncio.Task[None]] = set()
         self._zygote: asyncio.Task[ForkServer] | None = None  # the fork server, started or starting
-        self._spawned = asyncio.Event()  # the first fork server's process exists
+        self._early = early  # until adopted: each later fork server is spawned
         self._started = False
         self._ids = itertools.count()
         self._dispatching = False  # a _dispatch is scheduled
@@ -98,17 +103,8 @@ class RunnerPool:
         """The process ids of the runners not yet reaped."""
         return sorted(r.pid for r in self._runners)
 
-    async def prepare(self) -> None:
-        """Start the fork server's process and return as soon as it exists: it loads the plugins
-        while the caller goes on (the worker imports its own modules meanwhile, on another core).
-        `start` then waits for it."""
-        starting = self._fork_server()
-        spawned = asyncio.ensure_future(self._spawned.wait())
-        await asyncio.wait({starting, spawned}, return_when=asyncio.FIRST_COMPLETED)
-        spawned.cancel()
-
     async def start(self) -> None:
-        """Start the fork server (unless `prepare` did), wait until it has loaded the plugins
+        """Start the fork server (or adopt the early one), wait until it has loaded the plugins
         (RunnerError if it can't), then fork the runners."""
         if self._started or self._closed:
             raise RunnerError("the runner pool was already started")
@@ -150,6 +146,9 @@ class RunnerPool:
         if self._closed:
             return
         self._closed = True
+        if self._early is not None:  # never started: at EOF it exits
+            self._early.control.close()
+            self._early = None
         closed = RunnerError("the runner pool is closed")
         for call in self._queue:
             if not call.future.done():
@@ -445,8 +444,12 @@ class RunnerPool:
         return self._zygote
 
     async def _start_fork_server(self) -> ForkServer:
+        early, self._early = self._early, None
         try:
-            zygote = await ForkServer.start(self._env, self._spawned)
+            if early is not None:
+                zygote = await ForkServer.adopt(early)
+            else:
+                zygote = await ForkServer.start(self._env)
         except BaseException:
             self._zygote = None  # the next spawn tries again
             raise

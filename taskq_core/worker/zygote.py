@@ -1,8 +1,10 @@
-"""The runner fork server: `python -m taskq_core.worker.zygote PARENT_PID CONTROL_FD`.
+"""The runner fork server: forked from the worker (`serve_forked`) or spawned as
+`python -m taskq_core.worker.zygote PARENT_PID CONTROL_FD`.
 
-A fresh interpreter imports taskq_core and loads the plugins once, then forks a runner whenever
-its pool asks: a new runner costs a fork, not an interpreter start, its imports and the plugins.
-The pool is never forked itself: it has an event loop, sockets and maybe threads.
+It holds taskq_core and the plugins, loaded once, and forks a runner whenever its pool asks: a new
+runner costs a fork, not an interpreter start, its imports and the plugins. The worker forks it
+before it starts its event loop, threads or connections (forkserver.fork_early), with the plugins
+it loaded; a worker whose loop runs already spawns it as a fresh interpreter, which loads them.
 
 It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON object per message.
 It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
@@ -29,6 +31,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -54,7 +57,43 @@ def main(argv: list[str]) -> int:
         return _serve(control)
 
 
-def _serve(control: socket.socket) -> int:
+def serve_forked(
+    parent: int, control: socket.socket, registry: Registry, env: Mapping[str, str]
+) -> NoReturn:
+    """In the child forked by forkserver.fork_early: serve as the fork server, then exit (never
+    return into the worker's code). Set up as the spawned fork server is: its own session, dead
+    with the worker, stdin /dev/null, stdout the worker's stderr, runners given `env`."""
+    code = 1
+    try:
+        # First: setproctitle finds the command line's memory from `environ`, which must not
+        # have moved yet (os.environ.update below may move it).
+        logs.set_title("taskq-forkserver")
+        os.setsid()
+        set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before the line above
+            os._exit(1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(2, 1)
+        os.environ.update(env)
+        gc.enable()  # the worker turns collections off while it starts; runners need them
+        code = _serve(control, lambda: registry)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _load() -> Registry:
+    # The worker loaded the same plugins and already logged any that failed.
+    logging.getLogger("taskq_core.plugins").setLevel(logging.CRITICAL)
+    return load_registry()
+
+
+def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
     # The pool started us with stdin /dev/null and stdout our stderr, and runners inherit that:
     # a task's print() cannot corrupt a reply nor its input() swallow the next job.
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -63,9 +102,7 @@ def _serve(control: socket.socket) -> int:
         settings = Settings()
         logs.setup(settings.log_level, settings.log_format, LOG_FORMAT)
         logs.set_title("taskq-forkserver")
-        # The worker loaded the same plugins and already logged any that failed.
-        logging.getLogger("taskq_core.plugins").setLevel(logging.CRITICAL)
-        registry = load_registry()
+        registry = load()
     except BaseException as exc:  # a plugin calling sys.exit() at import is a failure to report too
         error = describe_error(exc)
         error["message"] = error["message"][:MAX_ERROR_TEXT]

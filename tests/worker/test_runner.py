@@ -22,6 +22,8 @@ from taskq_core.worker import forkserver
 from taskq_core.worker import pool as pool_module
 from taskq_core.worker.execution import Instances, Job, Outcome
 from taskq_core.worker.pool import RunnerError, RunnerPool
+from tests.conftest import Api, Workers, wait_for
+from tests.worker.test_reliability import FAST, finished, post
 
 T = TypeVar("T")
 
@@ -603,7 +605,7 @@ def test_close_leaves_no_processes(testkit: dict[str, str]) -> None:
 
 def fork_servers_of(parent: int) -> list[int]:
     """Live child processes of `parent` running the fork server: its command line until it sets
-    its title, the title after (prepare() returns before either is certain)."""
+    its title, the title after."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -619,25 +621,31 @@ def fork_servers_of(parent: int) -> list[int]:
     return found
 
 
-def test_prepare_starts_the_fork_server_early_and_close_stops_it(
-    testkit: dict[str, str],
-) -> None:
-    async def main() -> None:
-        prepared = RunnerPool(1, env=testkit)
-        await prepared.prepare()  # back as soon as the process exists, before it is ready
-        (early,) = fork_servers_of(os.getpid())
-        await prepared.start()  # waits for the same one, then forks the runner
-        assert parent_of(prepared.pids[0]) == early
-        outcome = await prepared.run(job("FibonacciTask", {"n": 10}), None)
-        assert outcome.result == {"result": 55}
-        await prepared.close()
-        unused = RunnerPool(1, env=testkit)  # a worker with no sync task type never starts it
-        await unused.prepare()
-        (spare,) = fork_servers_of(os.getpid())
-        await unused.close()
-        await gone(early, spare)
+def cpu_seconds(pid: int) -> float:
+    """The CPU time `pid` has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    asyncio.run(main())
+
+def test_a_worker_forks_its_fork_server_and_spawns_the_replacement(
+    api: Api, workers: Workers
+) -> None:
+    (worker,) = workers.start(args=("--processes", "1"), **FAST)
+    first = post(api, {"task_type": "FibonacciTask", "input_data": {"n": 10}})
+    assert finished(api, first["id"])["status"] == "completed"
+    (early,) = wait_for(lambda: fork_servers_of(worker.pid), what="the fork server")
+    # Forked with the plugins loaded, it never imported anything: a spawned one imports taskq
+    # and the plugins, 0.3 s of CPU or more on this machine.
+    assert cpu_seconds(early) < 0.1
+    os.kill(early, signal.SIGKILL)
+    # The worker's event loop runs by now: the replacement is a fresh interpreter.
+    spare = wait_for(
+        lambda: [pid for pid in fork_servers_of(worker.pid) if pid != early] or None,
+        what="a new fork server",
+    )
+    second = post(api, {"task_type": "FibonacciTask", "input_data": {"n": 10}})
+    assert finished(api, second["id"])["status"] == "completed"
+    assert spare == fork_servers_of(worker.pid)
 
 
 # ---- execution in this process: what the worker does for async task types ------------------
