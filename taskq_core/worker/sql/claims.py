@@ -39,16 +39,15 @@ _CLAIM: LiteralString = """
 
 # Fenced: only the holder of the current attempt may write its outcome, and the attempt record is
 # written in the same statement, so there is never an outcome without its history row. Many
-# outcomes share one statement (group commit): the rows arrive as parallel arrays.
+# outcomes share one statement (group commit): the rows arrive as one JSON array, one object per
+# outcome (a JSON null or a missing key is SQL NULL). One json.dumps costs the worker a third of
+# the CPU of eleven parallel arrays dumped element by element, and PostgreSQL less as well.
 _FINISH: LiteralString = """
     WITH outcome AS (
-        SELECT * FROM unnest(
-            %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::text[],
-            %(outcomes)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
-            %(uncounts)s::int[], %(retry_ins)s::float8[], %(push_now)s::bool[],
-            %(artifacts)s::jsonb[], %(progress)s::jsonb[]
-        ) AS o(id, attempt, status, outcome, result, error, uncount, retry_in, push_now,
-               artifacts, progress)
+        SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+            id bigint, attempt int, status text, outcome text, result jsonb, error jsonb,
+            uncount int, retry_in float8, push_now bool, artifacts jsonb, progress jsonb
+        )
     ), done AS (
         UPDATE tasks t SET
             status = o.status,
@@ -95,17 +94,10 @@ _RENEW: LiteralString = """
 """
 
 
-def _json(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
-
-
-def _artifacts(records: tuple[dict[str, Any], ...]) -> str | None:
+def _artifacts(records: tuple[dict[str, Any], ...]) -> list[dict[str, Any]] | None:
     if not records:
         return None
-    return json.dumps(
-        [{k: r[k] for k in ("name", "content_type", "size", "sha256", "key")} for r in records],
-        separators=(",", ":"),
-    )
+    return [{k: r[k] for k in ("name", "content_type", "size", "sha256", "key")} for r in records]
 
 
 class Claims:
@@ -146,22 +138,25 @@ class Claims:
         were no longer this worker's)."""
         if not items:
             return set()
-        params = {
-            "worker": worker_id,
-            "ids": [task.id for task, _ in items],
-            "attempts": [task.attempt for task, _ in items],
-            "statuses": [finish.status.value for _, finish in items],
-            "outcomes": [finish.outcome.value for _, finish in items],
-            "results": [_json(finish.result) for _, finish in items],
-            "errors": [_json(finish.error) for _, finish in items],
-            # A hand-back is the worker's doing, not the task's: it does not use up an attempt.
-            "uncounts": [int(f.outcome == AttemptOutcome.HANDED_BACK) for _, f in items],
-            "retry_ins": [finish.retry_in for _, finish in items],
-            "push_now": [f.outcome == AttemptOutcome.HANDED_BACK for _, f in items],
-            # The artifacts a completed attempt wrote become visible with its outcome, or not.
-            "artifacts": [_artifacts(finish.artifacts) for _, finish in items],
-            "progress": [_json(finish.progress) for _, finish in items],
-        }
+        outcomes = [
+            {
+                "id": task.id,
+                "attempt": task.attempt,
+                "status": finish.status.value,
+                "outcome": finish.outcome.value,
+                "result": finish.result,
+                "error": finish.error,
+                # A hand-back is the worker's doing, not the task's: it does not use up an attempt.
+                "uncount": int(finish.outcome == AttemptOutcome.HANDED_BACK),
+                "retry_in": finish.retry_in,
+                "push_now": finish.outcome == AttemptOutcome.HANDED_BACK,
+                # The artifacts a completed attempt wrote become visible with its outcome, or not.
+                "artifacts": _artifacts(finish.artifacts),
+                "progress": finish.progress,
+            }
+            for task, finish in items
+        ]
+        params = {"worker": worker_id, "outcomes": json.dumps(outcomes, separators=(",", ":"))}
         return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 
     async def renew(
