@@ -14,11 +14,16 @@ from taskq_core.worker.sweeper import STATUS_EVENTS
 
 
 class Announcer:
-    """Publishes in the background; `flush` waits for what is still on its way."""
+    """Publishes in the background, one round trip at a time: what is announced while one is on
+    its way goes out together in the next (a Redis round trip costs the worker 100-150 µs of CPU,
+    as much as a short task). `flush` waits until everything announced is out."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._publishing: set[asyncio.Task[None]] = set()
+        self._changes: list[tuple[int, str]] = []
+        self._counts: dict[str, int] = {}
+        self._durations: list[tuple[str, float]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     def recorded(
         self, items: Sequence[tuple[ClaimedTask, Finish]], running: Mapping[int, Running]
@@ -43,22 +48,25 @@ class Announcer:
         counts: dict[str, int] | None = None,
         durations: Sequence[tuple[str, float]] = (),
     ) -> None:
-        """Publish committed status changes and add to the counters, without holding up the
-        caller; a lost announcement only makes waiters answer at their deadline (and the
-        counters miss it)."""
-        if changes or counts or durations:
-            task = asyncio.create_task(self._publish(changes, counts, durations), name="announce")
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+        """Publish committed status changes (in the order announced) and add to the counters,
+        without holding up the caller; a lost announcement only makes waiters answer at their
+        deadline (and the counters miss it)."""
+        if not (changes or counts or durations):
+            return
+        self._changes.extend(changes)
+        for field, n in (counts or {}).items():
+            self._counts[field] = self._counts.get(field, 0) + n
+        self._durations.extend(durations)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send(), name="announce")
 
     async def flush(self) -> None:
-        await asyncio.gather(*self._publishing, return_exceptions=True)
+        if self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)
 
-    async def _publish(
-        self,
-        changes: Sequence[tuple[int, str]],
-        counts: dict[str, int] | None,
-        durations: Sequence[tuple[str, float]],
-    ) -> None:
-        with contextlib.suppress(*OUTAGE_ERRORS):
-            await self.broker.announce(changes, counts, durations)
+    async def _send(self) -> None:
+        while self._changes or self._counts or self._durations:
+            changes, counts, durations = self._changes, self._counts, self._durations
+            self._changes, self._counts, self._durations = [], {}, []
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                await self.broker.announce(changes, counts, durations)
