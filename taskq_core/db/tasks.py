@@ -120,9 +120,10 @@ def insert_params(task: NewTask, queue: str) -> dict[str, Any]:
 # Public for the outbox (enqueue inside a caller's own transaction): the same statement.
 INSERT_TASKS = _INSERT.returning(*_RETURNING, sort_by_parameter_order=True)
 
-# Many tasks in one statement whose text does not depend on how many: the rows travel as
-# parallel arrays, so the statement is parsed and planned once per connection, not per size.
-# Identity ids follow the insertion order, which follows the arrays' order.
+# Many tasks in one statement whose text does not depend on how many: the rows travel as one JSON
+# array (one json.dumps: a third of the client's CPU of eight parallel arrays dumped element by
+# element, and less of PostgreSQL's too), so the statement is parsed and planned once per
+# connection, not per size. Identity ids follow the insertion order, which follows the array's.
 _INSERT_MANY = text(
     """
     INSERT INTO tasks (queue, task_type, input_data, priority, max_attempts, timeout_seconds,
@@ -131,11 +132,11 @@ _INSERT_MANY = text(
            n.start, CASE WHEN n.start <= now() THEN now() END, n.submitted_by
     FROM (
         SELECT u.*, coalesce(u.run_at, now() + make_interval(secs => u.delay)) AS start
-        FROM unnest(
-            CAST(:task_types AS text[]), CAST(:inputs AS jsonb[]), CAST(:priorities AS int[]),
-            CAST(:max_attempts AS int[]), CAST(:timeouts AS float8[]),
-            CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[]),
-            CAST(:submitted_by AS text[])
+        FROM ROWS FROM (
+            jsonb_to_recordset(CAST(:tasks AS jsonb)) AS (
+                task_type text, input_data jsonb, priority int, max_attempts int,
+                timeout_seconds float8, run_at timestamptz, delay float8, submitted_by text
+            )
         ) WITH ORDINALITY
             AS u(task_type, input_data, priority, max_attempts, timeout_seconds, run_at, delay,
                  submitted_by, position)
@@ -150,17 +151,20 @@ INSERT_MANY = _INSERT_MANY  # for blocking callers (Client.enqueue's groups); ro
 
 def insert_many_params(new: Sequence[NewTask], queue: str) -> dict[str, Any]:
     """The parameters of INSERT_MANY for `new`, in order (no idempotency keys)."""
-    return {
-        "queue": queue,
-        "task_types": [t.task_type for t in new],
-        "inputs": [json.dumps(t.input_data, separators=(",", ":")) for t in new],
-        "priorities": [t.priority for t in new],
-        "max_attempts": [t.max_attempts for t in new],
-        "timeouts": [t.timeout_seconds for t in new],
-        "run_ats": [t.run_at for t in new],
-        "delays": [t.delay_seconds for t in new],
-        "submitted_by": [t.submitted_by for t in new],
-    }
+    tasks = [
+        {
+            "task_type": t.task_type,
+            "input_data": t.input_data,
+            "priority": t.priority,
+            "max_attempts": t.max_attempts,
+            "timeout_seconds": t.timeout_seconds,
+            "run_at": None if t.run_at is None else t.run_at.isoformat(),
+            "delay": t.delay_seconds,
+            "submitted_by": t.submitted_by,
+        }
+        for t in new
+    ]
+    return {"queue": queue, "tasks": json.dumps(tasks, separators=(",", ":"))}
 
 
 class TaskQueries:
