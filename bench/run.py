@@ -43,8 +43,8 @@ def _base_env(site: Path) -> dict[str, str]:
 
 def _system_wiring(system: str, servers: Servers) -> tuple[str, dict[str, str], dict[str, str]]:
     """The system's database URL, Redis URLs by role, and the variables its processes read."""
-    if system.startswith("taskq"):  # taskq, and taskq-base: the same wiring
-        db, redis = servers.url(DATABASES["taskq"]), {"queue": servers.redis_url("taskq")}
+    if system.startswith("taskq"):  # taskq, and taskq-base: the same wiring but the database
+        db, redis = servers.url(DATABASES[system]), {"queue": servers.redis_url("taskq")}
         return db, redis, {"TASKQ_DATABASE_URL": db, "TASKQ_REDIS_URL": redis["queue"]}
     if system.startswith("celery"):
         db = servers.url(DATABASES["celery"])

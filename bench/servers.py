@@ -17,7 +17,11 @@ from sqlalchemy.engine import make_url
 DATABASE_URL_ENV = "TASKQ_BENCH_DATABASE_URL"
 REDIS_URL_ENV = "TASKQ_BENCH_REDIS_URL"
 # Each system's own PostgreSQL database and Redis database numbers; all are emptied by the bench.
-DATABASES = {n: f"bench_{n}" for n in ("taskq", "celery", "procrastinate")}
+# taskq-base has its own: a branch's new migration stamps its database with a revision the base's
+# Alembic does not know.
+DATABASES = {
+    n: f"bench_{n.replace('-', '_')}" for n in ("taskq", "taskq-base", "celery", "procrastinate")
+}
 REDIS_DBS = {
     "taskq": 1,
     "celery-broker": 2,

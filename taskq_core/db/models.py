@@ -17,7 +17,6 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Text,
-    UniqueConstraint,
     func,
     text,
 )
@@ -71,7 +70,15 @@ tasks = Table(
     # from Python. An Idempotency-Key is unique per submitter, so no client can pre-claim
     # another's keys.
     Column("submitted_by", Text, nullable=False, server_default=""),
-    UniqueConstraint("submitted_by", "idempotency_key"),
+    # Partial: most tasks have no key, and an entry for each would be written again at every
+    # status change (none is a HOT update).
+    Index(
+        "uq_tasks_submitted_by_idempotency_key",
+        "submitted_by",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
     CheckConstraint("priority BETWEEN 1 AND 5", name="priority_range"),
     CheckConstraint(f"status IN ({_status_values})", name="status_values"),
     CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),

@@ -95,7 +95,10 @@ _INSERT = insert(tasks).values(**_VALUES)
 _INSERT_UNLESS_KEY_EXISTS = (
     pg_insert(tasks)
     .values(**_VALUES)
-    .on_conflict_do_nothing(index_elements=["submitted_by", "idempotency_key"])
+    .on_conflict_do_nothing(
+        index_elements=["submitted_by", "idempotency_key"],
+        index_where=tasks.c.idempotency_key.is_not(None),  # the unique index is partial
+    )
 )
 _RETURNING = (*SUMMARY_COLUMNS, tasks.c.enqueued_at)
 

@@ -106,3 +106,36 @@ def test_migrations_go_down_and_up_again(empty_database: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     assert diff == []
+
+
+def idempotency_index(url: str) -> tuple[bool, bool]:
+    """Whether tasks' idempotency index is partial, and whether it backs a constraint."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT i.indpred IS NOT NULL, c.oid IS NOT NULL FROM pg_index i"
+            " JOIN pg_class x ON x.oid = i.indexrelid"
+            " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid"
+            " WHERE x.relname = 'uq_tasks_submitted_by_idempotency_key'"
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_the_idempotency_key_index_holds_only_keyed_tasks(empty_database: str) -> None:
+    insert = (
+        "INSERT INTO tasks (task_type, input_data, priority, max_attempts, submitted_by,"
+        " idempotency_key) VALUES ('t', '{}', 3, 1, 'open', %s)"
+    )
+    engines.upgrade(empty_database, "0006")
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        for key in (None, None, "k"):
+            conn.execute(insert, (key,))
+    assert idempotency_index(empty_database) == (False, True)
+    engines.upgrade(empty_database)
+    assert idempotency_index(empty_database) == (True, False)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(insert, (None,))
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert, ("k",))
+    downgrade(empty_database, "0006")
+    assert idempotency_index(empty_database) == (False, True)
