@@ -41,7 +41,10 @@ _CLAIM: LiteralString = """
 # written in the same statement, so there is never an outcome without its history row. Many
 # outcomes share one statement (group commit): the rows arrive as one JSON array, one object per
 # outcome (a JSON null or a missing key is SQL NULL). One json.dumps costs the worker a third of
-# the CPU of eleven parallel arrays dumped element by element, and PostgreSQL less as well.
+# the CPU of eleven parallel arrays dumped element by element, and PostgreSQL less as well. The
+# ids come again as an array so that the rows are found by primary key: joined on the JSON rows
+# alone, the planner reads every entry of the running-lease index, dead ones included (tens of
+# thousands after a busy minute, milliseconds per statement).
 _FINISH: LiteralString = """
     WITH outcome AS (
         SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
@@ -62,8 +65,8 @@ _FINISH: LiteralString = """
             worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END,
             progress = coalesce(o.progress, t.progress)
         FROM outcome o
-        WHERE t.id = o.id AND t.status = 'running' AND t.worker_id = %(worker)s
-            AND t.attempts = o.attempt
+        WHERE t.id = o.id AND t.id = ANY(%(ids)s::bigint[])
+            AND t.status = 'running' AND t.worker_id = %(worker)s AND t.attempts = o.attempt
         RETURNING t.id, t.started_at, o.attempt, o.outcome, o.error, o.artifacts
     ), published AS (
         INSERT INTO task_artifacts (task_id, name, attempt, content_type, size, sha256, key)
@@ -105,8 +108,11 @@ class Claims:
     each, so a group commit never waits behind a claim nor a claim behind a group commit."""
 
     def __init__(self, conninfo: str, queue: str = "default", *, prepare: bool = True) -> None:
-        self._claims = Connection(conninfo, prepare=prepare)
-        self._outcomes = Connection(conninfo, prepare=prepare)
+        # Each statement here finds its rows by primary key: a generic plan is as good as any,
+        # and PostgreSQL otherwise plans small claims afresh each time (for a claim of one id,
+        # 0.4 ms of its CPU against 0.13 ms with the plan kept).
+        self._claims = Connection(conninfo, prepare=prepare, generic_plans=True)
+        self._outcomes = Connection(conninfo, prepare=prepare, generic_plans=True)
         self.queue = queue
 
     async def close(self) -> None:
@@ -156,7 +162,11 @@ class Claims:
             }
             for task, finish in items
         ]
-        params = {"worker": worker_id, "outcomes": json.dumps(outcomes, separators=(",", ":"))}
+        params = {
+            "worker": worker_id,
+            "ids": [task.id for task, _ in items],
+            "outcomes": json.dumps(outcomes, separators=(",", ":")),
+        }
         return {row[0] for row in await self._outcomes.fetch(_FINISH, params)}
 
     async def renew(
