@@ -8,7 +8,6 @@ import unicodedata
 from email.headerregistry import Address
 from typing import Annotated
 
-import email_validator
 from pydantic import AfterValidator
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
@@ -100,6 +99,8 @@ def parse_address(value: str) -> Address:
     """
     # pydantic's validator (email-validator underneath) checks the address and splits off a
     # display name; without one it returns the local part as the name, which we don't want.
+    import email_validator  # here, not at import: compiling its patterns takes 30 ms
+
     name, normalized = validate_email(value)
     ascii_form = email_validator.validate_email(normalized, check_deliverability=False).ascii_email
     if ascii_form is None:
