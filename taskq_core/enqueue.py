@@ -106,7 +106,12 @@ def _option_errors(
 async def submit(storage: Storage, broker: Broker, new: Sequence[NewTask]) -> list[dict[str, Any]]:
     """Record `new` as pending in one statement, then push the ids of those due now; returns the
     summaries. Delayed tasks are pushed by the sweeper when due."""
-    rows = await storage.create(new)
+    return await _committed(storage, broker, await storage.create(new))
+
+
+async def _committed(
+    storage: Storage, broker: Broker, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     fault_point("after_commit")
     await _dispatch(storage, broker, rows)
     return rows
@@ -162,6 +167,7 @@ class GroupSubmitter:
     def __init__(self, storage: Storage, broker: Broker) -> None:
         self.storage = storage
         self.broker = broker
+        self._inserts = storage.writer()
         self._queue: asyncio.Queue[_Waiting] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -177,6 +183,10 @@ class GroupSubmitter:
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+        await self._inserts.close()
+
+    async def _submit(self, new: list[NewTask]) -> list[dict[str, Any]]:
+        return await _committed(self.storage, self.broker, await self._inserts.create(new))
 
     async def _write_groups(self) -> None:
         while True:
@@ -185,7 +195,7 @@ class GroupSubmitter:
                 group.append(self._queue.get_nowait())
             waiting = [(new, future) for new, future in group if not future.cancelled()]
             try:
-                rows = await submit(self.storage, self.broker, [new for new, _ in waiting])
+                rows = await self._submit([new for new, _ in waiting])
             except Exception as exc:
                 if len(waiting) > 1 and not is_outage(exc):
                     # One request's row was refused (nothing of the group was written): each
@@ -204,7 +214,7 @@ class GroupSubmitter:
         log.warning("a group of %d submits failed; writing them one by one", len(waiting))
         for new, future in waiting:
             try:
-                (row,) = await submit(self.storage, self.broker, [new])
+                (row,) = await self._submit([new])
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)

@@ -289,7 +289,6 @@ class Worker:
             if ids:
                 claim_outage.recovered()
             backoff = BACKOFF_START
-            self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
             for task in claimed:
                 self.executing += 1
                 stale = self.running.get(task.id)
@@ -300,6 +299,14 @@ class Worker:
                     self.interrupt(stale, "lost")
                 running = self.running[task.id] = Running(task)
                 running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
+            if claimed:
+                # The tasks start first: two turns of the loop, one for each to reach the pool,
+                # one for the pool to write the jobs to its runners. The announcement and the
+                # next pop each cost a write to Redis (a wake-up of another process, slow on a
+                # virtual machine) that would otherwise come before a task's start.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
 
     async def _back_off(self, backoff: float) -> float:
         """Wait `backoff` seconds (less if asked to stop); the next, longer back-off."""

@@ -67,6 +67,59 @@ def test_an_outage_still_fails_the_whole_group_at_once(
     assert clean.sql("SELECT count(*) FROM tasks") == [(0,)]
 
 
+def test_the_submitter_writes_on_its_own_connection_while_the_pool_is_busy(
+    clean: Servers,
+) -> None:
+    # Every pooled connection held (slow listings, say): submits still go through at once.
+    async def run() -> list[dict[str, Any]]:
+        engine = engines.async_engine(clean.database_url, pool_size=1)  # and 1 overflow
+        redis = broker.connect(clean.redis_url)
+        submitter = GroupSubmitter(Storage(engine), broker.Broker(redis))
+        try:
+            rows = [await submitter.submit(GOOD)]
+            async with engine.connect(), engine.connect():
+                rows.append(await submitter.submit(GOOD))
+            return rows
+        finally:
+            await submitter.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    rows = asyncio.run(run())
+    assert [row["status"] for row in rows] == ["pending", "pending"]
+    assert clean.sql("SELECT count(*) FROM tasks") == [(2,)]
+
+
+def test_the_submitter_connects_again_after_its_connection_broke(clean: Servers) -> None:
+    async def run() -> list[Any]:
+        engine = engines.async_engine(clean.database_url, pool_size=1)
+        redis = broker.connect(clean.redis_url)
+        submitter = GroupSubmitter(Storage(engine), broker.Broker(redis))
+        try:
+            answers: list[Any] = [await submitter.submit(GOOD)]
+            # What a restarted or failed-over PostgreSQL does to an idle connection.
+            clean.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            for _ in range(2):
+                try:
+                    answers.append(await submitter.submit(GOOD))
+                except Exception as exc:
+                    answers.append(exc)
+            return answers
+        finally:
+            await submitter.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    first, broken, again = asyncio.run(run())
+    assert first["status"] == "pending"
+    assert isinstance(broken, OperationalError)  # a 503: nothing was written
+    assert again["status"] == "pending"
+    assert clean.sql("SELECT count(*) FROM tasks") == [(2,)]
+
+
 @pytest.mark.parametrize("value", ["a\x00b", float("nan"), float("inf")])
 def test_the_api_refuses_what_jsonb_cannot_hold_before_any_insert(value: object) -> None:
     from taskq_core.enqueue import prepare
