@@ -300,11 +300,10 @@ class Worker:
                 running = self.running[task.id] = Running(task)
                 running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
             if claimed:
-                # The tasks start first: two turns of the loop, one for each to reach the pool,
-                # one for the pool to write the jobs to its runners. The announcement and the
-                # next pop each cost a write to Redis (a wake-up of another process, slow on a
-                # virtual machine) that would otherwise come before a task's start.
-                await asyncio.sleep(0)
+                # The tasks start first: a turn of the loop for each to reach the pool, which
+                # writes a job to an idle runner at once. The announcement and the next pop each
+                # cost a write to Redis (a wake-up of another process, slow on a virtual machine)
+                # that would otherwise come before a task's start.
                 await asyncio.sleep(0)
                 self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
 

@@ -134,7 +134,10 @@ class RunnerPool:
         loop = asyncio.get_running_loop()
         call = Call(next(self._ids), job, timeout, loop.create_future())
         self._queue.append(call)
-        self._schedule_dispatch()
+        if len(self._queue) == 1 and self.idle:
+            self._dispatch()  # a runner waits: the job goes now, not a turn of the loop later
+        else:
+            self._schedule_dispatch()
         try:
             return await call.future
         except asyncio.CancelledError:
