@@ -34,14 +34,10 @@ def transient(exc: BaseException) -> bool:
 class Connection:
     """One autocommit connection, made on first use and again after it breaks."""
 
-    def __init__(self, conninfo: str, *, prepare: bool = True, generic_plans: bool = False) -> None:
-        """`generic_plans`: plan each prepared statement once, whatever its parameters (only for
-        statements whose best plan does not depend on them)."""
+    def __init__(self, conninfo: str, *, prepare: bool = True) -> None:
         self.conninfo = conninfo
         # False: never prepare statements on the server (TASKQ_DATABASE_PREPARE=off, PgBouncer).
         self.prepare = prepare
-        # With `prepare` only: a session setting must not reach PgBouncer's shared connections.
-        self.generic_plans = generic_plans and prepare
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
     async def fetch(self, query: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -53,8 +49,6 @@ class Connection:
                 connect_timeout=CONNECT_TIMEOUT,
                 **({} if self.prepare else {"prepare_threshold": None}),
             )
-            if self.generic_plans:
-                await conn.execute("SET plan_cache_mode = force_generic_plan")
         try:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall() if cursor.description is not None else []
