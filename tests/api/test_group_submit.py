@@ -97,11 +97,11 @@ def test_the_submitter_connects_again_after_its_connection_broke(clean: Servers)
         submitter = GroupSubmitter(Storage(engine), broker.Broker(redis))
         try:
             answers: list[Any] = [await submitter.submit(GOOD)]
-            # What a restarted or failed-over PostgreSQL does to an idle connection.
-            clean.sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            # What a restarted or failed-over PostgreSQL does to an idle connection; only this
+            # writer's, so the session's API process (sharing the database) keeps its own.
+            writer = submitter._inserts._conn
+            assert writer is not None
+            clean.sql("SELECT pg_terminate_backend(%s)", (writer.info.backend_pid,))
             for _ in range(2):
                 try:
                     answers.append(await submitter.submit(GOOD))
