@@ -130,6 +130,11 @@ class Registry:
     def known_names(self) -> str:
         return ", ".join(sorted(self.types)) or "none (install a plugin such as taskq-fibonacci)"
 
+    @property
+    def has_sync(self) -> bool:
+        """Whether any task type runs in runner processes (a worker needs runners only then)."""
+        return any(not t.is_async for t in self.types.values())
+
 
 def _forbid_extra(model: type[BaseModel]) -> type[BaseModel]:
     """A subclass of `model` that rejects unknown fields, whatever the plugin configured. A

@@ -22,15 +22,19 @@ log = logging.getLogger("taskq")
 
 def main(argv: Sequence[str] | None = None, prog: str = "taskq-worker") -> int:
     # No collections while the start-up imports and builds what lives for good (pydantic makes
-    # many objects): run_worker turns them back on.
+    # many objects): run_worker turns them back on before its loop, and whatever way the command
+    # ends, the caller gets them back.
     gc.disable()
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Run a taskq worker: pop task ids by priority, claim, run, record.",
-    )
-    add_options(parser)
-    parser.set_defaults(func=run_worker, command="worker")
-    return run(parser, argv)
+    try:
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description="Run a taskq worker: pop task ids by priority, claim, run, record.",
+        )
+        add_options(parser)
+        parser.set_defaults(func=run_worker, command="worker")
+        return run(parser, argv)
+    finally:
+        gc.enable()
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +73,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     env = child_env(database_url, redis_url)
     # The runners' fork server, forked now that the plugins are loaded and before the worker
     # imports its drivers or starts its loop: one interpreter start-up instead of two.
-    early = fork_early(registry, env) if any(not t.is_async for t in registry) else None
+    early = fork_early(registry, env) if registry.has_sync else None
 
     from taskq_core.worker.holding import WorkerOptions
     from taskq_core.worker.loop import Worker

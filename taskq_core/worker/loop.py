@@ -125,10 +125,9 @@ class Worker:
             self.progress_writes, self.worker_id, OUTAGE_ERRORS, self.broker.announce_progress
         )
         self.pool.on_progress = self.board.report
-        has_sync = any(not t.is_async for t in self.registry)
         background: list[asyncio.Task[None]] = []
         try:
-            if has_sync:
+            if self.registry.has_sync:
                 await self.pool.start()
             retention = Retention(self.sweeps.connection, opts.queue)
             sweeper = Sweeper(
@@ -167,7 +166,7 @@ class Worker:
                 self.tuner.limit,
                 bounds.floor,
                 bounds.ceiling,
-                self.pool.size if has_sync else 0,
+                self.pool.size if self.registry.has_sync else 0,
                 self.registry.known_names(),
             )
             await self._fetch_loop()
