@@ -3,15 +3,20 @@ outages logged when they start rather than on every retry, process titles that s
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from taskq_core.logs import Outage, timestamp
+from taskq_core.logs import Outage, TurnHandler, timestamp
 from tests.conftest import Api, Processes, Servers, Workers, free_port, taskq, wait_for
 from tests.worker.test_reliability import FAST, finished, post
 
@@ -95,6 +100,83 @@ def test_outage_logs_its_start_and_its_end(caplog: pytest.LogCaptureFixture) -> 
 
 def test_timestamps_are_utc_with_z() -> None:
     assert timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+@given(st.floats(min_value=0, max_value=4e9))
+def test_timestamps_match_datetimes_format(seconds: float) -> None:
+    # The whole second's text is kept between calls: each call's must still be its own second's.
+    whole = datetime.fromtimestamp(int(seconds), UTC)
+    got = timestamp(seconds)
+    assert got[:20] == whole.strftime("%Y-%m-%dT%H:%M:%S."), (seconds, got)
+    assert got[23:] == "Z"
+    # datetime rounds to microseconds first: a millisecond apart at most.
+    assert abs(int(got[20:23]) - (seconds - int(seconds)) * 1000) < 1.001
+
+
+def _handler() -> tuple[TurnHandler, io.StringIO, logging.Logger]:
+    stream = io.StringIO()
+    handler = TurnHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger(f"taskq.test.turns.{id(handler)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler, stream, logger
+
+
+def test_lines_of_a_loop_turn_are_written_together_at_its_end() -> None:
+    handler, stream, log = _handler()
+    seen: list[str] = []
+
+    async def main() -> None:
+        log.info("one")
+        log.info("two")
+        seen.append(stream.getvalue())  # still within the turn
+        await asyncio.sleep(0)
+        seen.append(stream.getvalue())
+        log.info("three")
+        log.warning("four")  # a warning goes at once, after those waiting before it
+        seen.append(stream.getvalue())
+
+    asyncio.run(main())
+    assert seen == ["", "INFO one\nINFO two\n", "INFO one\nINFO two\nINFO three\nWARNING four\n"]
+    handler.close()
+
+
+def test_lines_outside_the_loop_or_its_thread_are_written_at_once() -> None:
+    handler, stream, log = _handler()
+    log.info("before any loop")
+    assert stream.getvalue() == "INFO before any loop\n"
+
+    async def main() -> str:
+        log.info("in the loop")
+        await asyncio.to_thread(log.info, "from a thread")
+        return stream.getvalue()
+
+    # The thread's line is written at once, and the loop's line waiting before it with it.
+    assert asyncio.run(main()).endswith("INFO in the loop\nINFO from a thread\n")
+    handler.close()
+
+
+def test_a_second_loop_gets_its_lines_written_too() -> None:
+    handler, stream, log = _handler()
+
+    async def last_words() -> None:
+        log.info("scheduled, but the loop ends first")
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(last_words())
+    loop.close()  # its end-of-turn callback never ran
+    handler.flush()  # what logging.shutdown does at exit
+    assert stream.getvalue() == "INFO scheduled, but the loop ends first\n"
+
+    async def later() -> str:
+        log.info("in the next loop")
+        await asyncio.sleep(0)
+        return stream.getvalue()
+
+    assert asyncio.run(later()).endswith("INFO in the next loop\n")
+    handler.close()
 
 
 def _cmdline(pid: int) -> str:
