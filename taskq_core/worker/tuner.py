@@ -11,8 +11,8 @@ Every WINDOW seconds the tuner looks at what the window showed and `decide` sets
 - else, if tasks completed, compare how long sync tasks waited for a runner (their time in the
   worker minus the runners' job time) with WAIT_TARGET. By Little's law each extra slot adds
   1 / completion rate to that wait, so the room left in the budget, in slots, is
-  (WAIT_TARGET - wait) x rate: grow by it (at most doubling) while the queue is deep, shrink by
-  the overrun (at most halving) once the wait passes twice the target. Async tasks never queue in
+  (WAIT_TARGET - wait) x rate: grow by it (at most GROWTH times over) while the queue is deep,
+  shrink by the overrun (at most halving) once the wait passes twice the target. Async tasks never queue in
   the worker, so for them only the loop and memory limit the growth.
 
 The tuner also sets `linger`, how long the worker lets work gather before a claim or an outcome
@@ -21,8 +21,9 @@ the window's completion rate, within LINGER_MIN-LINGER_MAX. PostgreSQL's cost is
 statement, so tasks of a millisecond, finishing a few at a time, would otherwise pay a claim and a
 commit each; a shallow queue never waits longer than LINGER_MIN.
 
-Short tasks from a deep queue therefore double the limit every window up to the ceiling (bigger
-pops, claims and group commits); slow sync tasks shrink it to about the runners' count, so a
+Short tasks from a deep queue therefore quadruple the limit every window up to the ceiling (bigger
+pops, claims and group commits): from START, 0.2 s to reach it, which is a sixth of draining
+10,000 no-op tasks; slow sync tasks shrink it to about the runners' count, so a
 worker does not hoard tasks another worker could start. The bounds: at least the runners' count
 (FLOOR when there are none), at most `--concurrency` when given, else CEILING.
 """
@@ -47,6 +48,10 @@ LAG_HIGH = 0.2  # seconds an event loop tick may be late before the limit shrink
 BUSY_HIGH = 0.9  # of the window in this process's CPU time: its event loop has no room left
 MEMORY_LOW = 0.1  # of MemTotal: below this MemAvailable, the limit halves
 MEMINFO = Path("/proc/meminfo")
+# The most a window may multiply the limit by. Little's law bounds each step already; this only
+# paces short tasks, whose budget is hundreds of slots from the first window: doubling took 0.4 s
+# to reach the ceiling, which cost 0.13 s of a 10,000 no-op task drain (a tenth of it).
+GROWTH = 4
 BATCH_TARGET = 16  # tasks per claim and per outcome write worth waiting for while the queue is deep
 LINGER_MIN, LINGER_MAX = 0.002, 0.02  # seconds
 
@@ -94,7 +99,7 @@ def decide(seen: Observation, bounds: Bounds) -> int:
     if seen.wait > 2 * WAIT_TARGET:
         return bounds.clamp(limit - min(limit // 2, max(1, math.ceil(-room))))
     if seen.deep and room >= 1:
-        return bounds.clamp(limit + int(min(limit, room)))
+        return bounds.clamp(limit + int(min((GROWTH - 1) * limit, room)))
     return bounds.clamp(limit)
 
 

@@ -40,11 +40,17 @@ SHORT = Observation(
 )
 
 
-def test_short_tasks_from_a_deep_queue_double_the_limit_up_to_the_ceiling() -> None:
+def test_short_tasks_from_a_deep_queue_quadruple_the_limit_up_to_the_ceiling() -> None:
     limits = [SHORT.limit]
-    for _ in range(6):
+    for _ in range(4):
         limits.append(decide(replace(SHORT, limit=limits[-1]), BOUNDS))
-    assert limits == [16, 32, 64, 128, 256, 256, 256]
+    assert limits == [16, 64, 256, 256, 256]
+
+
+def test_growth_stays_within_littles_law_budget() -> None:
+    # 200 tasks/s waiting 20 ms each for a runner: 0.03 s x 200 = 6 slots of room, not 3x16.
+    seen = replace(SHORT, completed=20, completed_sync=20, wait=0.02)
+    assert decide(seen, BOUNDS) == 22
 
 
 def test_linger_gathers_a_batch_at_the_completion_rate_while_the_queue_is_deep() -> None:
@@ -66,7 +72,7 @@ def test_a_shallow_queue_never_lingers_past_the_least_wait() -> None:
 def test_async_tasks_grow_whatever_their_rate() -> None:
     # They never queue in the worker: one done in the window is enough to learn there is room.
     seen = replace(SHORT, completed=1, completed_sync=0)
-    assert decide(seen, BOUNDS) == 32
+    assert decide(seen, BOUNDS) == 64
 
 
 def test_growth_stops_at_the_room_left_in_the_wait_budget() -> None:
@@ -111,7 +117,7 @@ def test_a_late_event_loop_takes_a_quarter_off() -> None:
 
 def test_a_loop_late_for_want_of_a_core_does_not_shrink_the_limit() -> None:
     # The process used a fifth of a core: the machine was busy, not its event loop.
-    assert decide(replace(SHORT, limit=100, lag=LAG_HIGH * 2, busy=0.2), BOUNDS) == 200
+    assert decide(replace(SHORT, limit=50, lag=LAG_HIGH * 2, busy=0.2), BOUNDS) == 200
 
 
 def test_tight_memory_halves_the_limit_before_anything_else() -> None:
@@ -121,7 +127,7 @@ def test_tight_memory_halves_the_limit_before_anything_else() -> None:
 
 
 def test_unknown_memory_does_not_limit() -> None:
-    assert decide(replace(SHORT, memory_available=None), BOUNDS) == 32
+    assert decide(replace(SHORT, memory_available=None), BOUNDS) == 64
 
 
 def test_a_given_concurrency_is_the_ceiling_and_the_start() -> None:
@@ -162,7 +168,7 @@ def test_memory_available_is_read_from_meminfo() -> None:
 def test_a_worker_without_flags_grows_its_concurrency_under_a_deep_queue_of_short_tasks(
     api: Api, clean: Servers, processes: Processes, sites: dict[str, Path]
 ) -> None:
-    # Enough for the queue to stay deep for dozens of the tuner's 0.1 s windows: it doubles the
+    # Enough for the queue to stay deep for dozens of the tuner's 0.1 s windows: it grows the
     # limit from the first one on.
     count = 2000
     body = {"tasks": [{"task_type": "AsyncSleepTask", "input_data": {"seconds": 0}}] * 1000}
