@@ -11,9 +11,9 @@ Every WINDOW seconds the tuner looks at what the window showed and `decide` sets
 - else, if tasks completed, compare how long sync tasks waited for a runner (their time in the
   worker minus the runners' job time) with WAIT_TARGET. By Little's law each extra slot adds
   1 / completion rate to that wait, so the room left in the budget, in slots, is
-  (WAIT_TARGET - wait) x rate: grow by it (at most GROWTH times over) while the queue is deep,
-  shrink by the overrun (at most halving) once the wait passes twice the target. Async tasks never queue in
-  the worker, so for them only the loop and memory limit the growth.
+  (WAIT_TARGET - wait) x rate: grow by it (to at most GROWTH times the limit) while the queue
+  is deep, shrink by the overrun (at most halving) once the wait passes twice the target. Async
+  tasks never queue in the worker, so for them only the loop and memory limit the growth.
 
 The tuner also sets `linger`, how long the worker lets work gather before a claim or an outcome
 write while the queue is deep: long enough that one statement serves about BATCH_TARGET tasks at
@@ -21,10 +21,10 @@ the window's completion rate, within LINGER_MIN-LINGER_MAX. PostgreSQL's cost is
 statement, so tasks of a millisecond, finishing a few at a time, would otherwise pay a claim and a
 commit each; a shallow queue never waits longer than LINGER_MIN.
 
-Short tasks from a deep queue therefore quadruple the limit every window up to the ceiling (bigger
-pops, claims and group commits): from START, 0.2 s to reach it, which is a sixth of draining
-10,000 no-op tasks; slow sync tasks shrink it to about the runners' count, so a
-worker does not hoard tasks another worker could start. The bounds: at least the runners' count
+Short tasks from a deep queue therefore quadruple the limit every window up to the ceiling
+(bigger pops, claims and group commits), which they reach 0.2 s after the start; slow sync
+tasks shrink it to about the runners' count, so a worker does not hoard tasks another worker
+could start. The bounds: at least the runners' count
 (FLOOR when there are none), at most `--concurrency` when given, else CEILING.
 """
 
