@@ -24,6 +24,9 @@ from bench.session import PHASES
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_SLACK = 180.0  # seconds a session may take beyond its phases' bounds (start-up, stops)
+# What the systems under test import from a checkout rather than from site-packages: taskq, its
+# plugins and client (installed editable) and the bench's own plugin.
+SOURCE_TREES = ("taskq_core", "plugins", "clients/python", "bench")
 
 
 def _free_port() -> int:
@@ -60,6 +63,20 @@ def _system_wiring(system: str, servers: Servers) -> tuple[str, dict[str, str], 
     redis = {"queue": servers.redis_url(system)}
     env = {"BENCH_DRAMATIQ_URL": redis["queue"]} if system == "dramatiq" else {}
     return servers.url("postgres"), redis, env
+
+
+def compile_sources(checkouts: list[Path]) -> None:
+    """Write the bytecode of the checkouts' source trees, as pip does for an installed package:
+    with PYTHONDONTWRITEBYTECODE set, an editable taskq would otherwise compile its modules again
+    in every process (some 50 ms of each taskq-worker's start-up, which the peers, installed from
+    wheels, never pay). Up-to-date files are skipped; a stale one is only recompiled in memory."""
+    for checkout in checkouts:
+        trees = [str(checkout / tree) for tree in SOURCE_TREES if (checkout / tree).is_dir()]
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-j", "0", *trees],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def _run_session(spec: SessionSpec, work: Path, env: dict[str, str]) -> list[dict[str, Any]]:
@@ -155,6 +172,7 @@ def main(sizes: Sizes, systems: list[str], results_dir: Path) -> int:
     logs.mkdir()
     site = write_site(work / "site")
     env = _base_env(site)
+    compile_sources([REPO, *([Path(sizes.taskq_base)] if sizes.taskq_base else [])])
     servers = Servers()
     print(f"taskq bench: {', '.join(systems)}; {sizes.runs} run(s); logs in {logs}", flush=True)
     if http_load.wrk_path() is None:

@@ -113,6 +113,15 @@ try:
     }
 except ImportError:  # an older redis-py does not ask
     NO_HANDSHAKE = {}
+try:
+    from redis.driver_info import DriverInfo
+
+    # Every new connection tells the server redis-py's name and version (CLIENT SETINFO): given
+    # none, redis-py looks its version up in the installed packages' metadata for each connection
+    # (a scan of sys.path, milliseconds of a worker's start-up). The same version, read once.
+    NO_HANDSHAKE["driver_info"] = DriverInfo(lib_version=redis.__version__)
+except ImportError:  # before redis-py 7.1, the version comes from redis.__version__ already
+    pass
 
 
 def connect(url: str, *, blocking: bool = False) -> aioredis.Redis:

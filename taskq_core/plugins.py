@@ -172,11 +172,13 @@ def _check_task_class(cls: Any) -> type[Task]:
     return cls
 
 
-def _plugin_info(entry_point: EntryPoint | None, module: ModuleType) -> PluginInfo:
-    dist = entry_point.dist if entry_point is not None else None
-    if dist is not None:
-        return PluginInfo(dist.metadata["Name"], dist.version)
-    return PluginInfo(module.__name__, getattr(module, "__version__", None))
+def _distribution(entry_point: EntryPoint) -> PluginInfo | None:
+    """The name and version of the distribution declaring `entry_point`, from one read of its
+    metadata: each `dist.metadata` (and `dist.version`) reads and parses the file again."""
+    if entry_point.dist is None:
+        return None
+    metadata = entry_point.dist.metadata
+    return PluginInfo(metadata["Name"], metadata["Version"])
 
 
 def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool = True) -> Registry:
@@ -189,22 +191,23 @@ def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool 
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     registry = Registry()
-    candidates: list[tuple[str, EntryPoint | None, ModuleType]] = []  # (name, entry point, module)
+    # (name, where it comes from, module, its distribution if an entry point's has metadata)
+    candidates: list[tuple[str, str, ModuleType, PluginInfo | None]] = []
 
     if use_entry_points:
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            dist_name = ep.dist.metadata["Name"] if ep.dist is not None else ep.name
+            dist = _distribution(ep)
             try:
                 module = ep.load()
             except Exception as exc:
-                _record_failure(registry, dist_name, ep.value, exc)
+                _record_failure(registry, dist.name if dist else ep.name, ep.value, exc)
                 continue
-            candidates.append((ep.name, ep, module))
-    candidates.extend((module.__name__, None, module) for module in modules)
+            candidates.append((ep.name, ep.value, module, dist))
+    candidates.extend((module.__name__, module.__name__, module, None) for module in modules)
 
     owners: dict[str, str] = {}
-    for plugin_name, source, module in candidates:
-        info = _plugin_info(source, module)
+    for plugin_name, source, module, dist in candidates:
+        info = dist or PluginInfo(module.__name__, getattr(module, "__version__", None))
         try:
             manager.register(module, name=plugin_name)
             caller = manager.subset_hook_caller(
@@ -221,7 +224,7 @@ def load_registry(modules: Iterable[ModuleType] = (), *, use_entry_points: bool 
         except Exception as exc:
             if manager.is_registered(module):
                 manager.unregister(module)
-            _record_failure(registry, info.name, source.value if source else module.__name__, exc)
+            _record_failure(registry, info.name, source, exc)
             continue
         for cls in found:
             if cls.name in owners:

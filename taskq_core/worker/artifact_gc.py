@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from taskq_core.artifacts import ArtifactStore, task_prefix
 from taskq_core.worker.sql.artifacts import ArtifactDeletions
@@ -17,7 +18,9 @@ BATCH = 200  # tasks whose artifacts are deleted per sweep
 class ArtifactCollector:
     """Deletes, from the store, the prefixes of tasks queued in `artifact_deletions`."""
 
-    def __init__(self, deletions: ArtifactDeletions, store_url: str) -> None:
+    def __init__(self, deletions: ArtifactDeletions, store_url: Callable[[], str]) -> None:
+        """`store_url()`: the store's URL, asked only once there is something to delete (the
+        default store's folder costs a worker's start-up a second settings read and an import)."""
         self.deletions = deletions
         self.store_url = store_url
         self._store: ArtifactStore | None = None
@@ -38,6 +41,6 @@ class ArtifactCollector:
 
     def _delete(self, task_ids: list[int]) -> None:
         if self._store is None:
-            self._store = ArtifactStore(self.store_url)
+            self._store = ArtifactStore(self.store_url())
         for task_id in set(task_ids):
             self._store.delete_prefix(task_prefix(task_id))

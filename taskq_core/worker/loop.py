@@ -137,7 +137,7 @@ class Worker:
                 interval=opts.sweep_interval,
                 chores=[
                     lambda: purge_expired(retention, opts.retention),
-                    ArtifactCollector(self.artifact_deletions, store_url()).collect,
+                    ArtifactCollector(self.artifact_deletions, store_url).collect,
                 ],
             )
             scheduler = Scheduler(

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
+from taskq_core.client import Client
 from taskq_core.db.engines import MIGRATIONS_DIR
 from tests.conftest import Servers, free_port, taskq, wait_for
 
@@ -58,6 +59,62 @@ def test_taskq_worker_script_has_help() -> None:
     result = run([str(script), "--help"], dict(os.environ))
     assert result.returncode == 0
     assert "--concurrency" in result.stdout
+
+
+# What `taskq-worker` does without until its first task at least: each would be paid for in the
+# start-up of every worker scaled from zero (the API, the command line's client and rendering, the
+# database layer of the API and migrations, the embedded servers, the artifact store's fsspec).
+NOT_FOR_A_WORKER = (
+    "taskq_core.api",
+    "taskq_core.db.engines",
+    "taskq_core.embedded",
+    "taskq_client",
+    "fastapi",
+    "sqlalchemy",
+    "alembic",
+    "rich",
+    "httpx",
+    "fsspec",
+)
+
+
+def test_taskq_worker_runs_a_task_without_what_a_worker_does_not_need(
+    clean: Servers, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    modules = tmp_path / "modules"
+    # The worker process's modules as it exits (its fork server and runners leave by os._exit).
+    (site / "sitecustomize.py").write_text(
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(modules)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+    )
+    client = Client(redis_url=clean.redis_url, database_url=clean.database_url)
+    try:
+        task_id = client.enqueue("FibonacciTask", {"n": 10})
+    finally:
+        client.close()
+    script = Path(sys.executable).parent / "taskq-worker"
+    worker = subprocess.Popen(
+        [str(script), "--processes", "1"],
+        env=clean.env(site),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: (
+                clean.sql("SELECT status FROM tasks WHERE id = %s", (task_id,)) == [("completed",)]
+            ),
+            what="the task to complete",
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    imported = set(modules.read_text().split())
+    assert {"taskq_core.worker.loop", "psycopg", "redis"} <= imported  # the list is the worker's
+    packages = tuple(f"{name}." for name in NOT_FOR_A_WORKER)
+    assert {m for m in imported if m in NOT_FOR_A_WORKER or m.startswith(packages)} == set()
 
 
 def test_nothing_configured_and_no_dev_running_is_a_clear_error(tmp_path: Path) -> None:
