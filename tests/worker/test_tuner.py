@@ -54,11 +54,12 @@ def test_growth_stays_within_littles_law_budget() -> None:
 
 
 def test_linger_gathers_a_batch_at_the_completion_rate_while_the_queue_is_deep() -> None:
-    # 1,500 fib(20)s a second: a statement for every BATCH_TARGET of them means waiting ~10.7 ms.
-    fib = replace(SHORT, completed=150)
-    assert linger(fib) == pytest.approx(BATCH_TARGET / 1500)
-    # 10,000 no-ops a second gather a batch faster than the least wait.
-    assert linger(SHORT) == LINGER_MIN
+    # 2,000 fib(20)s a second: a statement for every BATCH_TARGET of them means waiting 32 ms.
+    fib = replace(SHORT, completed=200)
+    assert linger(fib) == pytest.approx(BATCH_TARGET / 2000)
+    # 10,000 no-ops a second gather a batch in 6.4 ms; 50,000 async ones faster than the least.
+    assert linger(SHORT) == pytest.approx(BATCH_TARGET / 10_000)
+    assert linger(replace(SHORT, completed=5000)) == LINGER_MIN
     # Slow tasks would make a batch wait for ever: it is capped.
     assert linger(replace(SHORT, completed=2)) == LINGER_MAX
 
