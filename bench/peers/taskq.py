@@ -261,8 +261,24 @@ class TaskqBase(Taskq):
             raise RuntimeError(f"--taskq-base must name a taskq checkout, not {base!r}")
         self.base = base
         path = self.ctx.env.get("PYTHONPATH", "").split(os.pathsep)
-        # The site folder (the bench plugin) first, then the other checkout before this one.
-        self.ctx.env = {**self.ctx.env, "PYTHONPATH": os.pathsep.join([path[0], base, *path[1:]])}
+        # The site folder (the bench plugin) first, then the other checkout before this one. And
+        # PYTHONSAFEPATH: `python -m taskq_core.cli` puts its current directory, this checkout,
+        # before them all, so without it the API and the workers of `taskq-base` ran this
+        # checkout's code (until 2026-11-29 they did: old against new compared new with itself).
+        self.ctx.env = {
+            **self.ctx.env,
+            "PYTHONPATH": os.pathsep.join([path[0], base, *path[1:]]),
+            "PYTHONSAFEPATH": "1",
+        }
+        ran = subprocess.run(
+            [sys.executable, "-m", "taskq_core.cli", "--help"],
+            env={**self.ctx.env, "PYTHONVERBOSE": "1"},
+            capture_output=True,
+            text=True,
+        ).stderr
+        own = f"{Path(base).resolve()}/taskq_core/__init__"
+        if not any(own in line for line in ran.splitlines()):
+            raise RuntimeError(f"taskq-base's processes would not run the code in {base}")
         rev = subprocess.run(
             ["git", "-C", base, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
