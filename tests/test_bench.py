@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,48 @@ def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
     assert document["servers"]["postgresql"]["fsync"] == "on"
     latency = next(r for r in document["raw"] if r["phase"] == "latency")
     assert len(latency["raw"]["latencies_ms"]) == latency["raw"]["samples"]
+
+
+@pytest.mark.timeout(900)
+def test_the_base_row_runs_the_other_checkout(tmp_path: Path) -> None:
+    # `--taskq-base` once ran only the session's own calls from the other checkout: its API and
+    # workers, started with `python -m` from this checkout, ran this one. A copy whose log lines
+    # say BASE shows which code the base row's worker ran.
+    base = tmp_path / "base"
+    shutil.copytree(
+        ROOT / "taskq_core", base / "taskq_core", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    logs = base / "taskq_core" / "logs.py"
+    source = logs.read_text()
+    assert 'TEXT_FORMAT = "%(asctime)s' in source
+    logs.write_text(source.replace('TEXT_FORMAT = "%(asctime)s', 'TEXT_FORMAT = "BASE %(asctime)s'))
+    python = ensure_venv()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "bench",
+            "--quick",
+            "--results",
+            str(results),
+            "--peers",
+            "taskq-base",
+            "--taskq-base",
+            str(base),
+            "--phases",
+            "drain_noop",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [path] = results.glob("*.json")
+    worker_log = Path(json.loads(path.read_text())["logs"]) / "taskq-worker-0.log"
+    lines = [line for line in worker_log.read_text().splitlines() if " taskq.worker: " in line]
+    assert lines
+    assert all(line.startswith("BASE ") for line in lines), lines[:5]
