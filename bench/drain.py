@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 
+from bench.cpu import TICKS
 from bench.peers.taskq import TASK_TYPES, write_site
 from bench.servers import DATABASE_URL_ENV, REDIS_URL_ENV, given_or_embedded
 from taskq_core.client import Client
@@ -41,7 +42,6 @@ REPO = Path(__file__).resolve().parent.parent
 DATABASE = "bench_drain"
 REDIS_DB = 8  # beside the bench's own 1-6 and apikey's 7
 POLL = 0.02  # seconds between completion counts
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,12 +32,12 @@ COLUMNS = [
 MEASURED = ["enqueue_python", "drain_noop", "drain_fib", "first_done_s", "p50", "p95", "p99"]
 
 
-@pytest.mark.timeout(900)  # a first run creates .venv-bench (peers installed from PyPI)
-def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
+def _quick_bench(results: Path, *options: str) -> tuple[str, dict[str, Any]]:
+    """`python -m bench --quick` with `options`, on its own servers: its output and its JSON."""
     python = ensure_venv()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
     proc = subprocess.run(
-        [str(python), "-m", "bench", "--quick", "--results", str(tmp_path)],
+        [str(python), "-m", "bench", "--quick", "--results", str(results), *options],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -44,8 +45,14 @@ def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [path] = tmp_path.glob("*.json")
-    document = json.loads(path.read_text())
+    [path] = results.glob("*.json")
+    document: dict[str, Any] = json.loads(path.read_text())
+    return proc.stdout, document
+
+
+@pytest.mark.timeout(900)  # a first run creates .venv-bench (peers installed from PyPI)
+def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
+    stdout, document = _quick_bench(tmp_path)
 
     cells = document["summary"]["cells"]
     assert list(cells) == SYSTEMS
@@ -66,8 +73,8 @@ def test_quick_bench_fills_every_cell(tmp_path: Path) -> None:
     assert all(ratios[c]["text"] for c in COLUMNS)
 
     for label in document["systems"].values():
-        assert label in proc.stdout
-    assert "taskq ÷ best peer" in proc.stdout
+        assert label in stdout
+    assert "taskq ÷ best peer" in stdout
     assert document["machine"]["nproc"] >= 1
     assert document["versions"]["celery-redis"]["celery"].startswith("5.")
     assert document["servers"]["postgresql"]["fsync"] == "on"
@@ -88,33 +95,11 @@ def test_the_base_row_runs_the_other_checkout(tmp_path: Path) -> None:
     source = logs.read_text()
     assert 'TEXT_FORMAT = "%(asctime)s' in source
     logs.write_text(source.replace('TEXT_FORMAT = "%(asctime)s', 'TEXT_FORMAT = "BASE %(asctime)s'))
-    python = ensure_venv()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
-    results = tmp_path / "results"
-    proc = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "bench",
-            "--quick",
-            "--results",
-            str(results),
-            "--peers",
-            "taskq-base",
-            "--taskq-base",
-            str(base),
-            "--phases",
-            "drain_noop",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    _, document = _quick_bench(
+        tmp_path / "results",
+        *("--peers", "taskq-base", "--taskq-base", str(base), "--phases", "drain_noop"),
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    [path] = results.glob("*.json")
-    worker_log = Path(json.loads(path.read_text())["logs"]) / "taskq-worker-0.log"
+    worker_log = Path(document["logs"]) / "taskq-worker-0.log"
     lines = [line for line in worker_log.read_text().splitlines() if " taskq.worker: " in line]
     assert lines
     assert all(line.startswith("BASE ") for line in lines), lines[:5]
