@@ -297,3 +297,21 @@ class TaskqBase(Taskq):
         if not (Path(self.base) / "taskq_core" / "async_client.py").exists():
             raise Unsupported("— (no AsyncClient in this version)")
         return super().enqueue_async(kind, count, tasks)
+
+
+class TaskqSelfClaim(Taskq):
+    """taskq's API with `bench.selfclaim` for workers: processes that pop, claim, run and record
+    their own tasks. A ceiling for that design, not a worker (see bench/selfclaim.py)."""
+
+    name = "taskq-selfclaim"
+    label = "taskq, self-claiming runners (upper bound)"
+
+    def _worker_argv(self) -> list[str]:
+        return [sys.executable, "-m", "bench.selfclaim"]
+
+    def knobs(self) -> dict[str, Any]:
+        opts = self.ctx.options
+        return {
+            **super().knobs(),
+            "worker": f"python -m bench.selfclaim x {opts['taskq_workers']}",
+        }

@@ -81,7 +81,7 @@ def serve(registry: Registry, jobs: int, replies: int) -> None:
             logs.set_title(
                 f"taskq-runner [task {message.get('task_id')} {message.get('task_type')}]"
             )
-        outcome = _run_message(registry, instances, message, _progress_sender(send, job_id))
+        outcome = run_message(registry, instances, message, _progress_sender(send, job_id))
         try:
             send(
                 {
@@ -161,7 +161,7 @@ class _Inbox:
         self._jobs.append(message)
 
 
-def _run_message(
+def run_message(
     registry: Registry,
     instances: Instances,
     message: Any,
