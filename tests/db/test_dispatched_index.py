@@ -89,28 +89,39 @@ def filled(clean: Servers) -> dict[str, Any]:
     return fill(clean)
 
 
-def test_the_check_finds_exactly_the_lost_ids(clean: Servers, filled: dict[str, Any]) -> None:
-    async def sweep() -> tuple[int, int, dict[int, list[int]]]:
+def test_the_check_pushes_exactly_the_lost_ids_once_two_sweeps_found_them(
+    clean: Servers, filled: dict[str, Any]
+) -> None:
+    async def sweep() -> tuple[list[int], list[int], dict[int, list[int]]]:
         redis = broker.connect(clean.redis_url)
         queue = broker.Broker(redis)
         connection = Connection(urls.conninfo(clean.database_url))
         check = LostDispatches(LostQueries(connection, "default"), queue, grace=GRACE, limit=100)
         try:
             await queue.push_many((i, 3) for i in filled["queued_3"])
-            first = await check.redispatch()
-            second = await check.redispatch()  # now that they are queued: nothing is missing
+            # A worker pops five ids; its claim commits only after the first sweep has read:
+            # in that moment they are pending and in no list, as the lost ones are.
+            _, in_flight = await queue.pop_many(5, 1)
+            assert in_flight == filled["queued_3"][:5]
+            pushed = [await check.redispatch()]
+            claim = "UPDATE tasks SET status = 'running' WHERE id = ANY(%(ids)s) RETURNING id"
+            await connection.fetch(claim, {"ids": in_flight})
+            pushed.append(await check.redispatch())  # lost twice over: pushed
+            pushed.append(await check.redispatch())  # now that they are queued: nothing
             heads = await queue.heads(5)
+            everything = await queue.heads(100_000)
         finally:
             await redis.aclose()
             await connection.close()
-        return first, second, heads
+        return pushed, in_flight, heads | {-p: ids for p, ids in everything.items()}
 
-    first, second, heads = asyncio.run(sweep())
-    assert first == len(filled["lost_3"]) + len(filled["lost_5"])
-    assert second == 0
-    # Put back at the popping end, oldest first, ahead of the ids that were queued.
-    assert heads[3] == [*filled["lost_3"], *filled["queued_3"][:1]]
+    pushed, in_flight, heads = asyncio.run(sweep())
+    assert pushed == [0, len(filled["lost_3"]) + len(filled["lost_5"]), 0]
+    # Put back at the popping end, oldest first, ahead of the ids that were queued; the ids in
+    # the worker's hands never pushed again.
+    assert heads[3] == [*filled["lost_3"], *filled["queued_3"][5:6]]
     assert heads[5] == filled["lost_5"]
+    assert not set(in_flight) & set(heads[-3])
 
 
 def explained(conn: psycopg.Connection[Any], arguments: sql.Composable) -> dict[str, Any]:
