@@ -92,9 +92,10 @@ async def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, A
         assert row is not None
         deep5 = row[0]
         await redis.lrem(broker.queue_key("default", 5), 0, deep5)
-        started = time.perf_counter()
-        found_one = await check.redispatch()
-        one_ms = (time.perf_counter() - started) * 1000
+        # The first sweep after the loss only suspects it (a pop whose claim is in flight looks
+        # the same); the next one finds it again and pushes it.
+        suspect_ms, suspected = await timed(check, 1)
+        one_ms, found_one = await timed(check, 1)
         requeued = (await queue.heads(1))[3][0] == first3
         with psycopg.connect(url) as conn:
             counted = time.perf_counter()
@@ -112,7 +113,12 @@ async def run(url: str, redis_url: str, args: argparse.Namespace) -> dict[str, A
         "delayed": args.delayed,
         "healthy_sweep": summary(healthy),
         "healthy_false_repushes": found_healthy,
-        "sweep_with_lost_id": {"ms": one_ms, "repushed": found_one, "at_popping_end": requeued},
+        "sweep_suspecting_lost_id": {"ms": suspect_ms[0], "repushed": suspected},
+        "sweep_with_lost_id": {
+            "ms": one_ms[0],
+            "repushed": found_one,
+            "at_popping_end": requeued,
+        },
         "deep_lost_id_left_for_its_turn": deep5,
         "old_count_query_ms": count_ms,
     }
@@ -133,6 +139,11 @@ def main() -> None:
     print(
         f"healthy sweep: median {h['median_ms']:.1f} ms (min {h['min_ms']:.1f}, "
         f"max {h['max_ms']:.1f}), ids re-pushed: {result['healthy_false_repushes']}"
+    )
+    suspect = result["sweep_suspecting_lost_id"]
+    print(
+        f"first sweep after the loss: {suspect['ms']:.1f} ms, re-pushed {suspect['repushed']} "
+        "(it only suspects)"
     )
     lost = result["sweep_with_lost_id"]
     print(
