@@ -53,7 +53,9 @@ class LostDispatches:
                 # Only stale ids at the popping end: the workers pop them in a moment, and the
                 # next sweep reads the popping point behind them.
                 continue
-            behind = await self.queries.behind(priority, front, self.grace, self.limit)
+            # Twice the limit: the suspects to confirm next time, beside those pushed now, so a
+            # long repair (Redis flushed) still pushes `limit` ids every sweep after the first.
+            behind = await self.queries.behind(priority, front, self.grace, 2 * self.limit)
             if not behind:
                 continue
             queued = (
@@ -62,8 +64,10 @@ class LostDispatches:
                 else set()
             )
             seen = suspects.get(priority, set())
-            missing = [i for i in behind if i not in queued and i in seen]
-            self._suspects[priority] = {i for i in behind if i not in queued and i not in seen}
+            candidates = [i for i in behind if i not in queued]
+            missing = [i for i in candidates if i in seen][: self.limit]
+            pushed = set(missing)
+            self._suspects[priority] = {i for i in candidates if i not in pushed}
             if missing:
                 await self.broker.push_oldest_first(missing, priority)
                 log.warning(

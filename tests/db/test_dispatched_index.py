@@ -124,6 +124,34 @@ def test_the_check_pushes_exactly_the_lost_ids_once_two_sweeps_found_them(
     assert not set(in_flight) & set(heads[-3])
 
 
+def test_a_long_repair_pushes_the_limit_every_sweep_after_the_first(clean: Servers) -> None:
+    # Redis emptied with more lost ids than one sweep pushes: after the sweep that first suspects
+    # them, each sweep pushes `limit` of them (the workers here claim each push at once).
+    with psycopg.connect(clean.database_url, autocommit=True) as conn:
+        lost = [insert(conn, 1, 50 - minute, "pending")[0] for minute in range(5)]
+
+    async def sweeps() -> list[list[int]]:
+        redis = broker.connect(clean.redis_url)
+        queue = broker.Broker(redis)
+        connection = Connection(urls.conninfo(clean.database_url))
+        check = LostDispatches(LostQueries(connection, "default"), queue, grace=GRACE, limit=2)
+        claim = "UPDATE tasks SET status = 'running' WHERE id = ANY(%(ids)s) RETURNING id"
+        pushed: list[list[int]] = []
+        try:
+            for _ in range(4):
+                await check.redispatch()
+                _, ids = await queue.pop_many(100, 0.1)
+                if ids:
+                    await connection.fetch(claim, {"ids": ids})
+                pushed.append(ids)
+        finally:
+            await redis.aclose()
+            await connection.close()
+        return pushed
+
+    assert asyncio.run(sweeps()) == [[], lost[:2], lost[2:4], lost[4:]]
+
+
 def explained(conn: psycopg.Connection[Any], arguments: sql.Composable) -> dict[str, Any]:
     """The executed plan of the prepared `behind`, run once before so that what it reads is the
     statement's own pages (a backend's first run also reads the catalog)."""
