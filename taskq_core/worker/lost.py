@@ -51,7 +51,10 @@ class LostDispatches:
             front = fronts.get(priority)
             if front is None and heads.get(priority):
                 # Only stale ids at the popping end: the workers pop them in a moment, and the
-                # next sweep reads the popping point behind them.
+                # next sweep reads the popping point behind them (and confirms what this one
+                # could not look at).
+                if priority in suspects:
+                    self._suspects[priority] = suspects[priority]
                 continue
             # Twice the limit: the suspects to confirm next time, beside those pushed now, so a
             # long repair (Redis flushed) still pushes `limit` ids every sweep after the first.

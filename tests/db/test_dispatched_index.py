@@ -152,6 +152,33 @@ def test_a_long_repair_pushes_the_limit_every_sweep_after_the_first(clean: Serve
     assert asyncio.run(sweeps()) == [[], lost[:2], lost[2:4], lost[4:]]
 
 
+def test_a_sweep_that_cannot_look_keeps_the_suspects(clean: Servers) -> None:
+    # A stale id (its task already ran) alone at the popping end: that sweep cannot read the
+    # popping point, so it neither pushes nor forgets; the next one that can look confirms.
+    with psycopg.connect(clean.database_url, autocommit=True) as conn:
+        lost = insert(conn, 3, 50, "pending")
+        [stale] = insert(conn, 1, 50, "completed")
+
+    async def sweeps() -> list[int]:
+        redis = broker.connect(clean.redis_url)
+        queue = broker.Broker(redis)
+        connection = Connection(urls.conninfo(clean.database_url))
+        check = LostDispatches(LostQueries(connection, "default"), queue, grace=GRACE, limit=100)
+        try:
+            pushed = [await check.redispatch()]
+            await queue.push_many([(stale, 3)])
+            pushed.append(await check.redispatch())
+            assert (await queue.pop_many(1, 0.1))[1] == [stale]
+            pushed.append(await check.redispatch())
+            assert (await queue.heads(10))[3] == lost
+        finally:
+            await redis.aclose()
+            await connection.close()
+        return pushed
+
+    assert asyncio.run(sweeps()) == [0, 0, len(lost)]
+
+
 def explained(conn: psycopg.Connection[Any], arguments: sql.Composable) -> dict[str, Any]:
     """The executed plan of the prepared `behind`, run once before so that what it reads is the
     statement's own pages (a backend's first run also reads the catalog)."""
