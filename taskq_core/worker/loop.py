@@ -471,8 +471,9 @@ class Worker:
         recorded = await self.recorder.record(task, finish)
         handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
         if recorded and handed_back:
+            # Where it was popped from: it runs next, not behind the tasks queued after it.
             with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
-                await self.broker.push(task.id, task.priority)
+                await self.broker.push_oldest_first([task.id], task.priority)
         elapsed_ms = ((running.ended or time.perf_counter()) - running.started) * 1000
         detail = ""
         if finish.error is not None:

@@ -382,6 +382,29 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
     assert attempts == [(2,)]
 
 
+def test_a_handed_back_task_runs_next_not_behind_the_backlog(harness: Harness) -> None:
+    # It had waited its turn already: handed back, it goes to the popping end of its list, ahead
+    # of the tasks queued after it, instead of behind a backlog that may take hours.
+    h = harness
+    worker = h.start_worker(concurrency=1, grace=0.5)
+    api = h.start_api()
+    worker_id = h.worker_id(worker)
+    running = h.post(api, "AsyncSleepTask", {"seconds": 30})
+    h.wait(lambda: _running_on(h, worker_id) == {running: "AsyncSleepTask"}, 10, "it to run")
+    backlog = [h.post(api, "AsyncSleepTask", {"seconds": 0}) for _ in range(3)]
+    assert sorted(h.queued()) == backlog  # its only slot is taken: they wait in Redis
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, h.report()
+    assert h.histories()[running] == [Attempt(1, "handed_back", worker_id)]
+    # LRANGE lists from the pushing end: the popping end is last.
+    assert h.queued() == [*reversed(backlog), running]
+    successor = h.start_worker(concurrency=1)
+    successor_id = h.worker_id(successor)
+    h.wait(lambda: running in _running_on(h, successor_id), 10, "it to run first")
+    assert not [e for e in h.executions() if e.task_id in backlog]
+
+
 # ---- 7. enqueue in the caller's transaction ------------------------------------------------------
 
 OUTBOX_SCRIPT = """

@@ -37,6 +37,9 @@ _CLAIM: LiteralString = """
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
 """
 
+# A hand-back keeps its dispatch time: the worker puts it back at the popping end of its list,
+# ahead of the ids pushed after it, so each list stays in `enqueued_at` order (which the sweeper's
+# lost-dispatch check reads, see worker/lost.py).
 # Fenced: only the holder of the current attempt may write its outcome, and the attempt record is
 # written in the same statement, so there is never an outcome without its history row. Many
 # outcomes share one statement (group commit): the rows arrive as one JSON array, one object per
@@ -60,7 +63,7 @@ _FINISH: LiteralString = """
             finished_at = CASE WHEN o.status = 'pending' THEN NULL ELSE now() END,
             run_at = CASE WHEN o.status = 'pending'
                      THEN now() + make_interval(secs => o.retry_in) ELSE t.run_at END,
-            enqueued_at = CASE WHEN o.push_now THEN now() END,
+            enqueued_at = CASE WHEN o.push_now THEN coalesce(t.enqueued_at, now()) END,
             lease_expires_at = NULL,
             worker_id = CASE WHEN o.status = 'pending' THEN NULL ELSE t.worker_id END,
             progress = coalesce(o.progress, t.progress)
