@@ -37,9 +37,9 @@ from taskq_core.records import ClaimedTask, Finish
 from taskq_core.settings import Settings
 from taskq_core.worker import outcomes
 from taskq_core.worker.announcer import Announcer
-from taskq_core.worker.execution import Instances
+from taskq_core.worker.execution import Instances, Job
 from taskq_core.worker.holding import new_worker_id
-from taskq_core.worker.runner import run_message
+from taskq_core.worker.runner import run_job
 from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
@@ -63,16 +63,7 @@ async def serve(registry: Registry, settings: Settings) -> None:
         done: list[tuple[ClaimedTask, Finish]] = []
         for task in await claims.claim(ids, worker_id, settings.lease_seconds):
             started = time.perf_counter()
-            job = {
-                "task_id": task.id,
-                "task_type": task.task_type,
-                "input_data": task.input_data,
-                "attempt": task.attempt,
-                "max_attempts": task.max_attempts,
-                "priority": task.priority,
-                "worker_id": worker_id,
-            }
-            outcome = run_message(registry, instances, job, lambda _: None)
+            outcome = run_job(registry, instances, Job.of(task, worker_id), lambda _: None)
             task_type = registry.types.get(task.task_type)
             finish = outcomes.decide(outcome, task, task_type.cls if task_type else None)
             log.info(

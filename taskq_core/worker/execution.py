@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from taskq_core.inputs import size_problem
 from taskq_core.plugins import Registry, TaskType
+from taskq_core.records import ClaimedTask
 from taskq_core.redaction import redact
 from taskq_core.task import (
     DEFAULT_BACKOFF_MAX,
@@ -45,6 +46,19 @@ class Job:
     max_attempts: int
     priority: int
     worker_id: str
+
+    @classmethod
+    def of(cls, task: ClaimedTask, worker_id: str) -> Job:
+        """The job of `task`'s attempt, run for `worker_id`."""
+        return cls(
+            task_id=task.id,
+            task_type=task.task_type,
+            input_data=task.input_data,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+            priority=task.priority,
+            worker_id=worker_id,
+        )
 
     def context(self, reporter: Reporter | None = None) -> TaskContext:
         if reporter is None:

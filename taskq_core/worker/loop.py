@@ -416,15 +416,7 @@ class Worker:
             return Outcome(
                 error={**unknown_type_error(self.registry, task.task_type), "permanent": True}
             )
-        job = Job(
-            task_id=task.id,
-            task_type=task.task_type,
-            input_data=task.input_data,
-            attempt=task.attempt,
-            max_attempts=task.max_attempts,
-            priority=task.priority,
-            worker_id=self.worker_id,
-        )
+        job = Job.of(task, self.worker_id)
         if not task_type.is_async:
             try:
                 outcome = await self.pool.run(job, task.timeout_seconds)

@@ -81,7 +81,7 @@ def serve(registry: Registry, jobs: int, replies: int) -> None:
             logs.set_title(
                 f"taskq-runner [task {message.get('task_id')} {message.get('task_type')}]"
             )
-        outcome = run_message(registry, instances, message, _progress_sender(send, job_id))
+        outcome = _run_message(registry, instances, message, _progress_sender(send, job_id))
         try:
             send(
                 {
@@ -161,7 +161,7 @@ class _Inbox:
         self._jobs.append(message)
 
 
-def run_message(
+def _run_message(
     registry: Registry,
     instances: Instances,
     message: Any,
@@ -173,6 +173,16 @@ def run_message(
         job = Job(**message)
     except TypeError as exc:
         return Outcome(error=describe_error(exc))
+    return run_job(registry, instances, job, send_progress)
+
+
+def run_job(
+    registry: Registry,
+    instances: Instances,
+    job: Job,
+    send_progress: Callable[[dict[str, Any]], None],
+) -> Outcome:
+    """Run `job` here, as a runner does: its input validated, the task's own code."""
     task_type = registry.types.get(job.task_type)
     if task_type is None:
         return Outcome(error=unknown_type_error(registry, job.task_type))

@@ -54,7 +54,13 @@ class Sweeper:
         self.interval = interval
         self.chores = chores
         self.leader = False
-        self._lost: LostDispatches | None = None  # kept: it confirms losses over two sweeps
+        # Kept from sweep to sweep: it confirms losses over two of them.
+        self._lost = LostDispatches(
+            LostQueries(sweeps.connection, sweeps.queue),
+            broker,
+            grace=max(2.0, interval),
+            limit=REPAIR_LIMIT,
+        )
 
     async def run(self, stopping: asyncio.Event) -> None:
         last_lead = last_repair = float("-inf")
@@ -128,8 +134,4 @@ class Sweeper:
         """Push again pending tasks that are in no Redis list (see worker/lost.py). Ids pushed in
         the last grace period are left alone (their push may still be on its way); a duplicate
         push is harmless, since the claim is conditional, so erring on that side is safe."""
-        if self._lost is None:
-            queries = LostQueries(self.sweeps.connection, self.sweeps.queue)
-            grace = max(2.0, self.interval)
-            self._lost = LostDispatches(queries, self.broker, grace=grace, limit=REPAIR_LIMIT)
         return await self._lost.redispatch()
