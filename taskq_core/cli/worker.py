@@ -75,6 +75,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     # imports its drivers or starts its loop: one interpreter start-up instead of two.
     early = fork_early(registry, env) if registry.has_sync else None
 
+    from taskq_core.worker.claiming import ClaimingRunners
     from taskq_core.worker.holding import WorkerOptions
     from taskq_core.worker.loop import Worker
     from taskq_core.worker.pool import RunnerPool
@@ -100,7 +101,14 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             redis_url=redis_url,
             registry=registry,
             options=options,
-            pool=RunnerPool(args.processes, env=env, early=early),
+            pool=(
+                # Each runs one task at a time: --concurrency bounds how many there are.
+                ClaimingRunners(
+                    min(args.processes, args.concurrency or args.processes), env=env, early=early
+                )
+                if settings.worker_runners == "claiming"
+                else RunnerPool(args.processes, env=env, early=early)
+            ),
         )
         loop = asyncio.get_running_loop()
         stops = 0

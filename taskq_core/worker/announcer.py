@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from taskq_core.broker import Broker, count_field
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
-from taskq_core.worker.holding import OUTAGE_ERRORS, Running
+from taskq_core.worker.holding import OUTAGE_ERRORS
 from taskq_core.worker.sweeper import STATUS_EVENTS
 
 
@@ -26,9 +26,10 @@ class Announcer:
         self._sender: asyncio.Task[None] | None = None
 
     def recorded(
-        self, items: Sequence[tuple[ClaimedTask, Finish]], running: Mapping[int, Running]
+        self, items: Sequence[tuple[ClaimedTask, Finish]], seconds: Mapping[int, float]
     ) -> None:
-        """Outcomes just committed: announce them and count them (see `broker.stats_key`)."""
+        """Outcomes just committed: announce them and count them (see `broker.stats_key`), with
+        how long each task ran (`seconds` by task id, where known)."""
         counts: dict[str, int] = {}
         durations: list[tuple[str, float]] = []
         for task, finish in items:
@@ -37,9 +38,9 @@ class Announcer:
             event = STATUS_EVENTS[finish.status]
             field = count_field(event, task.task_type, task.priority)
             counts[field] = counts.get(field, 0) + 1
-            held = running.get(task.id)
-            if held is not None and held.ended is not None:
-                durations.append((task.task_type, held.ended - held.started))
+            ran = seconds.get(task.id)
+            if ran is not None:
+                durations.append((task.task_type, ran))
         self.announce([(t.id, f.status.value) for t, f in items], counts, durations)
 
     def announce(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,10 @@ START_TIMEOUT = 60.0  # seconds the fork server may take to import the plugins a
 FORK_TIMEOUT = 10.0  # seconds a fork may take: a fork server slower than that is stuck
 CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their jobs before killing them
 CONTROL_SIZE = 64 * 1024  # bytes: the longest message the fork server sends
+# What a fork request asks for (zygote._fork): a runner of jobs sent by the pool, on a job pipe
+# and a reply pipe; or a runner that claims its own tasks, on a control pipe, an event pipe and
+# its slot's shared memory.
+FORK_JOBS, FORK_CLAIMING = b"fork", b"claim"
 
 
 class RunnerError(TaskqError):
@@ -211,12 +216,15 @@ class ForkServer:
                 f"{error.get('message')}\n{error.get('traceback', '')}"
             )
 
-    async def fork(self, jobs: int, replies: int) -> tuple[int, asyncio.Future[int | None]]:
-        """Fork a runner on these pipe ends: its pid, and its exit status to come."""
+    async def fork(
+        self, fds: list[int], kind: bytes = FORK_JOBS
+    ) -> tuple[int, asyncio.Future[int | None]]:
+        """Fork a runner of `kind` on these file descriptors (see zygote): its pid, and its exit
+        status to come."""
         if self.gone:
             raise RunnerError("the task runner fork server died")
         try:
-            socket.send_fds(self.control, [b"fork"], [jobs, replies])
+            socket.send_fds(self.control, [kind], fds)
         except OSError as exc:
             raise RunnerError(f"could not reach the task runner fork server: {exc}") from exc
         forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
@@ -298,3 +306,67 @@ class ForkServer:
         for exited in self.runners.values():
             exited.set_result(None)
         self.runners.clear()
+
+
+class Forker:
+    """The fork server a set of runners comes from, kept up: the early one (`fork_early`) adopted
+    on first use, else one spawned; after one dies, the next fork spawns another."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None,
+        early: Forked | None,
+        on_lost: Callable[[ForkServer], None],
+    ) -> None:
+        """`env`: the runners' environment; `on_lost(server)`: a fork server died while in use
+        (its runners died with it)."""
+        self._env = dict(env) if env is not None else None
+        self._early = early  # until adopted: each later fork server is spawned
+        self._zygote: asyncio.Task[ForkServer] | None = None  # the running one, or one starting
+        self._on_lost = on_lost
+
+    def server(self) -> asyncio.Task[ForkServer]:
+        """The fork server: the running one, or one starting, or else a new one."""
+        if self._zygote is None:
+            self._zygote = asyncio.create_task(self._start())
+        return self._zygote
+
+    async def fork(
+        self, fds: list[int], kind: bytes = FORK_JOBS
+    ) -> tuple[int, asyncio.Future[int | None]]:
+        """Fork a runner on `fds` (see ForkServer.fork)."""
+        zygote = await asyncio.shield(self.server())  # shared by concurrent forks
+        return await zygote.fork(fds, kind)
+
+    def drop_early(self) -> None:
+        """Never adopted: the early fork server exits at EOF."""
+        if self._early is not None:
+            self._early.control.close()
+            self._early = None
+
+    async def stop(self) -> None:
+        """Stop the fork server (last: it reports the runners' exits until they are gone)."""
+        self.drop_early()
+        if self._zygote is not None:
+            self._zygote.cancel()  # if it is still starting
+            zygote = (await asyncio.gather(self._zygote, return_exceptions=True))[0]
+            self._zygote = None
+            if isinstance(zygote, ForkServer):
+                await zygote.stop()
+
+    async def _start(self) -> ForkServer:
+        early, self._early = self._early, None
+        try:
+            if early is not None:
+                zygote = await ForkServer.adopt(early)
+            else:
+                zygote = await ForkServer.start(self._env)
+        except BaseException:
+            self._zygote = None  # the next fork tries again
+            raise
+        zygote.on_lost = functools.partial(self._lost, zygote)
+        return zygote
+
+    def _lost(self, zygote: ForkServer) -> None:
+        self._zygote = None  # the next fork starts another
+        self._on_lost(zygote)

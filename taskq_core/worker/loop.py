@@ -12,19 +12,18 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from taskq_core import broker as broker_module
-from taskq_core import logs
 from taskq_core.broker import Broker
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
-from taskq_core.redaction import redact_url
 from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
+from taskq_core.worker.claimer import Config
+from taskq_core.worker.claiming import ClaimingRunners
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
+from taskq_core.worker.fetching import Fetcher
 from taskq_core.worker.holding import (
-    BACKOFF_MAX,
-    BACKOFF_START,
     OUTAGE_ERRORS,
     Running,
     StopReason,
@@ -34,7 +33,7 @@ from taskq_core.worker.holding import (
 from taskq_core.worker.pool import RunnerPool
 from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import Recorder
-from taskq_core.worker.reporting import JobReporter, discard_attempt, store_url
+from taskq_core.worker.reporting import JobReporter, discard_attempt, log_attempt, store_url
 from taskq_core.worker.retention import purge_expired
 from taskq_core.worker.scheduler import Scheduler
 from taskq_core.worker.sql import Claims, Sweeps
@@ -54,7 +53,10 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 # worker never waits.
 REFILL_FRACTION = 4
 
-UNKNOWN_IDS_EVERY = 60.0  # seconds between warnings about popped ids without a row
+# With claiming runners: how often to look again whether every runner runs a task (only then does
+# the worker pop for its async types), and the first pause after a pop whose ids were theirs.
+RUNNER_IDLE_WAIT = 0.05
+HEAD_BACKOFF = 0.05
 
 # Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
 KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
@@ -72,10 +74,11 @@ class Worker:
         registry: Registry,
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
-        pool: RunnerPool,
+        pool: RunnerPool | ClaimingRunners,
     ) -> None:
         """`pool`: the runners for sync task types, not started yet (perhaps being prepared);
-        the worker starts it if a sync type is installed, and closes it."""
+        the worker starts it if a sync type is installed, and closes it. Runners of a
+        RunnerPool run the jobs the worker sends; ClaimingRunners claim their own tasks."""
         self.database_url = database_url
         self.redis_url = redis_url
         self.registry = registry
@@ -93,8 +96,13 @@ class Worker:
         self.executing = 0
         self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
         self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
-        self._unknown_ids = 0  # popped ids without a row, not yet logged
-        self._unknown_said_at = float("-inf")
+        # Runners that claim their own tasks, if any run: the event loop then pops only for its
+        # async types, while no runner waits for ids (a waiting runner passes them on).
+        self.claiming = isinstance(pool, ClaimingRunners) and registry.has_sync
+        self.sync_types = [name for name, t in registry.types.items() if not t.is_async]
+        self._runners_ids_seen = False  # the last pop brought ids of the runners' types
+        self._claiming = 0  # ids being claimed now: their slots are spoken for
+        self._claiming_backoff = 0.0
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -112,6 +120,14 @@ class Worker:
         self.broker = Broker(redis, opts.queue)
         self.announcer = Announcer(self.broker)
         self.popper = Broker(popper, opts.queue)
+        self.fetcher = Fetcher(
+            popper=self.popper,
+            broker=self.broker,
+            claims=self.claims,
+            database_url=self.database_url,
+            redis_url=self.redis_url,
+            stopping=self.stopping,
+        )
         self.recorder = Recorder(
             self.claims,
             self.worker_id,
@@ -124,11 +140,10 @@ class Worker:
         self.board = ProgressBoard(
             self.progress_writes, self.worker_id, OUTAGE_ERRORS, self.broker.announce_progress
         )
-        self.pool.on_progress = self.board.report
         background: list[asyncio.Task[None]] = []
         try:
             if self.registry.has_sync:
-                await self.pool.start()
+                await self._start_runners()
             retention = Retention(self.sweeps.connection, opts.queue)
             sweeper = Sweeper(
                 self.sweeps,
@@ -169,7 +184,10 @@ class Worker:
                 self.pool.size if self.registry.has_sync else 0,
                 self.registry.known_names(),
             )
-            await self._fetch_loop()
+            if self.claiming and len(self.sync_types) == len(self.registry.types):
+                await self.stopping.wait()  # the runners pop, and pass on unknown types' ids
+            else:
+                await self._fetch_loop()
             await self._drain()
         finally:
             for task in background:
@@ -204,17 +222,88 @@ class Worker:
         self.failed = True
         self.stop()
 
+    async def _start_runners(self) -> None:
+        pool = self.pool
+        if isinstance(pool, RunnerPool):
+            pool.on_progress = self.board.report
+            await pool.start()
+            return
+        opts = self.options
+        sync_types = self.sync_types
+
+        def config(pid: int) -> Config:
+            return Config(
+                worker_id=f"{self.worker_id}/r{pid}",
+                database_url=self.database_url,
+                redis_url=self.redis_url,
+                queue=opts.queue,
+                lease_seconds=opts.lease_seconds,
+                prepare=opts.prepare,
+                sync_types=sync_types,
+            )
+
+        await pool.start(
+            config=config,
+            registry=self.registry,
+            claims=self.claims,
+            broker=self.broker,
+            announcer=self.announcer,
+            board=self.board,
+            on_foreign=self._foreign,
+            room=self._room,
+        )
+
+    def _room(self) -> int:
+        """How many more tasks the event loop may take now."""
+        if self.stopping.is_set():
+            return 0
+        return max(0, self.tuner.limit - self.executing - self._claiming)
+
+    def _foreign(self, priority: int, ids: list[int]) -> None:
+        """Ids a runner popped and does not run (async types, or types no plugin here has):
+        claim what there is room for, give back the rest."""
+        free = self._room()
+        self.tuner.popped(max(free, 1), len(ids))  # as many as it has room for: more wait
+        taken, rest = ids[:free], ids[free:]
+        self._claiming += len(taken)  # at once: the fetch loop must not pop for these slots
+        self._background(self._take_foreign(priority, taken, rest))
+
+    async def _take_foreign(self, priority: int, taken: list[int], rest: list[int]) -> None:
+        try:
+            if rest:
+                with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                    await self.broker.push_oldest_first(rest, priority)
+            if not taken:
+                return
+            claimed = await self.fetcher.claim(
+                priority, taken, functools.partial(self._claim_now, priority=priority)
+            )
+            if claimed:
+                self._start(claimed)
+        finally:
+            self._claiming -= len(taken)
+
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period, then hand back the rest."""
         jobs = [r.job for r in self.running.values() if r.job is not None]
+        runners = self.pool if isinstance(self.pool, ClaimingRunners) else None
+        count = len(jobs) + (runners.holding if runners is not None else 0)
+        if count:
+            log.info(
+                "worker %s stopping: %d task(s) running, %.0fs to finish",
+                self.worker_id,
+                count,
+                self.options.grace_seconds,
+            )
+        if runners is not None:
+            await asyncio.gather(runners.stop(self.options.grace_seconds), self._drain_loop(jobs))
+        else:
+            await self._drain_loop(jobs)
+
+    async def _drain_loop(self, jobs: list[asyncio.Task[None]]) -> None:
+        """Let the event loop's `jobs` finish within the grace period, then hand back the rest."""
         if not jobs:
             return
-        log.info(
-            "worker %s stopping: %d task(s) running, %.0fs to finish",
-            self.worker_id,
-            len(jobs),
-            self.options.grace_seconds,
-        )
         _, late = await asyncio.wait(jobs, timeout=self.options.grace_seconds)
         for running in list(self.running.values()):
             if running.job in late:
@@ -225,26 +314,25 @@ class Worker:
     # ---- fetching ----------------------------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
-        backoff = BACKOFF_START
-        # Redis (popping) and PostgreSQL (claiming) fail apart: a pop that works says nothing of
-        # the database, so each has its own outage, declared over only by its own success.
-        pop_outage = logs.Outage(
-            log, f"Redis at {redact_url(self.redis_url)} (taking task ids)", BACKOFF_MAX
-        )
-        claim_outage = logs.Outage(
-            log, f"PostgreSQL at {redact_url(self.database_url)} (claiming tasks)", BACKOFF_MAX
-        )
         deep = False  # the last pop got all it asked for: more are waiting
         lingering_since: float | None = None
         while not self.stopping.is_set():
             self._slot_freed.clear()
+            if self.claiming:
+                assert isinstance(self.pool, ClaimingRunners)
+                self.pool.read_events()  # ids a runner passed on take their slots first
             limit = self.tuner.limit
             refill = max(1, limit // REFILL_FRACTION)
             # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
             # group commit: if PostgreSQL falls behind, the worker claims less.
-            free = min(limit - self.executing, 2 * limit - len(self.running))
+            free = min(
+                limit - self.executing - self._claiming,
+                2 * limit - len(self.running) - self._claiming,
+            )
             wait = POP_TIMEOUT if free <= 0 else 0.0
-            if deep and 0 < free < refill:
+            if free > 0 and self.claiming:
+                wait = self._claiming_wait()
+            elif deep and 0 < free < refill:
                 now = time.monotonic()
                 lingering_since = lingering_since or now
                 wait = lingering_since + self.tuner.linger - now
@@ -253,52 +341,20 @@ class Worker:
                     await asyncio.wait_for(self._slot_freed.wait(), wait)
                 continue
             lingering_since = None
-            if claim_outage.since is not None:
-                # The last ids popped could not be claimed: take none until the database answers
-                # (a worker given a wrong database must not keep taking ids others could run).
-                try:
-                    await self.claims.ping()
-                except OUTAGE_ERRORS as exc:
-                    claim_outage.failed(exc, backoff)
-                    backoff = await self._back_off(backoff)
-                    continue
-                claim_outage.recovered()
-            try:
-                # As many ids as there are free slots: one when idle, many when the queue is deep.
-                priority, ids = await self.popper.pop_many(free, POP_TIMEOUT)
-            except OUTAGE_ERRORS as exc:
-                pop_outage.failed(exc, backoff)
-                backoff = await self._back_off(backoff)
+            # As many ids as there are free slots: one when idle, many when the queue is deep.
+            popped = await self.fetcher.pop(free, POP_TIMEOUT)
+            if popped is None:
                 continue
-            pop_outage.recovered()
+            priority, ids = popped
             deep = len(ids) == free
             self.tuner.popped(free, len(ids))
-            # Between the pop and the claim the ids exist only here: a crash now loses the push,
-            # and the sweeper's lost-dispatch repair pushes them again.
-            try:
-                claimed = await self._claim(ids) if ids else []
-            except OUTAGE_ERRORS as exc:
-                claim_outage.failed(exc, backoff)
-                await self._push_back(priority, ids)
-                backoff = await self._back_off(backoff)
+            if not ids:
                 continue
-            except Exception:
-                await self._push_back(priority, ids)  # not an outage: a database without taskq?
-                raise
-            if ids:
-                claim_outage.recovered()
-            backoff = BACKOFF_START
-            for task in claimed:
-                self.executing += 1
-                stale = self.running.get(task.id)
-                if stale is not None:
-                    # Our own earlier attempt, stalled past its lease (a paused process, a cut
-                    # network) while our pop waited in Redis: the sweeper recorded it lost and
-                    # its outcome would be refused. Stop it; the new attempt owns the entry.
-                    self.interrupt(stale, "lost")
-                running = self.running[task.id] = Running(task)
-                running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
+            claimed = await self.fetcher.claim(
+                priority, ids, functools.partial(self._claim, priority=priority)
+            )
             if claimed:
+                self._start(claimed)
                 # The tasks start first: a turn of the loop for each to reach the pool, which
                 # writes a job to an idle runner at once. The announcement and the next pop each
                 # cost a write to Redis (a wake-up of another process, slow on a virtual machine)
@@ -306,68 +362,63 @@ class Worker:
                 await asyncio.sleep(0)
                 self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
 
-    async def _back_off(self, backoff: float) -> float:
-        """Wait `backoff` seconds (less if asked to stop); the next, longer back-off."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), backoff)
-        return min(backoff * 2, BACKOFF_MAX)
+    def _claiming_wait(self) -> float:
+        """With claiming runners: how long to wait before the next pop (for async types). It
+        pops only while every runner runs a task (else they pop, and pass on the ids of its
+        types). A pop may bring ids of the runners' types, which go back: after such a pop, wait
+        a little, and longer each time, so as not to take and give back the same ids in a
+        loop."""
+        assert isinstance(self.pool, ClaimingRunners)
+        if not self.pool.may_pop():
+            return RUNNER_IDLE_WAIT
+        if not self._runners_ids_seen:
+            return 0.0
+        self._runners_ids_seen = False
+        self._claiming_backoff = min(max(2 * self._claiming_backoff, HEAD_BACKOFF), POP_TIMEOUT)
+        return self._claiming_backoff
 
-    async def _push_back(self, priority: int, ids: list[int]) -> None:
-        """Return popped ids the worker could not claim to where they were popped from, so
-        they run next, elsewhere or here once the database answers."""
+    def _start(self, claimed: list[ClaimedTask]) -> None:
+        for task in claimed:
+            self.executing += 1
+            stale = self.running.get(task.id)
+            if stale is not None:
+                # Our own earlier attempt, stalled past its lease (a paused process, a cut
+                # network) while our pop waited in Redis: the sweeper recorded it lost and its
+                # outcome would be refused. Stop it; the new attempt owns the entry.
+                self.interrupt(stale, "lost")
+            running = self.running[task.id] = Running(task)
+            running.job = asyncio.create_task(self._execute(running), name=f"task-{task.id}")
+
+    async def _claim(self, ids: list[int], priority: int) -> list[ClaimedTask]:
+        """Claim `ids` (popped at `priority`) in one statement; the result keeps their pop order
+        (priority, then FIFO). With claiming runners, only the types they do not run: ids of
+        the others go back to where they were popped from, for the runners."""
+        self._claiming += len(ids)
         try:
-            await self.broker.push_oldest_first(ids, priority)
-        except OUTAGE_ERRORS as exc:
-            # Pending in PostgreSQL but in no list: the sweeper's lost-dispatch repair pushes
-            # them again.
-            log.warning(
-                "%d popped task id(s) could not be claimed nor pushed back (%s); "
-                "the sweeper pushes them again",
-                len(ids),
-                type(exc).__name__,
-            )
-            return
-        log.warning(
-            "%d popped task id(s) could not be claimed: pushed back to Redis (priority %d)",
-            len(ids),
-            priority,
-        )
+            return await self._claim_now(ids, priority)
+        finally:
+            self._claiming -= len(ids)
 
-    async def _claim(self, ids: list[int]) -> list[ClaimedTask]:
-        """Claim `ids` in one statement; the result keeps their pop order (priority, then FIFO)."""
-        claimed = await self.claims.claim(ids, self.worker_id, self.options.lease_seconds)
-        if len(claimed) < len(ids):
-            log.debug(
-                "%d of %d popped ids were not pending or not due", len(ids) - len(claimed), len(ids)
+    async def _claim_now(self, ids: list[int], priority: int) -> list[ClaimedTask]:
+        lease = self.options.lease_seconds
+        if self.claiming:
+            claimed, returned = await self.claims.claim_split(
+                ids, self.worker_id, lease, self.sync_types, listed=False
             )
-            await self._check_known(ids, {task.id for task in claimed})
+            theirs = [task_id for task_id, _ in returned]
+            self._runners_ids_seen = bool(theirs)
+            if not theirs:
+                self._claiming_backoff = 0.0
+            else:
+                with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                    await self.broker.push_oldest_first(theirs, priority)
+                ids = [i for i in ids if i not in set(theirs)]
+        else:
+            claimed = await self.claims.claim(ids, self.worker_id, lease)
+        if len(claimed) < len(ids):
+            await self.fetcher.check_known(ids, [task.id for task in claimed])
         order = {task_id: position for position, task_id in enumerate(ids)}
         return sorted(claimed, key=lambda task: order[task.id])
-
-    async def _check_known(self, ids: list[int], claimed: set[int]) -> None:
-        """Say so, at most once a minute, when popped ids have no row here: tasks deleted while
-        their id waited (rare: a finished task's id is long popped when retention deletes it),
-        or this worker is given another database than the API's. They are not pushed back (a
-        deleted task's id would go round for ever); the sweeper of a worker on the right
-        database finds those tasks missing from Redis and pushes them again."""
-        try:
-            unknown = await self.claims.unknown([i for i in ids if i not in claimed])
-        except OUTAGE_ERRORS:
-            return  # only a diagnosis: the claim itself went through
-        if not unknown:
-            return
-        self._unknown_ids += unknown
-        now = time.monotonic()
-        if now - self._unknown_said_at < UNKNOWN_IDS_EVERY:
-            return
-        log.warning(
-            "%d popped task id(s) have no row in PostgreSQL at %s: deleted since, or this is "
-            "not the database they were enqueued in; left to the sweeper of a worker that has "
-            "them",
-            self._unknown_ids,
-            redact_url(self.database_url),
-        )
-        self._unknown_ids, self._unknown_said_at = 0, now
 
     # ---- running -----------------------------------------------------------------------------
 
@@ -418,6 +469,8 @@ class Worker:
             )
         job = Job.of(task, self.worker_id)
         if not task_type.is_async:
+            if not isinstance(self.pool, RunnerPool):
+                raise RuntimeError(f"a sync task ({task.task_type}) reached the event loop")
             try:
                 outcome = await self.pool.run(job, task.timeout_seconds)
             except asyncio.CancelledError:
@@ -436,7 +489,7 @@ class Worker:
                     async with asyncio.timeout(task.timeout_seconds):
                         outcome = await self.instances.run_async(task_type, job, reporter)
                 except TimeoutError:
-                    outcome = Outcome(error=timeout_error(task.timeout_seconds))
+                    outcome = Outcome(error=outcomes.timeout_error(task.timeout_seconds))
         except BaseException:
             reporter.artifacts.discard()
             raise
@@ -466,50 +519,20 @@ class Worker:
             # Where it was popped from: it runs next, not behind the tasks queued after it.
             with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes it
                 await self.broker.push_oldest_first([task.id], task.priority)
-        elapsed_ms = ((running.ended or time.perf_counter()) - running.started) * 1000
-        detail = ""
-        if finish.error is not None:
-            detail = f": {finish.error['type']}: {finish.error['message']}"
-        if finish.status == TaskStatus.PENDING and not handed_back:
-            detail += f" (retry in {finish.retry_in:.1f}s)"
-        if not recorded:
-            detail += " (not recorded: the task was no longer this worker's)"
-        # One line per attempt; its fields are also in JSON logs (TASKQ_LOG_FORMAT=json).
-        log.info(
-            "task %d %s %s in %.1f ms (attempt %d/%d)%s",
-            task.id,
-            task.task_type,
-            finish.outcome,
-            elapsed_ms,
-            task.attempt,
-            task.max_attempts,
-            detail,
-            extra={
-                "task_id": task.id,
-                "task_type": task.task_type,
-                "attempt": task.attempt,
-                "max_attempts": task.max_attempts,
-                "duration_ms": round(elapsed_ms, 3),
-                "outcome": finish.outcome.value,
-                "status": finish.status.value,
-                "recorded": recorded,
-            },
-        )
+        ended = running.ended or time.perf_counter()
+        log_attempt(task, finish, ended - running.started, recorded)
 
     def _recorded(self, items: Sequence[tuple[ClaimedTask, Finish]]) -> None:
         """Outcomes just committed: announce them, with how long each ran."""
-        self.announcer.recorded(items, self.running)
+        seconds = {}
+        for task, _ in items:
+            held = self.running.get(task.id)
+            if held is not None and held.ended is not None:
+                seconds[task.id] = held.ended - held.started
+        self.announcer.recorded(items, seconds)
 
     def interrupt(self, running: Running, reason: StopReason) -> None:
         """Stop `running` for `reason` (once: the first reason is the one recorded)."""
         if running.job is not None and not running.job.done() and running.stop_reason is None:
             running.stop_reason = reason
             running.job.cancel()
-
-
-def timeout_error(seconds: float | None) -> dict[str, str]:
-    return {
-        "type": outcomes.TIMEOUT_ERROR,
-        "message": f"task exceeded its timeout of {seconds:g}s and was stopped",
-        "traceback": "",
-    }

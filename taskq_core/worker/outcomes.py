@@ -42,6 +42,14 @@ def decide(outcome: Outcome, task: ClaimedTask, task_class: type[Task] | None) -
     return Finish(TaskStatus.PENDING, kind, error=error, retry_in=delay)
 
 
+def timeout_error(seconds: float | None) -> dict[str, str]:
+    return {
+        "type": TIMEOUT_ERROR,
+        "message": f"task exceeded its timeout of {seconds:g}s and was stopped",
+        "traceback": "",
+    }
+
+
 def cancelled(task: ClaimedTask) -> Finish:
     error = {"type": "TaskCancelledError", "message": "cancelled on request", "traceback": ""}
     return Finish(TaskStatus.CANCELLED, AttemptOutcome.CANCELLED, error=error)

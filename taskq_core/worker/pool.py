@@ -24,6 +24,7 @@ from taskq_core.worker.forkserver import (
     CLOSE_TIMEOUT,
     FORK_TIMEOUT,
     Forked,
+    Forker,
     ForkServer,
     RunnerError,
     exit_description,
@@ -68,13 +69,11 @@ class RunnerPool:
         if size < 1:
             raise ValueError(f"a runner pool needs at least one runner, not {size}")
         self._size = size
-        self._env = dict(env) if env is not None else None
         self._queue: deque[Call] = deque()  # calls waiting for a runner, first come first served
         self._live: list[RunnerHandle] = []  # runners taking jobs
         self._runners: set[RunnerHandle] = set()  # every runner not yet reaped: live or dying
         self._restarts: set[asyncio.Task[None]] = set()
-        self._zygote: asyncio.Task[ForkServer] | None = None  # the fork server, started or starting
-        self._early = early  # until adopted: each later fork server is spawned
+        self._forker = Forker(env, early, self._fork_server_lost)
         self._started = False
         self._ids = itertools.count()
         self._dispatching = False  # a _dispatch is scheduled
@@ -110,7 +109,7 @@ class RunnerPool:
             raise RunnerError("the runner pool was already started")
         self._started = True
         try:
-            await self._fork_server()
+            await self._forker.server()
         except BaseException:
             await self.close()
             raise
@@ -149,9 +148,7 @@ class RunnerPool:
         if self._closed:
             return
         self._closed = True
-        if self._early is not None:  # never started: at EOF it exits
-            self._early.control.close()
-            self._early = None
+        self._forker.drop_early()
         closed = RunnerError("the runner pool is closed")
         for call in self._queue:
             if not call.future.done():
@@ -173,13 +170,7 @@ class RunnerPool:
             await asyncio.wait([r.exited for r in runners], timeout=CLOSE_TIMEOUT)
         self._live.clear()
         self._runners.clear()
-        # Last: it reports the runners' exits until they are all gone.
-        if self._zygote is not None:
-            self._zygote.cancel()  # if it is still starting
-            zygote = (await asyncio.gather(self._zygote, return_exceptions=True))[0]
-            self._zygote = None
-            if isinstance(zygote, ForkServer):
-                await zygote.stop()
+        await self._forker.stop()  # last: it reports the runners' exits until they are all gone
 
     # ---- handing out jobs
 
@@ -418,11 +409,10 @@ class RunnerPool:
 
     async def _spawn(self) -> RunnerHandle:
         """Fork one runner: ready at once, its jobs wait in its pipe until it reads them."""
-        zygote = await asyncio.shield(self._fork_server())  # shared by concurrent spawns
         jobs_in, jobs_out = os.pipe()
         replies_in, replies_out = os.pipe()
         try:
-            pid, exited = await zygote.fork(jobs_in, replies_out)
+            pid, exited = await self._forker.fork([jobs_in, replies_out])
         except BaseException:
             os.close(jobs_out)
             os.close(replies_in)
@@ -440,25 +430,6 @@ class RunnerPool:
 
     # ---- the fork server
 
-    def _fork_server(self) -> asyncio.Task[ForkServer]:
-        """The fork server: the running one, or one starting, or else a new one."""
-        if self._zygote is None:
-            self._zygote = asyncio.create_task(self._start_fork_server())
-        return self._zygote
-
-    async def _start_fork_server(self) -> ForkServer:
-        early, self._early = self._early, None
-        try:
-            if early is not None:
-                zygote = await ForkServer.adopt(early)
-            else:
-                zygote = await ForkServer.start(self._env)
-        except BaseException:
-            self._zygote = None  # the next spawn tries again
-            raise
-        zygote.on_lost = functools.partial(self._fork_server_lost, zygote)
-        return zygote
-
     def _fork_server_lost(self, zygote: ForkServer) -> None:
         """The fork server died, and its runners with it: retire them. Their restarts start a new
         fork server once their exits are settled, which comes right after this."""
@@ -468,7 +439,6 @@ class RunnerPool:
             "the task runner fork server (pid %d) died; starting another, and new runners",
             zygote.pid,
         )
-        self._zygote = None
         for runner in list(self._runners):
             self._lost(runner)
 

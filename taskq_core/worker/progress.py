@@ -41,15 +41,17 @@ class ProgressBoard:
         self.outage_errors = outage_errors
         self.announce = announce
         self.interval = interval
-        self._attempts: dict[int, int] = {}  # task id -> attempt, while it runs here
+        # task id -> its attempt and the worker id holding it (this one's or a runner's)
+        self._attempts: dict[int, tuple[int, str]] = {}
         # task id -> its last report and when (time.time()): stamped only when written
         self._latest: dict[int, tuple[dict[str, Any], float]] = {}
         self._dirty: set[int] = set()  # ids whose last report is not written yet
         self._wake = asyncio.Event()
         self._pause = interval
 
-    def begin(self, task_id: int, attempt: int) -> None:
-        self._attempts[task_id] = attempt
+    def begin(self, task_id: int, attempt: int, holder: str | None = None) -> None:
+        """An attempt starts; `holder`: the worker id its claim is under, if not this one's."""
+        self._attempts[task_id] = (attempt, holder or self.worker_id)
 
     def end(self, task_id: int) -> dict[str, Any] | None:
         """The attempt stopped running: its last report, which the caller stores with the
@@ -58,7 +60,7 @@ class ProgressBoard:
         self._attempts.pop(task_id, None)
         self._dirty.discard(task_id)
         latest = self._latest.pop(task_id, None)
-        return None if latest is None else _stamped(*latest)
+        return None if latest is None else stamped(*latest)
 
     def report(self, task_id: int, value: dict[str, Any]) -> None:
         """Keep `value` as the task's latest progress (cheap: a dict assignment)."""
@@ -85,15 +87,15 @@ class ProgressBoard:
             return True
         dirty, self._dirty = self._dirty, set()
         items = [
-            (task_id, self._attempts[task_id], _stamped(*self._latest[task_id]))
+            (task_id, *self._attempts[task_id], stamped(*self._latest[task_id]))
             for task_id in dirty
             if task_id in self._attempts
         ]
         try:
-            written = await self.writes.write(self.worker_id, items)
+            written = await self.writes.write(items)
         except self.outage_errors as exc:
             log.warning("storing the progress of %d task(s) failed (%s)", len(items), exc)
-            self._dirty.update(task_id for task_id, _, _ in items if task_id in self._attempts)
+            self._dirty.update(task_id for task_id, _, _, _ in items if task_id in self._attempts)
             self._wake.set()
             return False
         if written and self.announce is not None:
@@ -104,7 +106,8 @@ class ProgressBoard:
         return True
 
 
-def _stamped(value: dict[str, Any], at: float) -> dict[str, Any]:
-    stamped = dict(value)
-    stamped["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-    return stamped
+def stamped(value: dict[str, Any], at: float) -> dict[str, Any]:
+    """A progress value as stored: with when it was reported (`at`, time.time())."""
+    value = dict(value)
+    value["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return value

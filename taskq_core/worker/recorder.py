@@ -66,15 +66,16 @@ class Recorder:
             last_write = loop.time()
             while len(group) < MAX_GROUP and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            recorded = await self._write(group)
+            recorded = await self.write([(task, finish) for task, finish, _ in group])
             for task, _, future in group:
                 if not future.done():
                     future.set_result(task.id in recorded)
             if self.announce is not None and recorded:
                 self.announce([(t, f) for t, f, _ in group if t.id in recorded])
 
-    async def _write(self, group: list[Pending]) -> set[int]:
-        items = [(task, finish) for task, finish, _ in group]
+    async def write(self, items: list[tuple[ClaimedTask, Finish]]) -> set[int]:
+        """Write `items` now, through outages; the ids recorded (the others were no longer this
+        worker's). A refused outcome is written as the task's failure."""
         try:
             return await self._write_through_outages(items)
         except Exception as exc:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 from taskq_core import artifacts
 from taskq_core.progress import Throttle, progress_value
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.settings import Settings
 from taskq_core.worker.execution import Job, Outcome, describe_error
 
@@ -105,3 +106,37 @@ def discard_attempt(job: Job) -> None:
         artifacts.ArtifactStore(store_url()).delete_prefix(prefix)
     except Exception as exc:
         log.warning("deleting %s failed (it goes with its task): %r", prefix, exc)
+
+
+def log_attempt(task: ClaimedTask, finish: Finish, seconds: float, recorded: bool) -> None:
+    """The one line logged per attempt, once its outcome is written (or refused: `recorded`);
+    its fields are also in JSON logs (TASKQ_LOG_FORMAT=json)."""
+    handed_back = finish.outcome == AttemptOutcome.HANDED_BACK
+    detail = ""
+    if finish.error is not None:
+        detail = f": {finish.error['type']}: {finish.error['message']}"
+    if finish.status == TaskStatus.PENDING and not handed_back:
+        detail += f" (retry in {finish.retry_in:.1f}s)"
+    if not recorded:
+        detail += " (not recorded: the task was no longer this worker's)"
+    elapsed_ms = seconds * 1000
+    log.info(
+        "task %d %s %s in %.1f ms (attempt %d/%d)%s",
+        task.id,
+        task.task_type,
+        finish.outcome,
+        elapsed_ms,
+        task.attempt,
+        task.max_attempts,
+        detail,
+        extra={
+            "task_id": task.id,
+            "task_type": task.task_type,
+            "attempt": task.attempt,
+            "max_attempts": task.max_attempts,
+            "duration_ms": round(elapsed_ms, 3),
+            "outcome": finish.outcome.value,
+            "status": finish.status.value,
+            "recorded": recorded,
+        },
+    )

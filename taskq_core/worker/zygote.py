@@ -8,8 +8,11 @@ it loaded; a worker whose loop runs already spawns it as a fresh interpreter, wh
 
 It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON object per message.
 It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
-the pool carries two file descriptors (SCM_RIGHTS): the read end of a runner's job pipe and the
-write end of its reply pipe. It answers each, in order, with `{"forked": PID}` (or
+the pool is `fork` or `claim` (forkserver.FORK_JOBS, FORK_CLAIMING) with its runner's file
+descriptors (SCM_RIGHTS): for `fork`, the read end of the runner's job pipe and the write end of
+its reply pipe (runner.serve); for `claim`, the read end of its control pipe, the write end of
+its event pipe and its slot's memory (claimer.serve). It answers each, in order, with
+`{"forked": PID}` (or
 `{"forked": null, "error": "..."}`), having closed its copies of both first, and reports each
 runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
 EOF.
@@ -39,11 +42,14 @@ from taskq_core import logs
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import set_parent_death_signal
 from taskq_core.settings import Settings
+from taskq_core.worker import claimer
 from taskq_core.worker.execution import describe_error
+from taskq_core.worker.forkserver import FORK_CLAIMING, FORK_JOBS
 from taskq_core.worker.runner import serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
 MAX_ERROR_TEXT = 4000  # characters of a plugin's error message and traceback sent: one message
+_FDS = {FORK_JOBS: 2, FORK_CLAIMING: 3}  # file descriptors each kind of runner comes with
 
 
 def main(argv: list[str]) -> int:
@@ -125,10 +131,10 @@ def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
                 os.read(wake_in, 4096)
                 _reap(control)
             if control.fileno() in readable:
-                message, fds, _, _ = socket.recv_fds(control, 64, 2, socket.MSG_CMSG_CLOEXEC)
+                message, fds, _, _ = socket.recv_fds(control, 64, 3, socket.MSG_CMSG_CLOEXEC)
                 if not message:
                     return 0
-                _fork(control, registry, fds, (wake_in, wake_out))
+                _fork(control, registry, message, fds, (wake_in, wake_out))
     except (BrokenPipeError, ConnectionResetError):  # the pool is gone
         return 0
 
@@ -154,13 +160,20 @@ def _reap(control: socket.socket) -> None:
 
 
 def _fork(
-    control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
+    control: socket.socket,
+    registry: Registry,
+    kind: bytes,
+    fds: list[int],
+    wake: tuple[int, int],
 ) -> None:
-    """Fork a runner serving the pipes in `fds`; they are the runner's alone before the answer."""
+    """Fork a runner of `kind` on `fds`; they are the runner's alone before the answer."""
     answer: dict[str, Any]
+    expected = _FDS.get(kind)
     try:
-        if len(fds) != 2:
-            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not 2"}
+        if expected is None:
+            answer = {"forked": None, "error": f"no such kind of runner: {kind!r}"}
+        elif len(fds) != expected:
+            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not {expected}"}
         else:
             # Else what sits in their buffers would be written once more by every runner.
             sys.stdout.flush()
@@ -172,7 +185,7 @@ def _fork(
                 answer = {"forked": None, "error": str(exc)}
             else:
                 if pid == 0:
-                    _runner(zygote, control, registry, fds, wake)
+                    _runner(zygote, control, registry, kind, fds, wake)
                 answer = {"forked": pid}
     finally:
         # Closed BEFORE the answer: the runner's copies must be the only ones once the pool has
@@ -185,7 +198,12 @@ def _fork(
 
 
 def _runner(
-    zygote: int, control: socket.socket, registry: Registry, fds: list[int], wake: tuple[int, int]
+    zygote: int,
+    control: socket.socket,
+    registry: Registry,
+    kind: bytes,
+    fds: list[int],
+    wake: tuple[int, int],
 ) -> NoReturn:
     """In the forked child: become a runner, serve its jobs, exit; never return to the loop."""
     code = 1
@@ -202,8 +220,10 @@ def _runner(
         control.close()
         for fd in wake:
             os.close(fd)
-        jobs, replies = fds
-        serve(registry, jobs, replies)
+        if kind == FORK_CLAIMING:
+            claimer.serve(registry, *fds)
+        else:
+            serve(registry, *fds)
         code = 0
     except SystemExit as exc:  # a task called sys.exit(): exit as the interpreter would
         code = _exit_code(exc)

@@ -171,7 +171,7 @@ class Harness:
         found = []
         for line in self.runs_file.read_text().splitlines():
             task_id, attempt, worker_id = line.split(":", 2)  # worker ids hold colons too
-            found.append(Execution(int(task_id), int(attempt), worker_id))
+            found.append(Execution(int(task_id), int(attempt), worker_of(worker_id)))
         return found
 
     def histories(self) -> dict[int, list[Attempt]]:
@@ -181,7 +181,8 @@ class Harness:
         )
         found: dict[int, list[Attempt]] = {}
         for task_id, attempt, outcome, worker_id in rows:
-            found.setdefault(task_id, []).append(Attempt(attempt, outcome, worker_id))
+            worker = worker_of(worker_id) if worker_id else None
+            found.setdefault(task_id, []).append(Attempt(attempt, outcome, worker))
         return found
 
     def queued(self) -> list[int]:
@@ -229,6 +230,15 @@ class Harness:
         lines = [f"--- tables: {dict(counts)}; accepted {len(self.accepted)}"]
         lines += [f"    unfinished: {row}" for row in open_tasks]
         return "\n".join(lines)
+
+
+def worker_of(worker_id: str) -> str:
+    """The worker a claim belongs to: a claiming runner's id is `<its worker's id>/r<pid>`."""
+    return worker_id.split("/", 1)[0]
+
+
+# The same in SQL: a task held by a worker or by one of its runners.
+HELD_BY = "split_part(worker_id, '/', 1) = %s"
 
 
 def check_history(h: Harness, *, timeout: float) -> dict[int, list[Attempt]]:

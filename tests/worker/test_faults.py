@@ -29,7 +29,15 @@ from taskq_core.embedded import EmbeddedServers
 from taskq_core.embedded.servers import DATABASE
 from taskq_core.faults import FAULT_EXIT_CODE
 from tests.conftest import EMPTY_TABLES, Processes, Servers
-from tests.worker.faults import ApiProcess, Attempt, Harness, check_history, dead, descendants
+from tests.worker.faults import (
+    HELD_BY,
+    ApiProcess,
+    Attempt,
+    Harness,
+    check_history,
+    dead,
+    descendants,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +85,7 @@ def harness(fault_servers: Servers, sites: dict[str, Path], tmp_path: Path) -> I
 
 def _running_on(h: Harness, worker_id: str) -> dict[int, str]:
     rows = h.servers.sql(
-        "SELECT id, task_type FROM tasks WHERE status = 'running' AND worker_id = %s", (worker_id,)
+        f"SELECT id, task_type FROM tasks WHERE status = 'running' AND {HELD_BY}", (worker_id,)
     )
     return {task_id: task_type for task_id, task_type in rows}
 
@@ -140,7 +148,7 @@ def test_a_killed_worker_loses_nothing_and_takes_its_runners_along(harness: Harn
         for index, worker_id in enumerate(ids):
             rows = h.servers.sql(
                 "SELECT id, task_type, started_at > now() - interval '1 second' FROM tasks "
-                "WHERE status = 'running' AND worker_id = %s",
+                f"WHERE status = 'running' AND {HELD_BY}",
                 (worker_id,),
             )
             sync_started = [
@@ -392,7 +400,9 @@ def test_a_handed_back_task_runs_next_not_behind_the_backlog(harness: Harness) -
     running = h.post(api, "AsyncSleepTask", {"seconds": 30})
     h.wait(lambda: _running_on(h, worker_id) == {running: "AsyncSleepTask"}, 10, "it to run")
     backlog = [h.post(api, "AsyncSleepTask", {"seconds": 0}) for _ in range(3)]
-    assert sorted(h.queued()) == backlog  # its only slot is taken: they wait in Redis
+    # Its only slot is taken: they wait in Redis (a claiming runner that pops them gives them
+    # to the worker, which has no room, and they go back: so they may be away for a moment).
+    h.wait(lambda: sorted(h.queued()) == backlog, 5, "the backlog to wait in Redis")
 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0, h.report()

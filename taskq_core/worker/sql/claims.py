@@ -37,6 +37,60 @@ _CLAIM: LiteralString = """
     RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
 """
 
+# A claim of the popped ids of some task types only, and of at most `limit` of them (the first
+# ones popped): a claiming runner (worker/claimer.py) runs the sync types, so it claims those
+# (`listed`: the types in `types`), as many as it will run soon, and returns the other ids that
+# could be claimed now, with their types: ids of async types, or of types no plugin here provides,
+# for its supervisor to claim, and the sync ones beyond the limit, for Redis again. The supervisor
+# claims all but the sync types (not `listed`). Both parts read one snapshot: an id is either
+# claimed or returned, never both.
+_CLAIM_SPLIT: LiteralString = """
+    WITH paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
+    parked AS (
+        UPDATE tasks SET enqueued_at = NULL
+        WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
+            AND task_type IN (SELECT task_type FROM paused)
+    ), claimed AS (
+        UPDATE tasks SET
+            status = 'running',
+            attempts = attempts + 1,
+            started_at = now(),
+            worker_id = %(worker)s,
+            lease_expires_at = now() + make_interval(secs => %(lease)s),
+            progress = NULL
+        WHERE status = 'pending' AND id IN (
+            SELECT id FROM tasks
+            WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
+                AND task_type NOT IN (SELECT task_type FROM paused)
+                AND (task_type = ANY(%(types)s::text[])) = %(listed)s
+            ORDER BY array_position(%(ids)s::bigint[], id)
+            LIMIT %(limit)s
+        )
+        RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
+    )
+    SELECT id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds, true
+    FROM claimed
+    UNION ALL
+    SELECT id, task_type, NULL, NULL, NULL, NULL, NULL, false FROM tasks
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
+        AND task_type NOT IN (SELECT task_type FROM paused)
+        AND id NOT IN (SELECT id FROM claimed)
+"""
+
+# Claims that never started given back, without an attempt: the claim is undone, the id goes
+# back to the popping end of its list (by the caller), where it was. Fenced like an outcome: only
+# the holder's claim, while the row is still running under it.
+_UNCLAIM: LiteralString = """
+    UPDATE tasks SET
+        status = 'pending',
+        attempts = attempts - 1,
+        worker_id = NULL,
+        lease_expires_at = NULL,
+        enqueued_at = coalesce(enqueued_at, now())
+    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
+    RETURNING id, priority
+"""
+
 # A hand-back keeps its dispatch time: the worker puts it back at the popping end of its list,
 # ahead of the ids pushed after it, so each list stays in `enqueued_at` order (which the sweeper's
 # lost-dispatch check reads, see worker/lost.py).
@@ -99,6 +153,19 @@ _RENEW: LiteralString = """
     RETURNING id, cancel_requested_at IS NOT NULL
 """
 
+# A supervisor renews for each of its claiming runners at once, and learns which tasks each holds.
+_RENEW_HELD: LiteralString = """
+    UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+    WHERE status = 'running' AND worker_id = ANY(%(workers)s::text[])
+    RETURNING id, worker_id, cancel_requested_at IS NOT NULL
+"""
+
+# What a dead runner held: settled by its supervisor (worker/claiming.py).
+_HELD_BY: LiteralString = """
+    SELECT id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
+    FROM tasks WHERE status = 'running' AND worker_id = %(worker)s
+"""
+
 
 def _artifacts(records: tuple[dict[str, Any], ...]) -> list[dict[str, Any]] | None:
     if not records:
@@ -127,6 +194,57 @@ class Claims:
             _CLAIM,
             {"ids": list(ids), "worker": worker_id, "lease": lease_seconds, "queue": self.queue},
         )
+        return [ClaimedTask(*row) for row in rows]
+
+    async def claim_split(
+        self,
+        ids: Sequence[int],
+        worker_id: str,
+        lease_seconds: float,
+        types: Sequence[str],
+        *,
+        listed: bool,
+        limit: int | None = None,
+    ) -> tuple[list[ClaimedTask], list[tuple[int, str]]]:
+        """Take whichever of `ids` are pending, due and of a type in `types` (`listed`) or not
+        in it, the first `limit` of them at most; also returns the ids that could be claimed
+        now and were not, with their types, left pending."""
+        rows = await self._claims.fetch(
+            _CLAIM_SPLIT,
+            {
+                "ids": list(ids),
+                "worker": worker_id,
+                "lease": lease_seconds,
+                "queue": self.queue,
+                "types": list(types),
+                "listed": listed,
+                "limit": len(ids) if limit is None else limit,
+            },
+        )
+        claimed = [ClaimedTask(*row[:7]) for row in rows if row[7]]
+        return claimed, [(row[0], row[1]) for row in rows if not row[7]]
+
+    async def unclaim(self, ids: Sequence[int], worker_id: str) -> dict[int, int]:
+        """Undo `worker_id`'s claims of `ids`, which never started; {id: priority} undone."""
+        if not ids:
+            return {}
+        rows = await self._outcomes.fetch(_UNCLAIM, {"ids": list(ids), "worker": worker_id})
+        return {task_id: priority for task_id, priority in rows}
+
+    async def renew_held(
+        self, worker_ids: Sequence[str], lease_seconds: float
+    ) -> list[tuple[int, str, bool]]:
+        """Extend the leases of every task `worker_ids` hold: (id, holder, cancel requested)."""
+        if not worker_ids:
+            return []
+        rows = await self._claims.fetch(
+            _RENEW_HELD, {"workers": list(worker_ids), "lease": lease_seconds}
+        )
+        return [(task_id, worker, cancel) for task_id, worker, cancel in rows]
+
+    async def held_by(self, worker_id: str) -> list[ClaimedTask]:
+        """The tasks `worker_id` holds (running under its claim)."""
+        rows = await self._claims.fetch(_HELD_BY, {"worker": worker_id})
         return [ClaimedTask(*row) for row in rows]
 
     async def unknown(self, ids: Sequence[int]) -> int:

@@ -13,9 +13,9 @@ from taskq_core.worker.sql.connection import Connection
 # that lands after the outcome cannot put an older value back.
 _PROGRESS: LiteralString = """
     UPDATE tasks t SET progress = p.value
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(values)s::jsonb[])
-        AS p(id, attempt, value)
-    WHERE t.id = p.id AND t.status = 'running' AND t.worker_id = %(worker)s
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(workers)s::text[], %(values)s::jsonb[])
+        AS p(id, attempt, worker, value)
+    WHERE t.id = p.id AND t.status = 'running' AND t.worker_id = p.worker
         AND t.attempts = p.attempt
     RETURNING t.id
 """
@@ -31,16 +31,14 @@ class ProgressWrites:
     async def close(self) -> None:
         await self._conn.close()
 
-    async def write(
-        self, worker_id: str, items: Sequence[tuple[int, int, dict[str, Any]]]
-    ) -> list[int]:
-        """Store (task id, attempt, value) triples; the ids written."""
+    async def write(self, items: Sequence[tuple[int, int, str, dict[str, Any]]]) -> list[int]:
+        """Store (task id, attempt, holder's worker id, value) items; the ids written."""
         if not items:
             return []
         params = {
-            "worker": worker_id,
-            "ids": [task_id for task_id, _, _ in items],
-            "attempts": [attempt for _, attempt, _ in items],
-            "values": [json.dumps(value, separators=(",", ":")) for _, _, value in items],
+            "ids": [task_id for task_id, _, _, _ in items],
+            "attempts": [attempt for _, attempt, _, _ in items],
+            "workers": [worker for _, _, worker, _ in items],
+            "values": [json.dumps(value, separators=(",", ":")) for _, _, _, value in items],
         }
         return [row[0] for row in await self._conn.fetch(_PROGRESS, params)]

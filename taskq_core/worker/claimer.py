@@ -1,0 +1,304 @@
+"""A claiming runner: a runner process that pops, claims, runs and records its own tasks.
+
+Its supervisor (the worker process, claiming.py) forks it through the fork server with three
+file descriptors: a control pipe, whose first line is the runner's `Config` in JSON; an event
+pipe, on which the runner sends JSON lines (`{"foreign": [ids], "priority": p}` for popped ids of
+types it does not run, `{"progress": id, "attempt": n, "value": {...}}` and `{"ended": id}` for a
+task's progress); and its slot's memory (slot.py), which tells the supervisor what it runs and
+what it decided but has not recorded yet.
+
+The loop: pop up to a batch of ids (from the highest non-empty priority), claim the sync ones
+under the runner's own worker id, pass the others to the supervisor unclaimed, run the claimed
+tasks one by one, and record their outcomes in one statement per batch (or sooner, once the
+oldest has waited RECORD_AFTER). Each claim is durable before its task starts, and each outcome
+is fenced by the runner's worker id and the attempt, as the worker's own are (sql/claims.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from taskq_core import broker as broker_module
+from taskq_core import logs
+from taskq_core.broker import Broker
+from taskq_core.db import urls
+from taskq_core.plugins import Registry
+from taskq_core.records import ClaimedTask, Finish, TaskStatus
+from taskq_core.worker import outcomes
+from taskq_core.worker.announcer import Announcer
+from taskq_core.worker.execution import Instances, Job
+from taskq_core.worker.fetching import Fetcher, give_back
+from taskq_core.worker.holding import BACKOFF_MAX, BACKOFF_START, OUTAGE_ERRORS
+from taskq_core.worker.progress import stamped
+from taskq_core.worker.recorder import Recorder
+from taskq_core.worker.reporting import log_attempt
+from taskq_core.worker.runner import run_job
+from taskq_core.worker.slot import Slot, entry
+from taskq_core.worker.sql import Claims
+
+log = logging.getLogger("taskq.worker")
+
+POP_WAIT = 1.0  # seconds a pop blocks: also how soon an idle runner sees a stop request
+BATCH_MAX = 64  # ids per pop and claim
+# A claim takes about as many tasks as run in BATCH_SECONDS, as the runner has measured them: short
+# tasks share each claim and each group commit, slow ones are not held back behind each other.
+BATCH_SECONDS = 0.02
+# A batch that has run for longer than this (a task much slower than the ones before it) hands
+# back the tasks it has not started, for any runner to take.
+HOARD_SECONDS = 4 * BATCH_SECONDS
+RECORD_AFTER = 0.01  # seconds an outcome may wait for the rest of its batch before it is written
+# After a pop that brought only ids of types the runner does not run, while its supervisor has no
+# room for them (it gives them back), the runner pauses this long, and longer each time up to
+# POP_WAIT, so as not to pop the same ids again at once.
+FOREIGN_BACKOFF = 0.05
+TASK_TIME_WEIGHT = 0.2  # of each new measurement in the running average of a task's time
+IDLE_TITLE = "taskq-runner [claiming]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """What a claiming runner is told on its control pipe (JSON, one line)."""
+
+    worker_id: str  # its own, under which it claims: `<supervisor's id>/r<pid>`
+    database_url: str
+    redis_url: str
+    queue: str
+    lease_seconds: float
+    prepare: bool
+    sync_types: list[str]
+
+    def line(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode() + b"\n"
+
+    @property
+    def supervisor_stale(self) -> float:
+        """Seconds after the supervisor's last sign of life when the runner stops claiming: it
+        renews the leases, so past this the runner's tasks could be recovered and run again."""
+        return self.lease_seconds / 3
+
+
+def serve(registry: Registry, control: int, events: int, slot_fd: int) -> None:
+    """Read the config, then claim and run until asked to stop (or the supervisor is gone)."""
+    with os.fdopen(control, "rb") as pipe:
+        config = Config(**json.loads(pipe.readline()))
+    slot = Slot(slot_fd)
+    asyncio.run(Claimer(registry, config, slot, events).run())
+
+
+class Claimer:
+    """One claiming runner's loop."""
+
+    def __init__(self, registry: Registry, config: Config, slot: Slot, events: int) -> None:
+        self.registry = registry
+        self.config = config
+        self.slot = slot
+        self._events = events
+        self._sending = threading.Lock()  # progress is also sent from a timer thread
+        self.instances = Instances()
+        self.batch = 1  # tasks per claim, until the task time is known: tasks may be long
+        self.pop_count = 1  # ids per pop: more while they are of its supervisor's types
+        self._sync_types = frozenset(config.sync_types)
+        self._task_seconds: float | None = None
+        self._latest: dict[int, tuple[dict[str, Any], float]] = {}  # progress of the running task
+
+    async def run(self) -> None:
+        config = self.config
+        redis = broker_module.connect(config.redis_url)
+        popper = broker_module.connect(config.redis_url, blocking=True)
+        conninfo = urls.conninfo(config.database_url)
+        self.claims = Claims(conninfo, config.queue, prepare=config.prepare)
+        self.broker = Broker(redis, config.queue)
+        self.popper = Broker(popper, config.queue)
+        self.announcer = Announcer(self.broker)
+        self.recorder = Recorder(self.claims, config.worker_id, OUTAGE_ERRORS)
+        self.fetcher = Fetcher(
+            popper=self.popper,
+            broker=self.broker,
+            claims=self.claims,
+            database_url=config.database_url,
+            redis_url=config.redis_url,
+            stopping=asyncio.Event(),  # a runner's stop request is in its slot
+        )
+        logs.set_title(IDLE_TITLE)
+        try:
+            await self._loop()
+        finally:
+            await self.announcer.flush()
+            await self.claims.close()
+            await popper.aclose()
+            await redis.aclose()
+
+    async def _loop(self) -> None:
+        foreign_backoff = 0.0
+        paused = logs.Outage(log, "the worker process (its runners claim nothing)", BACKOFF_MAX)
+        while not self.slot.stopping():
+            if self._supervisor_stale():
+                paused.failed(TimeoutError("it has not said it is alive"), BACKOFF_START)
+                await asyncio.sleep(BACKOFF_START)
+                continue
+            paused.recovered()
+            # Looking for work, until what it found is claimed and the rest passed on: its
+            # supervisor pops for itself only while no runner does (claiming.may_pop).
+            self.slot.looking(True)
+            popped = await self.fetcher.pop(max(self.batch, self.pop_count), POP_WAIT)
+            if not popped or not popped[1]:
+                continue
+            priority, ids = popped
+            # A stop request or a stalled supervisor while the pop waited: take nothing.
+            if self.slot.stopping() or self._supervisor_stale():
+                self.slot.looking(False)
+                with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                    await self.broker.push_oldest_first(ids, priority)
+                continue
+            split = await self.fetcher.claim(priority, ids, self._claim)
+            if split is None:
+                self.slot.looking(False)
+                continue
+            claimed, returned = split
+            foreign = [task_id for task_id, kind in returned if kind not in self._sync_types]
+            if len(foreign) < len(returned):  # more of its own than it runs soon: for others
+                mine = [task_id for task_id, kind in returned if kind in self._sync_types]
+                with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                    await self.broker.push_oldest_first(mine, priority)
+            room = self.slot.room()  # before the ids below take some of it
+            if foreign:
+                self._send({"foreign": foreign, "priority": priority})
+            self.slot.looking(False)  # after the message: its supervisor reads it first
+            if len(claimed) + len(foreign) < len(ids):
+                await self.fetcher.check_known(ids, [*foreign, *(task.id for task in claimed)])
+            if foreign and not claimed:
+                if room > len(foreign):
+                    # Ids of the supervisor's types are what the queue holds: pop more at once
+                    # (its own it still claims `batch` at most).
+                    self.pop_count = min(BATCH_MAX, 2 * self.pop_count)
+                    foreign_backoff = 0.0
+                else:
+                    foreign_backoff = min(max(2 * foreign_backoff, FOREIGN_BACKOFF), POP_WAIT)
+                    await asyncio.sleep(foreign_backoff)
+                continue
+            foreign_backoff = 0.0
+            self.pop_count = self.batch
+            if claimed:
+                order = {task_id: position for position, task_id in enumerate(ids)}
+                claimed.sort(key=lambda task: order[task.id])
+                self.slot.claimed([task.id for task in claimed])
+                await self._run_batch(claimed)
+                logs.set_title(IDLE_TITLE)
+
+    def _supervisor_stale(self) -> bool:
+        return self.slot.supervisor_age() > self.config.supervisor_stale
+
+    async def _claim(self, ids: list[int]) -> tuple[list[ClaimedTask], list[tuple[int, str]]]:
+        config = self.config
+        return await self.claims.claim_split(
+            ids,
+            config.worker_id,
+            config.lease_seconds,
+            config.sync_types,
+            listed=True,
+            limit=self.batch,
+        )
+
+    async def _run_batch(self, tasks: list[ClaimedTask]) -> None:
+        """Run the claimed `tasks` in order, recording as they go; hand back what is left when
+        asked to stop or when the batch has run too long."""
+        self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in tasks])
+        batch_started = time.perf_counter()
+        done: list[tuple[ClaimedTask, Finish, float]] = []
+        oldest: float | None = None  # when the oldest outcome not yet written was decided
+        skipped: set[int] = set()
+        for position, task in enumerate(tasks):
+            now = time.perf_counter()
+            if self.slot.stopping() or (position and now - batch_started > HOARD_SECONDS):
+                await self._record(done)
+                await self._hand_back(tasks[position:])
+                return
+            skipped |= self.slot.skipped()
+            if task.id in skipped:
+                finish, seconds = outcomes.cancelled(task), 0.0
+            else:
+                finish, seconds = self._run_one(task, len(tasks) - position - 1)
+            kept = self.slot.add_outcome(entry(task, finish))
+            if not kept:
+                await self._record(done)  # the buffer is full: write what it holds first
+                done, oldest = [], None
+                kept = self.slot.add_outcome(entry(task, finish))
+            if kept:
+                done.append((task, finish, seconds))
+            else:
+                await self._record([(task, finish, seconds)])  # too big for any buffer: now
+            self.slot.end()
+            if self.slot.revoked(task.id):
+                break  # its supervisor handed back the rest while this one ran
+            oldest = oldest or time.perf_counter()
+            if time.perf_counter() - oldest > RECORD_AFTER and position < len(tasks) - 1:
+                await self._record(done)
+                done, oldest = [], None
+        await self._record(done)
+
+    def _run_one(self, task: ClaimedTask, waiting: int) -> tuple[Finish, float]:
+        """Run `task` here, its slot saying so (and that `waiting` claimed tasks wait behind it);
+        its finish and how long it ran."""
+        logs.set_title(f"taskq-runner [task {task.id} {task.task_type}]")
+        self.slot.begin(task.id, task.attempt, task.timeout_seconds, waiting)
+        started = time.perf_counter()
+        job = Job.of(task, self.config.worker_id)
+        outcome = run_job(self.registry, self.instances, job, self._progress_sender(task))
+        seconds = time.perf_counter() - started
+        self._observe(seconds)
+        task_type = self.registry.types.get(task.task_type)
+        finish = outcomes.decide(outcome, task, task_type.cls if task_type else None)
+        latest = self._latest.pop(task.id, None)
+        if latest is not None:
+            finish = dataclasses.replace(finish, progress=stamped(*latest))
+            self._send({"ended": task.id})
+        return finish, seconds
+
+    def _progress_sender(self, task: ClaimedTask) -> Any:
+        def send(value: dict[str, Any]) -> None:
+            self._latest[task.id] = (value, time.time())
+            self._send({"progress": task.id, "attempt": task.attempt, "value": value})
+
+        return send
+
+    def _observe(self, seconds: float) -> None:
+        """Fold one task's time into the average; size the next pops to it."""
+        average = self._task_seconds
+        average = seconds if average is None else average + TASK_TIME_WEIGHT * (seconds - average)
+        self._task_seconds = average
+        fits = int(BATCH_SECONDS / average) if average > 0 else BATCH_MAX
+        self.batch = max(1, min(BATCH_MAX, fits))
+
+    async def _record(self, done: list[tuple[ClaimedTask, Finish, float]]) -> None:
+        """Write the outcomes in `done` (the slot's buffer holds them until then), then say so."""
+        if not done:
+            return
+        items = [(task, finish) for task, finish, _ in done]
+        recorded = await self.recorder.write(items)
+        self.slot.recorded()
+        self.announcer.recorded(
+            [item for item in items if item[0].id in recorded],
+            {task.id: seconds for task, _, seconds in done},
+        )
+        for task, finish, seconds in done:
+            log_attempt(task, finish, seconds, task.id in recorded)
+
+    async def _hand_back(self, tasks: list[ClaimedTask]) -> None:
+        """Give back claimed tasks that never started: to the popping end, as they were."""
+        ids = [task.id for task in tasks]
+        given = await give_back(self.claims, self.broker, self.config.worker_id, ids)
+        log.info("gave back %d claimed task(s) it had not started", given)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = memoryview(json.dumps(message).encode() + b"\n")
+        with self._sending:
+            while data:
+                data = data[os.write(self._events, data) :]

@@ -1,0 +1,522 @@
+"""The worker's claiming runners: runner processes that pop, claim, run and record their own sync
+tasks (claimer.py), supervised from the worker's event loop.
+
+The supervisor does nothing per task. It renews the leases of everything its runners hold (one
+statement, keyed on their worker ids), stamps each slot so its runner knows it is alive, and
+every WATCH_INTERVAL reads the slots: a task past its deadline is stopped. To stop a runner's task
+(a timeout, a cancellation, a lease lost, a shutdown past its grace) it freezes the runner, reads
+its slot again (a read taken while it moved on must not stop the next task), then kills it, or
+lets it go on. A runner that dies, by itself or killed, is settled from its slot and the database:
+the outcomes it decided and had not recorded are recorded; the task it was running ends as the
+stop's reason says (or as a crash); what it held and never started is handed back, to the
+popping end of its list. Then a new runner takes its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from taskq_core.broker import Broker
+from taskq_core.plugins import Registry
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
+from taskq_core.worker import outcomes, slot
+from taskq_core.worker.announcer import Announcer
+from taskq_core.worker.claimer import Config
+from taskq_core.worker.execution import Job, Outcome
+from taskq_core.worker.fetching import give_back
+from taskq_core.worker.forkserver import (
+    FORK_CLAIMING,
+    FORK_TIMEOUT,
+    Forked,
+    Forker,
+    ForkServer,
+    RunnerError,
+    exit_description,
+)
+from taskq_core.worker.holding import OUTAGE_ERRORS
+from taskq_core.worker.progress import ProgressBoard
+from taskq_core.worker.recorder import Recorder
+from taskq_core.worker.reporting import discard_attempt, log_attempt
+from taskq_core.worker.runner import READ_SIZE, Lines
+from taskq_core.worker.slot import Running, Slot
+from taskq_core.worker.sql import Claims
+
+log = logging.getLogger("taskq.worker")
+
+WATCH_INTERVAL = 0.05  # seconds between reads of the slots (timeouts) and liveness stamps
+# A task that has run this long while claimed tasks wait behind it in its runner: they are handed
+# back (revoked), for an idle runner or another worker to take.
+REVOKE_AFTER = 0.1
+FREEZE_WAIT = 0.1  # seconds a frozen runner may take to stop before it is killed regardless
+RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
+BACKOFF_MAX = 5.0  # seconds between attempts to settle a dead runner while PostgreSQL is away
+
+StopReason = Literal["timeout", "cancelled", "lost", "shutdown"]
+Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
+
+
+class ClaimingRunner:
+    """The supervisor's end of one claiming runner."""
+
+    def __init__(
+        self, pid: int, exited: asyncio.Future[int | None], events: int, slot: Slot, worker_id: str
+    ) -> None:
+        self.pid = pid
+        self.exited = exited  # its exit status; never await it bare: cancelling would cancel it
+        self.events = events
+        self.slot = slot
+        self.worker_id = worker_id
+        self.lines = Lines()
+        self.alive = True  # False once it is known dead or killed
+        self.stop_reason: StopReason | None = None  # why its running task was stopped
+        self.held: set[int] = set()  # what it held at the last renewal
+        self.revoked: Running | None = None  # the last task whose waiting ones were taken back
+
+    @property
+    def returncode(self) -> int | None:
+        return self.exited.result() if self.exited.done() else None
+
+    def kill(self) -> None:
+        """SIGKILL its process group: the runner and any subprocess its task started."""
+        self.alive = False
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+
+
+class ClaimingRunners:
+    """`size` claiming runners, each replaced when it dies, until `stop`."""
+
+    def __init__(
+        self, size: int, *, env: Mapping[str, str] | None = None, early: Forked | None = None
+    ) -> None:
+        """`env`: the runners' environment; `early`: a fork server forked already (by
+        forkserver.fork_early, with `env`), adopted by `start`, else one is spawned."""
+        if size < 1:
+            raise ValueError(f"a worker needs at least one runner, not {size}")
+        self._size = size
+        self._forker = Forker(env, early, self._fork_server_lost)
+        self._live: list[ClaimingRunner] = []
+        self._settling: dict[ClaimingRunner, asyncio.Task[None]] = {}
+        self._restarts: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def job_seconds(self) -> float | None:
+        return None  # the runners size their own batches
+
+    @property
+    def pids(self) -> list[int]:
+        return sorted(r.pid for r in [*self._live, *self._settling])
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """The worker ids whose leases to renew: every runner not yet settled."""
+        return [r.worker_id for r in [*self._live, *self._settling]]
+
+    @property
+    def held(self) -> list[int]:
+        """The tasks the runners held at the last renewal."""
+        return [task_id for r in self._live for task_id in r.held]
+
+    def may_pop(self) -> bool:
+        """Whether the supervisor may pop ids for its own (async) types: only while every
+        runner runs a task. Else a runner pops, and passes those ids on in queue order (two
+        poppers at once would each take ids out of turn)."""
+        return all(not r.slot.is_looking() and r.slot.running() for r in self._live)
+
+    def read_events(self) -> None:
+        """Act on what the runners have sent: ids passed on first of all (a runner that stopped
+        looking for work has written them by then)."""
+        for runner in list(self._live):
+            self._on_events(runner)
+
+    @property
+    def busy(self) -> int:
+        """How many runners run a task now."""
+        return sum(1 for r in self._live if r.slot.running() is not None)
+
+    @property
+    def holding(self) -> int:
+        """How many tasks the runners hold now: running, or claimed and waiting behind one."""
+        return sum(1 + running.waiting for r in self._live if (running := r.slot.running()))
+
+    async def start(
+        self,
+        *,
+        config: Callable[[int], Config],
+        registry: Registry,
+        claims: Claims,
+        broker: Broker,
+        announcer: Announcer,
+        board: ProgressBoard,
+        on_foreign: Foreign,
+        room: Callable[[], int],
+    ) -> None:
+        """Fork the runners (RunnerError if the fork server cannot load the plugins); `config`
+        gives a runner's Config from its pid; `room()`: how many more ids of the other types
+        the supervisor can take."""
+        self._config = config
+        self._registry = registry
+        self._claims = claims
+        self._broker = broker
+        self._announcer = announcer
+        self._board = board
+        self._on_foreign = on_foreign
+        self._room = room
+        try:
+            await self._forker.server()
+            started = await asyncio.gather(*(self._spawn() for _ in range(self._size)))
+        except BaseException:
+            await self.stop(0)
+            raise
+        self._live.extend(r for r in started if r.alive)
+        self._watch = asyncio.create_task(self._watch_slots(), name="runner-slots")
+
+    async def close(self, grace: float = 0) -> None:
+        """`stop`, unless it has run."""
+        if not self._stopping:
+            await self.stop(grace)
+
+    async def stop(self, grace: float) -> None:
+        """Ask every runner to stop (finish its task, record, hand back the rest); after `grace`
+        seconds, stop the tasks still running and hand them back. Then the fork server stops."""
+        self._stopping = True
+        self._forker.drop_early()
+        for task in self._restarts:
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        runners = list(self._live)
+        for runner in runners:
+            runner.slot.stop()
+        if runners:
+            await asyncio.wait([r.exited for r in runners], timeout=grace)
+        for runner in runners:
+            if runner.alive and not runner.exited.done():
+                runner.stop_reason = "shutdown"
+                self._died(runner)
+        if self._settling:
+            await asyncio.gather(*self._settling.values(), return_exceptions=True)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self._forker.stop()
+
+    def renewed(self, rows: Sequence[tuple[int, str, bool]], asked_at: int) -> None:
+        """Act on a renewal of the runners' leases sent at `asked_at` (monotonic ns): a task
+        cancelled is stopped, a runner whose running task is no longer its own is stopped."""
+        held: dict[str, set[int]] = {}
+        for task_id, worker_id, cancel in rows:
+            held.setdefault(worker_id, set()).add(task_id)
+            if cancel:
+                self.cancel(task_id)
+        for runner in list(self._live):
+            runner.held = held.get(runner.worker_id, set())
+            running = runner.slot.running()
+            # A task started after the renewal was sent may be missing from it by rights.
+            if (
+                running is not None
+                and running.started < asked_at
+                and running.task_id not in runner.held
+            ):
+                log.warning(
+                    "task %d was taken over after its lease expired; stopping its runner",
+                    running.task_id,
+                )
+                self._stop_task(runner, running, "lost")
+
+    def cancel(self, task_id: int) -> None:
+        """`task_id` was cancelled: stop it where it runs, skip it where it waits."""
+        for runner in list(self._live):
+            running = runner.slot.running()
+            if running is not None and running.task_id == task_id:
+                self._stop_task(runner, running, "cancelled")
+            else:
+                runner.slot.skip(task_id)
+
+    # ---- watching ----------------------------------------------------------------------------
+
+    async def _watch_slots(self) -> None:
+        while True:
+            now = time.monotonic_ns()
+            room = self._room()
+            for runner in list(self._live):
+                runner.slot.alive()
+                runner.slot.set_room(room)
+                running = runner.slot.running()
+                if running is None:
+                    continue
+                if running.deadline and now >= running.deadline:
+                    self._stop_task(runner, running, "timeout")
+                elif (
+                    running.waiting
+                    and now - running.started >= REVOKE_AFTER * 1e9
+                    and running != runner.revoked
+                ):
+                    self._revoke(runner, running)
+            await asyncio.sleep(WATCH_INTERVAL)
+
+    def _revoke(self, runner: ClaimingRunner, seen: Running) -> None:
+        """Take back the claimed tasks waiting behind `seen`, which runs long, if it still runs."""
+        if not self._freeze(runner, seen):
+            return
+        waiting = runner.slot.waiting(seen)
+        runner.slot.revoke(seen.task_id)
+        runner.revoked = seen
+        self._thaw(runner)
+        task = asyncio.create_task(self._take_back(runner, seen.task_id, waiting))
+        self._restarts.add(task)  # cancelled on stop, as restarts are
+        task.add_done_callback(self._restarts.discard)
+
+    async def _take_back(self, runner: ClaimingRunner, running: int, waiting: list[int]) -> None:
+        # The runner will not start them: it reads the revocation before its next task. Nor
+        # can it claim them again before they are back in Redis, after this.
+        given = await give_back(self._claims, self._broker, runner.worker_id, waiting)
+        log.info("took back %d task(s) waiting behind task %d, which runs long", given, running)
+
+    def _stop_task(self, runner: ClaimingRunner, seen: Running, reason: StopReason) -> None:
+        """Stop `seen`, the task `runner` ran when its slot was read, if it still runs it."""
+        if self._freeze(runner, seen):
+            runner.stop_reason = reason
+            self._died(runner)
+
+    def _freeze(self, runner: ClaimingRunner, seen: Running) -> bool:
+        """Freeze `runner` if it still runs `seen` (True: frozen until `_thaw` or a kill)."""
+        if not runner.alive:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGSTOP)
+        _wait_stopped(runner.pid)
+        if runner.slot.running_frozen() == seen:
+            return True
+        self._thaw(runner)
+        return False
+
+    def _thaw(self, runner: ClaimingRunner) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGCONT)
+
+    # ---- runners' events ---------------------------------------------------------------------
+
+    def _on_events(self, runner: ClaimingRunner) -> None:
+        while True:
+            try:
+                chunk = os.read(runner.events, READ_SIZE)
+            except BlockingIOError:
+                return
+            if not chunk:  # EOF: it died
+                self._died(runner)
+                return
+            for line in runner.lines.feed(chunk):
+                self._event(runner, line)
+            if len(chunk) < READ_SIZE:
+                return
+
+    def _event(self, runner: ClaimingRunner, line: bytes) -> None:
+        try:
+            message: dict[str, Any] = json.loads(line)
+            if "foreign" in message:
+                self._on_foreign(int(message["priority"]), [int(i) for i in message["foreign"]])
+            elif "progress" in message:
+                task_id = int(message["progress"])
+                self._board.begin(task_id, int(message["attempt"]), runner.worker_id)
+                self._board.report(task_id, message["value"])
+            elif "ended" in message:
+                self._board.end(int(message["ended"]))
+        except (ValueError, TypeError, KeyError):
+            log.warning("a task runner sent a bad event line: %r", line[:200])
+
+    # ---- death and settling ------------------------------------------------------------------
+
+    def _died(self, runner: ClaimingRunner) -> None:
+        """`runner` died or is to die now: kill it for sure, then settle what it held."""
+        if runner in self._settling:
+            return
+        runner.kill()
+        if runner in self._live:
+            self._live.remove(runner)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(runner.events)
+        self._settling[runner] = loop.create_task(self._settle(runner), name="runner-settle")
+
+    async def _settle(self, runner: ClaimingRunner) -> None:
+        try:
+            # Its memory is final once it is gone; a fork server that never reports the exit is
+            # stuck, and the kill above has taken effect by then.
+            await asyncio.wait([runner.exited], timeout=FORK_TIMEOUT)
+            await self._settle_held(runner)
+        except Exception:
+            log.exception("settling the tasks of runner %d failed", runner.pid)
+        finally:
+            os.close(runner.events)
+            runner.slot.close()
+            del self._settling[runner]
+        if not self._stopping:
+            task = asyncio.create_task(self._restart())
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _settle_held(self, runner: ClaimingRunner) -> None:
+        decided = slot.items(runner.slot.outcomes())
+        running = runner.slot.running_frozen()
+        held_by = functools.partial(self._claims.held_by, runner.worker_id)
+        held: list[ClaimedTask] = await self._through_outages(held_by)
+        done = {task.id for task, _ in decided}
+        items = list(decided)
+        seconds: dict[int, float] = {}
+        never_started: list[int] = []
+        for task in held:
+            if task.id in done:
+                continue
+            if running is None or (task.id, task.attempt) != running.attempt_of:
+                never_started.append(task.id)
+                continue
+            seconds[task.id] = (time.monotonic_ns() - running.started) / 1e9
+            finish = self._stopped(runner, task)
+            if runner.stop_reason != "shutdown":
+                job = Job.of(task, runner.worker_id)
+                await asyncio.to_thread(discard_attempt, job)
+            if finish is not None:  # else its lease was lost: the fence would refuse it anyway
+                items.append((task, finish))
+        await self._record(runner, items, seconds)
+        if never_started:
+            order = {task_id: n for n, task_id in enumerate(runner.slot.claimed_ids())}
+            never_started.sort(key=lambda task_id: order.get(task_id, len(order)))
+            await give_back(self._claims, self._broker, runner.worker_id, never_started)
+
+    async def _record(
+        self,
+        runner: ClaimingRunner,
+        items: list[tuple[ClaimedTask, Finish]],
+        seconds: dict[int, float],
+    ) -> None:
+        """Write outcomes of tasks `runner` held; push the handed-back ones again."""
+        if not items:
+            return
+        recorder = Recorder(self._claims, runner.worker_id, OUTAGE_ERRORS)
+        recorded = await recorder.write(items)
+        back: dict[int, list[int]] = {}
+        for task, finish in items:
+            if task.id not in recorded:
+                continue
+            if finish.outcome == AttemptOutcome.HANDED_BACK:
+                back.setdefault(task.priority, []).append(task.id)
+            log_attempt(task, finish, seconds.get(task.id, 0.0), True)
+        for priority, ids in back.items():
+            with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                await self._broker.push_oldest_first(ids, priority)
+        self._announcer.recorded([item for item in items if item[0].id in recorded], seconds)
+
+    def _stopped(self, runner: ClaimingRunner, task: ClaimedTask) -> Finish | None:
+        """How the task a runner was running when it died ended, by why it died."""
+        reason = runner.stop_reason
+        if reason == "lost":
+            return None
+        if reason == "shutdown":
+            return outcomes.handed_back(task)
+        if reason == "cancelled":
+            return outcomes.cancelled(task)
+        if reason == "timeout":
+            error = outcomes.timeout_error(task.timeout_seconds)
+        else:
+            message = f"the process running the task {exit_description(runner.returncode)}"
+            error = {"type": "RunnerCrashedError", "message": message, "traceback": ""}
+        task_type = self._registry.types.get(task.task_type)
+        return outcomes.decide(Outcome(error=error), task, task_type.cls if task_type else None)
+
+    async def _through_outages(self, call: Callable[[], Any]) -> Any:
+        backoff = 0.2
+        while True:
+            try:
+                return await call()
+            except OUTAGE_ERRORS as exc:
+                log.warning("settling a runner's tasks waits for PostgreSQL (%s)", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    # ---- starting runners --------------------------------------------------------------------
+
+    async def _restart(self) -> None:
+        while not self._stopping:
+            try:
+                runner = await self._spawn()
+            except Exception as exc:
+                log.error("could not start a task runner; retrying in %gs: %s", RESTART_DELAY, exc)
+                await asyncio.sleep(RESTART_DELAY)
+                continue
+            if self._stopping:
+                self._died(runner)
+                return
+            if runner.alive:
+                self._live.append(runner)
+            return
+
+    async def _spawn(self) -> ClaimingRunner:
+        control_in, control_out = os.pipe()
+        events_in, events_out = os.pipe()
+        runner_slot = Slot.create()
+        runner_slot.alive()
+        try:
+            pid, exited = await self._forker.fork(
+                [control_in, events_out, runner_slot.fd], FORK_CLAIMING
+            )
+        except BaseException:
+            os.close(control_out)
+            os.close(events_in)
+            runner_slot.close()
+            raise
+        finally:
+            os.close(control_in)
+            os.close(events_out)
+        config = self._config(pid)
+        runner = ClaimingRunner(pid, exited, events_in, runner_slot, config.worker_id)
+        try:
+            os.write(control_out, config.line())
+        except OSError:  # it died already: its exit settles it
+            pass
+        finally:
+            os.close(control_out)
+        os.set_blocking(events_in, False)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(events_in, self._on_events, runner)
+        exited.add_done_callback(lambda _: self._died(runner))
+        return runner
+
+    def _fork_server_lost(self, zygote: ForkServer) -> None:
+        if not self._stopping:
+            log.error(
+                "the task runner fork server (pid %d) died, and its runners; starting another",
+                zygote.pid,
+            )
+
+
+def _wait_stopped(pid: int) -> None:
+    """Wait (briefly) until `pid` is stopped by the SIGSTOP just sent: its slot cannot change."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + FREEZE_WAIT
+    while time.monotonic() < deadline:
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # gone
+        if state in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.0002)
+
+
+__all__ = ["ClaimingRunners", "RunnerError"]
