@@ -10,6 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taskq_core.db.models import tasks
+from taskq_core.records import worker_of
 
 # Pending and running are counted exactly up to this, through their partial indexes; past it the
 # page says "100,000+" rather than walk a huge backlog every refresh.
@@ -164,8 +165,9 @@ class OverviewQueries:
         }
 
     async def running_by_worker(self, limit: int = RUNNING_CAP) -> dict[str, list[dict[str, Any]]]:
-        """Running tasks (id, task_type) by the worker holding them, from the tasks themselves (the
-        workers' own lists are only as fresh as their last heartbeat); at most `limit`."""
+        """Running tasks (id, task_type) by the worker holding them (its claiming runners'
+        included), from the tasks themselves (the workers' own lists are only as fresh as their
+        last heartbeat); at most `limit`."""
         query = (
             select(tasks.c.id, tasks.c.task_type, tasks.c.worker_id)
             .where(tasks.c.status == "running")
@@ -175,7 +177,7 @@ class OverviewQueries:
         result: dict[str, list[dict[str, Any]]] = {}
         async with self.engine.connect() as conn:
             for row in await conn.execute(query):
-                result.setdefault(row.worker_id, []).append(
+                result.setdefault(worker_of(row.worker_id), []).append(
                     {"id": row.id, "task_type": row.task_type}
                 )
         return result

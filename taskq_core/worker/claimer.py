@@ -10,8 +10,11 @@ what it decided but has not recorded yet.
 The loop: pop up to a batch of ids (from the highest non-empty priority), claim the sync ones
 under the runner's own worker id, pass the others to the supervisor unclaimed, run the claimed
 tasks one by one, and record their outcomes in one statement per batch (or sooner, once the
-oldest has waited RECORD_AFTER). Each claim is durable before its task starts, and each outcome
-is fenced by the runner's worker id and the attempt, as the worker's own are (sql/claims.py).
+oldest has waited RECORD_AFTER). A write goes out and the runner goes on: its answer is read
+between the next tasks, or during the next pop (PostgreSQL's commit, a WAL flush, would
+otherwise leave the core idle: fib(20) drains lost a fifth to it). Each claim is durable before
+its task starts, and each outcome is fenced by the runner's worker id and the attempt, as the
+worker's own are (sql/claims.py).
 """
 
 from __future__ import annotations
@@ -50,11 +53,14 @@ POP_WAIT = 1.0  # seconds a pop blocks: also how soon an idle runner sees a stop
 BATCH_MAX = 64  # ids per pop and claim
 # A claim takes about as many tasks as run in BATCH_SECONDS, as the runner has measured them: short
 # tasks share each claim and each group commit, slow ones are not held back behind each other.
-BATCH_SECONDS = 0.02
+# PostgreSQL shares the cores: 0.02 s (with RECORD_AFTER 0.01) cost fib(20) drains 10-20% in
+# statements. While the queue is deep an outcome waits up to this long to be written, as with
+# the event loop's writes (tuner.LINGER_MAX).
+BATCH_SECONDS = 0.05
 # A batch that has run for longer than this (a task much slower than the ones before it) hands
 # back the tasks it has not started, for any runner to take.
 HOARD_SECONDS = 4 * BATCH_SECONDS
-RECORD_AFTER = 0.01  # seconds an outcome may wait for the rest of its batch before it is written
+RECORD_AFTER = 0.05  # seconds an outcome may wait for the rest of its batch before it is written
 # After a pop that brought only ids of types the runner does not run, while its supervisor has no
 # room for them (it gives them back), the runner pauses this long, and longer each time up to
 # POP_WAIT, so as not to pop the same ids again at once.
@@ -108,6 +114,7 @@ class Claimer:
         self._sync_types = frozenset(config.sync_types)
         self._task_seconds: float | None = None
         self._latest: dict[int, tuple[dict[str, Any], float]] = {}  # progress of the running task
+        self._writing: asyncio.Task[None] | None = None  # the outcome write in flight
 
     async def run(self) -> None:
         config = self.config
@@ -130,6 +137,7 @@ class Claimer:
         logs.set_title(IDLE_TITLE)
         try:
             await self._loop()
+            await self._drain_writes()
         finally:
             await self.announcer.flush()
             await self.claims.close()
@@ -215,6 +223,7 @@ class Claimer:
         done: list[tuple[ClaimedTask, Finish, float]] = []
         oldest: float | None = None  # when the oldest outcome not yet written was decided
         skipped: set[int] = set()
+        last = len(tasks) - 1
         for position, task in enumerate(tasks):
             now = time.perf_counter()
             if self.slot.stopping() or (position and now - batch_started > HOARD_SECONDS):
@@ -239,10 +248,27 @@ class Claimer:
             if self.slot.revoked(task.id):
                 break  # its supervisor handed back the rest while this one ran
             oldest = oldest or time.perf_counter()
-            if time.perf_counter() - oldest > RECORD_AFTER and position < len(tasks) - 1:
-                await self._record(done)
+            if position == last:
+                break
+            if self._writing is None and time.perf_counter() - oldest > RECORD_AFTER:
+                self._write(done)
                 done, oldest = [], None
-        await self._record(done)
+                await asyncio.sleep(0)  # the statement goes out; its answer comes meanwhile
+            elif self._writing is not None:
+                await asyncio.sleep(0)  # the answer of the write in flight, if it has come
+        await self._drain_writes()
+        self._write(done)  # its answer comes during the next pop and claim
+
+    def _write(self, done: list[tuple[ClaimedTask, Finish, float]]) -> None:
+        """Write the outcomes in `done` while the runner goes on (one write at a time)."""
+        assert self._writing is None
+        if done:
+            self._writing = asyncio.create_task(self._write_now(done, self.slot.mark()))
+
+    async def _drain_writes(self) -> None:
+        """Wait for the write in flight, if any."""
+        if self._writing is not None:
+            await self._writing
 
     def _run_one(self, task: ClaimedTask, waiting: int) -> tuple[Finish, float]:
         """Run `task` here, its slot saying so (and that `waiting` claimed tasks wait behind it);
@@ -278,12 +304,20 @@ class Claimer:
         self.batch = max(1, min(BATCH_MAX, fits))
 
     async def _record(self, done: list[tuple[ClaimedTask, Finish, float]]) -> None:
-        """Write the outcomes in `done` (the slot's buffer holds them until then), then say so."""
-        if not done:
-            return
+        """Write the outcomes in `done` now, after any write in flight."""
+        await self._drain_writes()
+        if done:
+            await self._write_now(done, self.slot.mark())
+
+    async def _write_now(self, done: list[tuple[ClaimedTask, Finish, float]], mark: int) -> None:
+        """Write the outcomes in `done` (the slot's buffer holds them, before `mark`, until
+        then), then say so."""
         items = [(task, finish) for task, finish, _ in done]
-        recorded = await self.recorder.write(items)
-        self.slot.recorded()
+        try:
+            recorded = await self.recorder.write(items)
+        finally:
+            self._writing = None
+        self.slot.recorded(mark)
         self.announcer.recorded(
             [item for item in items if item[0].id in recorded],
             {task.id: seconds for task, _, seconds in done},

@@ -15,7 +15,7 @@ from taskq_core import broker as broker_module
 from taskq_core.broker import Broker
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
-from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus, runner_id
 from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
@@ -233,7 +233,7 @@ class Worker:
 
         def config(pid: int) -> Config:
             return Config(
-                worker_id=f"{self.worker_id}/r{pid}",
+                worker_id=runner_id(self.worker_id, pid),
                 database_url=self.database_url,
                 redis_url=self.redis_url,
                 queue=opts.queue,

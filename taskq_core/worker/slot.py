@@ -47,7 +47,8 @@ CLAIMED = SKIP_IDS + 8 * SKIP_COUNT  # runner-written: how many ids its last cla
 CLAIMED_IDS = CLAIMED + 8  # CLAIMED_MAX words: those ids, in the order they run
 CLAIMED_MAX = 64
 USED = CLAIMED_IDS + 8 * CLAIMED_MAX  # bytes of outcome lines in the buffer
-BUFFER = USED + 8
+RECORDED = USED + 8  # bytes of them known to be recorded (their writes may overlap later tasks)
+BUFFER = RECORDED + 8
 SIZE = 1024 * 1024  # bytes in all: the outcome buffer holds the rest
 CAPACITY = SIZE - BUFFER
 
@@ -134,9 +135,17 @@ class Slot:
         self._set(USED, used + len(line))
         return True
 
-    def recorded(self) -> None:
-        """The outcomes in the buffer are committed."""
-        self._set(USED, 0)
+    def mark(self) -> int:
+        """Where the buffer ends now: the outcomes kept so far are those before it."""
+        return self._get(USED)
+
+    def recorded(self, mark: int) -> None:
+        """The outcomes before `mark` are committed. Once all are, the buffer starts afresh."""
+        if mark >= self._get(USED):
+            self._set(USED, 0)  # first: a runner killed in between leaves nothing to record
+            self._set(RECORDED, 0)
+        else:
+            self._set(RECORDED, mark)
 
     def stopping(self) -> bool:
         return self._get(STOP) != 0
@@ -210,8 +219,10 @@ class Slot:
 
     def outcomes(self) -> list[dict[str, Any]]:
         """The outcomes decided and not yet recorded, in the order the tasks ended."""
-        used = self._get(USED)
-        data = bytes(self._map[BUFFER : BUFFER + used])
+        used, recorded = self._get(USED), self._get(RECORDED)
+        if recorded >= used:
+            return []
+        data = bytes(self._map[BUFFER + recorded : BUFFER + used])
         return [json.loads(line) for line in data.splitlines()]
 
     def alive(self) -> None:

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from taskq_core.broker import PRIORITIES, queue_key
+from taskq_core.records import worker_of
 from tests.conftest import Processes, Servers, free_port, taskq, wait_for
 
 LEASE_SECONDS = 2.0  # a killed worker's tasks come back within this plus a sweep interval
@@ -230,11 +231,6 @@ class Harness:
         lines = [f"--- tables: {dict(counts)}; accepted {len(self.accepted)}"]
         lines += [f"    unfinished: {row}" for row in open_tasks]
         return "\n".join(lines)
-
-
-def worker_of(worker_id: str) -> str:
-    """The worker a claim belongs to: a claiming runner's id is `<its worker's id>/r<pid>`."""
-    return worker_id.split("/", 1)[0]
 
 
 # The same in SQL: a task held by a worker or by one of its runners.
