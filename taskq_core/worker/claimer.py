@@ -115,6 +115,7 @@ class Claimer:
         self._task_seconds: float | None = None
         self._latest: dict[int, tuple[dict[str, Any], float]] = {}  # progress of the running task
         self._writing: asyncio.Task[None] | None = None  # the outcome write in flight
+        self.run_started = 0  # when the last task run began, as its slot says (monotonic ns)
 
     async def run(self) -> None:
         config = self.config
@@ -180,8 +181,9 @@ class Claimer:
             if foreign:
                 self._send({"foreign": foreign, "priority": priority})
             self.slot.looking(False)  # after the message: its supervisor reads it first
-            if len(claimed) + len(foreign) < len(ids):
-                await self.fetcher.check_known(ids, [*foreign, *(task.id for task in claimed)])
+            if len(claimed) + len(returned) < len(ids):
+                accounted = [*(task_id for task_id, _ in returned), *(t.id for t in claimed)]
+                await self.fetcher.check_known(ids, accounted)
             if foreign and not claimed:
                 if room > len(foreign):
                     # Ids of the supervisor's types are what the queue holds: pop more at once
@@ -226,7 +228,13 @@ class Claimer:
         last = len(tasks) - 1
         for position, task in enumerate(tasks):
             now = time.perf_counter()
-            if self.slot.stopping() or (position and now - batch_started > HOARD_SECONDS):
+            # Asked to stop, or the batch has run long, or the supervisor renews no lease: the
+            # rest goes back for others (a lease that lapses would have it run twice).
+            if (
+                self.slot.stopping()
+                or (position and now - batch_started > HOARD_SECONDS)
+                or self._supervisor_stale()
+            ):
                 await self._record(done)
                 await self._hand_back(tasks[position:])
                 return
@@ -245,7 +253,7 @@ class Claimer:
             else:
                 await self._record([(task, finish, seconds)])  # too big for any buffer: now
             self.slot.end()
-            if self.slot.revoked(task.id):
+            if task.id not in skipped and self.slot.revoked(self.run_started):
                 break  # its supervisor handed back the rest while this one ran
             oldest = oldest or time.perf_counter()
             if position == last:
@@ -274,7 +282,7 @@ class Claimer:
         """Run `task` here, its slot saying so (and that `waiting` claimed tasks wait behind it);
         its finish and how long it ran."""
         logs.set_title(f"taskq-runner [task {task.id} {task.task_type}]")
-        self.slot.begin(task.id, task.attempt, task.timeout_seconds, waiting)
+        self.run_started = self.slot.begin(task.id, task.attempt, task.timeout_seconds, waiting)
         started = time.perf_counter()
         job = Job.of(task, self.config.worker_id)
         outcome = run_job(self.registry, self.instances, job, self._progress_sender(task))

@@ -58,7 +58,11 @@ WATCH_INTERVAL = 0.05  # seconds between reads of the slots (timeouts) and liven
 # back (revoked), for an idle runner or another worker to take.
 REVOKE_AFTER = 0.1
 FREEZE_WAIT = 0.1  # seconds a frozen runner may take to stop before it is killed regardless
+GONE_POLL = 0.005  # seconds between looks whether a killed runner is gone
 RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
+# When to look again (seconds after the settle, then after that) for claims a dead runner's
+# last statement made after it died; its worker id stays renewed until then.
+LATE_CLAIM_CHECKS = (0.5, 2.0)
 BACKOFF_MAX = 5.0  # seconds between attempts to settle a dead runner while PostgreSQL is away
 
 StopReason = Literal["timeout", "cancelled", "lost", "shutdown"]
@@ -81,15 +85,18 @@ class ClaimingRunner:
         self.stop_reason: StopReason | None = None  # why its running task was stopped
         self.held: set[int] = set()  # what it held at the last renewal
         self.revoked: Running | None = None  # the last task whose waiting ones were taken back
+        self.missing: Running | None = None  # the task a renewal did not find it holding
 
     @property
     def returncode(self) -> int | None:
         return self.exited.result() if self.exited.done() else None
 
     def kill(self) -> None:
-        """SIGKILL its process group: the runner and any subprocess its task started."""
+        """SIGKILL its process group: the runner and any subprocess its task started. Also when
+        its exit is settled as unknown (its fork server died first): then it may still run, for
+        the moment until the parent-death signal reaches it."""
         self.alive = False
-        if not self.exited.done():
+        if not self.exited.done() or self.exited.result() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
 
@@ -228,12 +235,13 @@ class ClaimingRunners:
         for runner in list(self._live):
             runner.held = held.get(runner.worker_id, set())
             running = runner.slot.running()
-            # A task started after the renewal was sent may be missing from it by rights.
-            if (
-                running is not None
-                and running.started < asked_at
-                and running.task_id not in runner.held
-            ):
+            # A task started after the renewal was sent may be missing from it by rights, and
+            # a row being written just then is skipped: only twice missing is it lost.
+            if running is None or running.started >= asked_at or running.task_id in runner.held:
+                runner.missing = None
+            elif runner.missing != running:
+                runner.missing = running
+            else:
                 log.warning(
                     "task %d was taken over after its lease expired; stopping its runner",
                     running.task_id,
@@ -276,7 +284,7 @@ class ClaimingRunners:
         if not self._freeze(runner, seen):
             return
         waiting = runner.slot.waiting(seen)
-        runner.slot.revoke(seen.task_id)
+        runner.slot.revoke(seen)
         runner.revoked = seen
         self._thaw(runner)
         task = asyncio.create_task(self._take_back(runner, seen.task_id, waiting))
@@ -359,7 +367,10 @@ class ClaimingRunners:
             # Its memory is final once it is gone; a fork server that never reports the exit is
             # stuck, and the kill above has taken effect by then.
             await asyncio.wait([runner.exited], timeout=FORK_TIMEOUT)
+            await _gone(runner.pid)  # an exit settled as unknown says nothing: see it dead
             await self._settle_held(runner)
+            if runner.returncode != 0:
+                await self._late_claims(runner)
         except Exception:
             log.exception("settling the tasks of runner %d failed", runner.pid)
         finally:
@@ -370,6 +381,19 @@ class ClaimingRunners:
             task = asyncio.create_task(self._restart())
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
+
+    async def _late_claims(self, runner: ClaimingRunner) -> None:
+        """Give back what a claim the runner sent before it died took after all: the statement
+        may commit later (behind a lock) than the first look at what it held. It never ran."""
+        held_by = functools.partial(self._claims.held_by, runner.worker_id)
+        for delay in LATE_CLAIM_CHECKS:
+            await asyncio.sleep(delay)
+            late: list[ClaimedTask] = await self._through_outages(held_by)
+            if late:
+                given = await give_back(
+                    self._claims, self._broker, runner.worker_id, [task.id for task in late]
+                )
+                log.warning("gave back %d task(s) a dead runner's claim took after it died", given)
 
     async def _settle_held(self, runner: ClaimingRunner) -> None:
         decided = slot.items(runner.slot.outcomes())
@@ -505,17 +529,26 @@ class ClaimingRunners:
             )
 
 
+async def _gone(pid: int) -> None:
+    """Wait (up to FORK_TIMEOUT) until process `pid` has exited: its memory is final then."""
+    for _ in range(int(FORK_TIMEOUT / GONE_POLL)):
+        if _state(pid) in ("Z", "X", None):
+            return
+        await asyncio.sleep(GONE_POLL)
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, D, T, Z...), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _wait_stopped(pid: int) -> None:
     """Wait (briefly) until `pid` is stopped by the SIGSTOP just sent: its slot cannot change."""
-    stat = Path(f"/proc/{pid}/stat")
     deadline = time.monotonic() + FREEZE_WAIT
-    while time.monotonic() < deadline:
-        try:
-            state = stat.read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return  # gone
-        if state in ("T", "t", "Z", "X"):
-            return
+    while time.monotonic() < deadline and _state(pid) not in ("T", "t", "Z", "X", None):
         time.sleep(0.0002)
 
 

@@ -104,8 +104,9 @@ class Slot:
             self._set(CLAIMED_IDS + 8 * n, task_id)
         self._set(CLAIMED, min(len(ids), CLAIMED_MAX))
 
-    def begin(self, task_id: int, attempt: int, timeout: float | None, waiting: int) -> None:
-        """A task's attempt starts now (before its code runs), `waiting` claimed ones after it."""
+    def begin(self, task_id: int, attempt: int, timeout: float | None, waiting: int) -> int:
+        """A task's attempt starts now (before its code runs), `waiting` claimed ones after it;
+        returns when it started (monotonic ns), which names this run."""
         started = time.monotonic_ns()
         deadline = 0 if timeout is None else started + int(timeout * 1e9)
         seq = self._get(SEQ)
@@ -116,6 +117,7 @@ class Slot:
         self._set(DEADLINE, deadline)
         self._set(WAITING, waiting)
         self._set(SEQ, seq + 2)
+        return started
 
     def end(self) -> None:
         """The task's code returned (its outcome is in the buffer by now)."""
@@ -162,9 +164,13 @@ class Slot:
     def is_looking(self) -> bool:
         return self._get(LOOKING) != 0
 
-    def revoked(self, task_id: int) -> bool:
-        """Whether the tasks waiting behind `task_id` (which just ran) were taken back."""
-        return self._get(REVOKED) == task_id
+    def revoked(self, started: int) -> bool:
+        """Whether the tasks waiting behind the run that began at `started` (monotonic ns: one
+        run's own) were taken back; read once, between tasks."""
+        if self._get(REVOKED) != started:
+            return False
+        self._set(REVOKED, 0)  # the supervisor writes it only while a task runs: not now
+        return True
 
     def supervisor_age(self) -> float:
         """Seconds since the supervisor last said it was alive."""
@@ -229,10 +235,10 @@ class Slot:
         """The supervisor runs (stamped often: see claimer.SUPERVISOR_STALE)."""
         self._set(ALIVE, time.monotonic_ns())
 
-    def revoke(self, task_id: int) -> None:
-        """The tasks waiting behind `task_id` are taken back: the runner must not start them.
-        Only while the runner is frozen running `task_id`: it reads this once that task ends."""
-        self._set(REVOKED, task_id)
+    def revoke(self, running: Running) -> None:
+        """The tasks waiting behind `running` are taken back: the runner must not start them.
+        Only while the runner is frozen running it: it reads this once that run ends."""
+        self._set(REVOKED, running.started)
 
     def set_room(self, room: int) -> None:
         self._set(ROOM, room)

@@ -107,7 +107,7 @@ def test_a_claimed_task_cancelled_before_it_starts_never_runs(
     ran = tmp_path / "ran"
     spin, waiting = post_batch(
         api,
-        ("SpinTask", {"seconds": 1.0}),
+        ("SpinTask", {"seconds": 3.0}),
         ("AppendTask", {"path": str(ran), "line": "ran"}),
     )
     wait_for(
@@ -116,6 +116,15 @@ def test_a_claimed_task_cancelled_before_it_starts_never_runs(
     )
     response = api.client.post(f"/tasks/{waiting}/cancel")
     assert response.status_code in (200, 202), response.text
+    # Taken back from behind the spinning task (0.1 s after it started), it ends cancelled
+    # then, not pending (nor run by whoever claims it next).
+    wait_for(
+        lambda: (
+            clean.sql("SELECT status FROM tasks WHERE id = %s", (waiting,))[0][0] == "cancelled"
+        ),
+        timeout=2.0,
+        what="the cancelled task to end while the other one still spins",
+    )
     wait_finished(clean, 22)
     assert clean.sql("SELECT status FROM tasks WHERE id = %s", (waiting,))[0][0] == "cancelled"
     assert clean.sql("SELECT status FROM tasks WHERE id = %s", (spin,))[0][0] == "completed"

@@ -18,6 +18,8 @@ from taskq_core.worker.sql.connection import Connection
 # a run the history never showed (the fault suite's kill test caught it).
 # A popped id of a paused task type is not claimed but parked: it stays pending, off Redis
 # (enqueued_at NULL), and the sweeper's due dispatch pushes it again once the type is resumed.
+# The lease counts from clock_timestamp(), when the row is taken, not from the statement's start:
+# a claim that waited behind a lock would otherwise begin with a lease already short or gone.
 _CLAIM: LiteralString = """
     WITH paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
     parked AS (
@@ -30,7 +32,7 @@ _CLAIM: LiteralString = """
         attempts = attempts + 1,
         started_at = now(),
         worker_id = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
         progress = NULL
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
         AND task_type NOT IN (SELECT task_type FROM paused)
@@ -56,7 +58,7 @@ _CLAIM_SPLIT: LiteralString = """
             attempts = attempts + 1,
             started_at = now(),
             worker_id = %(worker)s,
-            lease_expires_at = now() + make_interval(secs => %(lease)s),
+            lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
             progress = NULL
         WHERE status = 'pending' AND id IN (
             SELECT id FROM tasks
@@ -79,16 +81,19 @@ _CLAIM_SPLIT: LiteralString = """
 
 # Claims that never started given back, without an attempt: the claim is undone, the id goes
 # back to the popping end of its list (by the caller), where it was. Fenced like an outcome: only
-# the holder's claim, while the row is still running under it.
+# the holder's claim, while the row is still running under it. A task whose cancellation was
+# asked for meanwhile ends cancelled instead (it never ran), and is not pushed.
 _UNCLAIM: LiteralString = """
     UPDATE tasks SET
-        status = 'pending',
+        status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+        finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE now() END,
         attempts = attempts - 1,
         worker_id = NULL,
         lease_expires_at = NULL,
-        enqueued_at = coalesce(enqueued_at, now())
+        enqueued_at = CASE WHEN cancel_requested_at IS NULL
+                      THEN coalesce(enqueued_at, now()) END
     WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker)s
-    RETURNING id, priority
+    RETURNING id, priority, status
 """
 
 # A hand-back keeps its dispatch time: the worker puts it back at the popping end of its list,
@@ -154,9 +159,15 @@ _RENEW: LiteralString = """
 """
 
 # A supervisor renews for each of its claiming runners at once, and learns which tasks each holds.
+# Rows a runner is writing now are skipped, not waited for: locked in another order they would
+# deadlock (and they are about to end, or their lease is renewed at the next beat).
 _RENEW_HELD: LiteralString = """
     UPDATE tasks SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-    WHERE status = 'running' AND worker_id = ANY(%(workers)s::text[])
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE status = 'running' AND worker_id = ANY(%(workers)s::text[])
+        FOR UPDATE SKIP LOCKED
+    ) AND status = 'running'
     RETURNING id, worker_id, cancel_requested_at IS NOT NULL
 """
 
@@ -225,11 +236,12 @@ class Claims:
         return claimed, [(row[0], row[1]) for row in rows if not row[7]]
 
     async def unclaim(self, ids: Sequence[int], worker_id: str) -> dict[int, int]:
-        """Undo `worker_id`'s claims of `ids`, which never started; {id: priority} undone."""
+        """Undo `worker_id`'s claims of `ids`, which never started; {id: priority} of those
+        to push again (the others were not its claims, or were cancelled meanwhile)."""
         if not ids:
             return {}
         rows = await self._outcomes.fetch(_UNCLAIM, {"ids": list(ids), "worker": worker_id})
-        return {task_id: priority for task_id, priority in rows}
+        return {task_id: priority for task_id, priority, status in rows if status == "pending"}
 
     async def renew_held(
         self, worker_ids: Sequence[str], lease_seconds: float
