@@ -49,6 +49,8 @@ from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
 
+Done = tuple[ClaimedTask, Finish, float]  # a task, how it ended, and how long it ran
+
 POP_WAIT = 1.0  # seconds a pop blocks: also how soon an idle runner sees a stop request
 BATCH_MAX = 64  # ids per pop and claim
 # A claim takes about as many tasks as run in BATCH_SECONDS, as the runner has measured them: short
@@ -115,6 +117,10 @@ class Claimer:
         self._task_seconds: float | None = None
         self._latest: dict[int, tuple[dict[str, Any], float]] = {}  # progress of the running task
         self._writing: asyncio.Task[None] | None = None  # the outcome write in flight
+        self._write_failed: BaseException | None = None
+        self._unwritten: list[Done] = []  # outcomes kept, not yet in a write
+        self._unwritten_mark = 0  # where they end in the slot's buffer
+        self._unwritten_since: float | None = None  # when the oldest of them was kept
         self.run_started = 0  # when the last task run began, as its slot says (monotonic ns)
 
     async def run(self) -> None:
@@ -138,7 +144,7 @@ class Claimer:
         logs.set_title(IDLE_TITLE)
         try:
             await self._loop()
-            await self._drain_writes()
+            await self._write_all()
         finally:
             await self.announcer.flush()
             await self.claims.close()
@@ -218,12 +224,10 @@ class Claimer:
         )
 
     async def _run_batch(self, tasks: list[ClaimedTask]) -> None:
-        """Run the claimed `tasks` in order, recording as they go; hand back what is left when
-        asked to stop or when the batch has run too long."""
+        """Run the claimed `tasks` in order, their outcomes written as they go; hand back what
+        is left when asked to stop or when the batch has run too long."""
         self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in tasks])
         batch_started = time.perf_counter()
-        done: list[tuple[ClaimedTask, Finish, float]] = []
-        oldest: float | None = None  # when the oldest outcome not yet written was decided
         skipped: set[int] = set()
         last = len(tasks) - 1
         for position, task in enumerate(tasks):
@@ -235,7 +239,7 @@ class Claimer:
                 or (position and now - batch_started > HOARD_SECONDS)
                 or self._supervisor_stale()
             ):
-                await self._record(done)
+                await self._write_all()
                 await self._hand_back(tasks[position:])
                 return
             skipped |= self.slot.skipped()
@@ -243,40 +247,72 @@ class Claimer:
                 finish, seconds = outcomes.cancelled(task), 0.0
             else:
                 finish, seconds = self._run_one(task, len(tasks) - position - 1)
-            kept = self.slot.add_outcome(entry(task, finish))
-            if not kept:
-                await self._record(done)  # the buffer is full: write what it holds first
-                done, oldest = [], None
-                kept = self.slot.add_outcome(entry(task, finish))
-            if kept:
-                done.append((task, finish, seconds))
-            else:
-                await self._record([(task, finish, seconds)])  # too big for any buffer: now
+            await self._keep((task, finish, seconds))
             self.slot.end()
             if task.id not in skipped and self.slot.revoked(self.run_started):
                 break  # its supervisor handed back the rest while this one ran
-            oldest = oldest or time.perf_counter()
             if position == last:
                 break
-            if self._writing is None and time.perf_counter() - oldest > RECORD_AFTER:
-                self._write(done)
-                done, oldest = [], None
-                await asyncio.sleep(0)  # the statement goes out; its answer comes meanwhile
-            elif self._writing is not None:
-                await asyncio.sleep(0)  # the answer of the write in flight, if it has come
-        await self._drain_writes()
-        self._write(done)  # its answer comes during the next pop and claim
+            self._write_soon()
+            if self._writing is not None:
+                await asyncio.sleep(0)  # the statement goes out, or its answer comes in
+        self._write_soon(at_once=True)  # its answer comes during the next pop and claim
 
-    def _write(self, done: list[tuple[ClaimedTask, Finish, float]]) -> None:
-        """Write the outcomes in `done` while the runner goes on (one write at a time)."""
-        assert self._writing is None
-        if done:
-            self._writing = asyncio.create_task(self._write_now(done, self.slot.mark()))
+    async def _keep(self, done: Done) -> None:
+        """Keep an outcome, in the slot (for the worker, should this runner die) and for the
+        next write."""
+        task, finish, _ = done
+        if not self.slot.add_outcome(entry(task, finish)):
+            await self._write_all()  # the buffer is full: write what it holds first
+            if not self.slot.add_outcome(entry(task, finish)):
+                await self._write_now([done], None)  # too big for any buffer: now
+                return
+        self._unwritten.append(done)
+        self._unwritten_mark = self.slot.mark()
+        self._unwritten_since = self._unwritten_since or time.perf_counter()
 
-    async def _drain_writes(self) -> None:
-        """Wait for the write in flight, if any."""
-        if self._writing is not None:
-            await self._writing
+    def _write_soon(self, *, at_once: bool = False) -> None:
+        """Start writing the outcomes kept (one write in flight at a time: what ends meanwhile
+        goes into the next), once the oldest has waited RECORD_AFTER, or `at_once`."""
+        if self._write_failed is not None:
+            raise self._write_failed
+        since = self._unwritten_since
+        if self._writing is not None or since is None:
+            return
+        if not at_once and time.perf_counter() - since < RECORD_AFTER:
+            return
+        done, mark = self._unwritten, self._unwritten_mark
+        self._unwritten, self._unwritten_since = [], None
+        self._writing = asyncio.create_task(self._write_now(done, mark))
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Task[None]) -> None:
+        self._writing = None
+        if not write.cancelled() and write.exception() is not None:
+            # Not an outage (those are waited out): a bug. The runner must die, its outcomes
+            # still in the slot for the worker to record.
+            self._write_failed = write.exception()
+            return
+        # What ended while it was in flight goes next, once due, even if the runner now waits
+        # for ids (writing it at once would make many small writes, each a statement).
+        since = self._unwritten_since
+        if since is not None:
+            due_in = RECORD_AFTER - (time.perf_counter() - since)
+            asyncio.get_running_loop().call_later(max(0.0, due_in), self._write_due)
+
+    def _write_due(self) -> None:
+        if self._write_failed is None:
+            self._write_soon(at_once=True)
+
+    async def _write_all(self) -> None:
+        """Write every outcome kept, and wait until they are."""
+        while self._writing is not None or self._unwritten:
+            if self._writing is None:
+                self._write_soon(at_once=True)
+            if self._writing is not None:
+                await asyncio.wait([self._writing])
+            if self._write_failed is not None:
+                raise self._write_failed
 
     def _run_one(self, task: ClaimedTask, waiting: int) -> tuple[Finish, float]:
         """Run `task` here, its slot saying so (and that `waiting` claimed tasks wait behind it);
@@ -311,21 +347,13 @@ class Claimer:
         fits = int(BATCH_SECONDS / average) if average > 0 else BATCH_MAX
         self.batch = max(1, min(BATCH_MAX, fits))
 
-    async def _record(self, done: list[tuple[ClaimedTask, Finish, float]]) -> None:
-        """Write the outcomes in `done` now, after any write in flight."""
-        await self._drain_writes()
-        if done:
-            await self._write_now(done, self.slot.mark())
-
-    async def _write_now(self, done: list[tuple[ClaimedTask, Finish, float]], mark: int) -> None:
-        """Write the outcomes in `done` (the slot's buffer holds them, before `mark`, until
-        then), then say so."""
+    async def _write_now(self, done: list[Done], mark: int | None) -> None:
+        """Write the outcomes in `done`, then say so; the slot's buffer holds them, before
+        `mark` (None: not there), until then."""
         items = [(task, finish) for task, finish, _ in done]
-        try:
-            recorded = await self.recorder.write(items)
-        finally:
-            self._writing = None
-        self.slot.recorded(mark)
+        recorded = await self.recorder.write(items)
+        if mark is not None:
+            self.slot.recorded(mark)
         self.announcer.recorded(
             [item for item in items if item[0].id in recorded],
             {task.id: seconds for task, _, seconds in done},

@@ -28,14 +28,12 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import struct
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 
-_WORD = struct.Struct("<q")
 # Offsets of the words. Runner-written: SEQ..DEADLINE and USED; supervisor-written: the rest.
 SEQ, TASK, ATTEMPT, STARTED, DEADLINE, WAITING = 0, 8, 16, 24, 32, 40
 ALIVE, STOP, SKIPS, REVOKED = 48, 56, 64, 72
@@ -77,6 +75,10 @@ class Slot:
         """Map the memory of `fd` (made by `create`); the slot owns the descriptor."""
         self.fd = fd
         self._map = mmap.mmap(fd, SIZE)
+        # Native 8-byte words: each read or write is one aligned load or store. The struct
+        # module's "<q" goes byte by byte, and the other process saw torn values (a liveness
+        # stamp read half old, half new looked ten seconds stale).
+        self._words = memoryview(self._map)[:BUFFER].cast("q")
         self._skips_seen = 0  # the runner's: how far it has read the skip ring
 
     @classmethod
@@ -86,15 +88,16 @@ class Slot:
         return cls(fd)
 
     def close(self) -> None:
+        self._words.release()
         self._map.close()
         os.close(self.fd)
 
     def _get(self, offset: int) -> int:
-        value: int = _WORD.unpack_from(self._map, offset)[0]
+        value: int = self._words[offset // 8]
         return value
 
     def _set(self, offset: int, value: int) -> None:
-        _WORD.pack_into(self._map, offset, value)
+        self._words[offset // 8] = value
 
     # ---- the runner's end ------------------------------------------------------------------------
 
