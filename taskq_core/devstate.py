@@ -33,7 +33,7 @@ def read(path: Path) -> DevState | None:
         state = DevState(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    from taskq_core.embedded.processes import alive
+    from taskq_core.processes import alive
 
     return state if alive(state.pid) else None
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -89,3 +90,34 @@ def child_env(database_url: str, redis_url: str) -> dict[str, str]:
     env["TASKQ_DATABASE_URL"] = database_url
     env["TASKQ_REDIS_URL"] = redis_url
     return env
+
+
+def stat_fields(path: str) -> list[str] | None:
+    """The fields of a /proc/.../stat file after the command name, or None once it is gone."""
+    try:
+        return Path(path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (dead, its parent yet to collect it) does not."""
+    if not sys.platform.startswith("linux"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    # A killed server's main thread turns zombie while its other threads still close its
+    # sockets: only once all are dead is its port free.
+    for tid in threads:
+        fields = stat_fields(f"/proc/{pid}/task/{tid}/stat")
+        if fields is not None and fields[0] not in "ZX":
+            return True
+    return False

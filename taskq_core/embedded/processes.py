@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from taskq_core.embedded.errors import AddressInUseError, EmbeddedError
-from taskq_core.processes import die_with_parent
+from taskq_core.processes import alive, die_with_parent, stat_fields
 
 Server = subprocess.Popen[bytes]
 
@@ -133,37 +133,6 @@ def wait_until(done: Callable[[], bool], timeout: float = STOP_TIMEOUT) -> bool:
     return True
 
 
-def _stat(path: str) -> list[str] | None:
-    """The fields of a /proc/.../stat file after the command name, or None once it is gone."""
-    try:
-        return Path(path).read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie (dead, its parent yet to collect it) does not."""
-    if not _LINUX:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    # A killed server's main thread turns zombie while its other threads still close its
-    # sockets: only once all are dead is its port free.
-    for tid in threads:
-        fields = _stat(f"/proc/{pid}/task/{tid}/stat")
-        if fields is not None and fields[0] not in "ZX":
-            return True
-    return False
-
-
 def _group_alive(pgid: int) -> bool:
     if not _LINUX:
         try:
@@ -173,7 +142,7 @@ def _group_alive(pgid: int) -> bool:
         return True
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            fields = _stat(f"/proc/{entry.name}/stat")
+            fields = stat_fields(f"/proc/{entry.name}/stat")
             if fields is not None and int(fields[2]) == pgid and alive(int(entry.name)):
                 return True
     return False

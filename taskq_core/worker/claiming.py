@@ -23,17 +23,17 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from taskq_core.broker import Broker
 from taskq_core.plugins import Registry
+from taskq_core.processes import alive, stat_fields
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
 from taskq_core.worker import outcomes, slot
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.claimer import Config
 from taskq_core.worker.execution import Job, Outcome
-from taskq_core.worker.fetching import give_back
+from taskq_core.worker.fetching import give_back, through_outages
 from taskq_core.worker.forkserver import (
     FORK_CLAIMING,
     FORK_TIMEOUT,
@@ -63,7 +63,6 @@ RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would n
 # When to look again (seconds after the settle, then after that) for claims a dead runner's
 # last statement made after it died; its worker id stays renewed until then.
 LATE_CLAIM_CHECKS = (0.5, 2.0)
-BACKOFF_MAX = 5.0  # seconds between attempts to settle a dead runner while PostgreSQL is away
 
 StopReason = Literal["timeout", "cancelled", "lost", "shutdown"]
 Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
@@ -388,7 +387,7 @@ class ClaimingRunners:
         held_by = functools.partial(self._claims.held_by, runner.worker_id)
         for delay in LATE_CLAIM_CHECKS:
             await asyncio.sleep(delay)
-            late: list[ClaimedTask] = await self._through_outages(held_by)
+            late = await through_outages(held_by, "settling a dead runner's tasks")
             if late:
                 given = await give_back(
                     self._claims, self._broker, runner.worker_id, [task.id for task in late]
@@ -399,7 +398,7 @@ class ClaimingRunners:
         decided = slot.items(runner.slot.outcomes())
         running = runner.slot.running_frozen()
         held_by = functools.partial(self._claims.held_by, runner.worker_id)
-        held: list[ClaimedTask] = await self._through_outages(held_by)
+        held = await through_outages(held_by, "settling a dead runner's tasks")
         done = {task.id for task, _ in decided}
         items = list(decided)
         seconds: dict[int, float] = {}
@@ -463,16 +462,6 @@ class ClaimingRunners:
         task_type = self._registry.types.get(task.task_type)
         return outcomes.decide(Outcome(error=error), task, task_type.cls if task_type else None)
 
-    async def _through_outages(self, call: Callable[[], Any]) -> Any:
-        backoff = 0.2
-        while True:
-            try:
-                return await call()
-            except OUTAGE_ERRORS as exc:
-                log.warning("settling a runner's tasks waits for PostgreSQL (%s)", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-
     # ---- starting runners --------------------------------------------------------------------
 
     async def _restart(self) -> None:
@@ -532,23 +521,18 @@ class ClaimingRunners:
 async def _gone(pid: int) -> None:
     """Wait (up to FORK_TIMEOUT) until process `pid` has exited: its memory is final then."""
     for _ in range(int(FORK_TIMEOUT / GONE_POLL)):
-        if _state(pid) in ("Z", "X", None):
+        if not alive(pid):
             return
         await asyncio.sleep(GONE_POLL)
-
-
-def _state(pid: int) -> str | None:
-    """The process's state letter (R, S, D, T, Z...), None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def _wait_stopped(pid: int) -> None:
     """Wait (briefly) until `pid` is stopped by the SIGSTOP just sent: its slot cannot change."""
     deadline = time.monotonic() + FREEZE_WAIT
-    while time.monotonic() < deadline and _state(pid) not in ("T", "t", "Z", "X", None):
+    while time.monotonic() < deadline:
+        fields = stat_fields(f"/proc/{pid}/stat")
+        if fields is None or fields[0] in "TtZX":  # stopped, or gone
+            return
         time.sleep(0.0002)
 
 

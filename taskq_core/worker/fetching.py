@@ -159,20 +159,26 @@ class Fetcher:
         self._backoff = min(self._backoff * 2, BACKOFF_MAX)
 
 
+async def through_outages(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """`call()` again, backing off, until PostgreSQL answers it; `what` it does, for the log."""
+    backoff = BACKOFF_START
+    while True:
+        try:
+            return await call()
+        except OUTAGE_ERRORS as exc:
+            log.warning("%s waits for PostgreSQL (%s)", what, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+
 async def give_back(claims: Claims, broker: Broker, worker_id: str, ids: list[int]) -> int:
     """Undo `worker_id`'s claims of `ids`, which never started (no attempt is recorded), and push
     them again at the popping end of their lists, first one first, as they were popped. Waits
     out a database outage: the claims must not stay held (their leases renewed) for ever. How
     many were given back (the others were no longer `worker_id`'s)."""
-    backoff = BACKOFF_START
-    while True:
-        try:
-            undone = await claims.unclaim(ids, worker_id)
-            break
-        except OUTAGE_ERRORS as exc:
-            log.warning("giving back %d claimed task(s) waits for PostgreSQL (%s)", len(ids), exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+    undone = await through_outages(
+        lambda: claims.unclaim(ids, worker_id), f"giving back {len(ids)} claimed task(s)"
+    )
     by_priority: dict[int, list[int]] = {}
     for task_id in ids:  # in the order given: the one to run first, first
         if task_id in undone:
