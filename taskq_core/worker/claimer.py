@@ -67,6 +67,7 @@ RECORD_AFTER = 0.05  # seconds an outcome may wait for the rest of its batch bef
 # room for them (it gives them back), the runner pauses this long, and longer each time up to
 # POP_WAIT, so as not to pop the same ids again at once.
 FOREIGN_BACKOFF = 0.05
+BEATS_PER_STALE = 5  # liveness stamps the runner writes in each `Config.stale_after`
 TASK_TIME_WEIGHT = 0.2  # of each new measurement in the running average of a task's time
 IDLE_TITLE = "taskq-runner [claiming]"
 
@@ -87,9 +88,11 @@ class Config:
         return json.dumps(dataclasses.asdict(self)).encode() + b"\n"
 
     @property
-    def supervisor_stale(self) -> float:
-        """Seconds after the supervisor's last sign of life when the runner stops claiming: it
-        renews the leases, so past this the runner's tasks could be recovered and run again."""
+    def stale_after(self) -> float:
+        """Seconds without a sign of life after which either end takes the other as stuck. The
+        runner stops claiming when its supervisor is: that renews the leases, so past this the
+        runner's tasks could be recovered and run again. The supervisor kills a runner stuck
+        between tasks: it would hold its claims for good, their leases renewed."""
         return self.lease_seconds / 3
 
 
@@ -142,10 +145,12 @@ class Claimer:
             stopping=asyncio.Event(),  # a runner's stop request is in its slot
         )
         logs.set_title(IDLE_TITLE)
+        beating = asyncio.create_task(self._beat())
         try:
             await self._loop()
             await self._write_all()
         finally:
+            beating.cancel()
             await self.announcer.flush()
             await self.claims.close()
             await popper.aclose()
@@ -209,8 +214,13 @@ class Claimer:
                 await self._run_batch(claimed)
                 logs.set_title(IDLE_TITLE)
 
+    async def _beat(self) -> None:
+        while True:
+            self.slot.beat()
+            await asyncio.sleep(self.config.stale_after / BEATS_PER_STALE)
+
     def _supervisor_stale(self) -> bool:
-        return self.slot.supervisor_age() > self.config.supervisor_stale
+        return self.slot.supervisor_age() > self.config.stale_after
 
     async def _claim(self, ids: list[int]) -> tuple[list[ClaimedTask], list[tuple[int, str]]]:
         config = self.config

@@ -3,7 +3,8 @@ tasks (claimer.py), supervised from the worker's event loop.
 
 The supervisor does nothing per task. It renews the leases of everything its runners hold (one
 statement, keyed on their worker ids), stamps each slot so its runner knows it is alive, and
-every WATCH_INTERVAL reads the slots: a task past its deadline is stopped. To stop a runner's task
+every WATCH_INTERVAL reads the slots: a task past its deadline is stopped, a runner stuck between
+tasks (its own liveness stamp stale) is replaced. To stop a runner's task
 (a timeout, a cancellation, a lease lost, a shutdown past its grace) it freezes the runner, reads
 its slot again (a read taken while it moved on must not stop the next task), then kills it, or
 lets it go on. A runner that dies, by itself or killed, is settled from its slot and the database:
@@ -64,7 +65,7 @@ RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would n
 # last statement made after it died; its worker id stays renewed until then.
 LATE_CLAIM_CHECKS = (0.5, 2.0)
 
-StopReason = Literal["timeout", "cancelled", "lost", "shutdown"]
+StopReason = Literal["timeout", "cancelled", "lost", "shutdown", "stuck"]
 Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
 
 
@@ -72,13 +73,14 @@ class ClaimingRunner:
     """The supervisor's end of one claiming runner."""
 
     def __init__(
-        self, pid: int, exited: asyncio.Future[int | None], events: int, slot: Slot, worker_id: str
+        self, pid: int, exited: asyncio.Future[int | None], events: int, slot: Slot, config: Config
     ) -> None:
         self.pid = pid
         self.exited = exited  # its exit status; never await it bare: cancelling would cancel it
         self.events = events
         self.slot = slot
-        self.worker_id = worker_id
+        self.worker_id = config.worker_id
+        self.stale_after = config.stale_after  # seconds still between tasks: it is stuck
         self.lines = Lines()
         self.alive = True  # False once it is known dead or killed
         self.stop_reason: StopReason | None = None  # why its running task was stopped
@@ -267,6 +269,8 @@ class ClaimingRunners:
                 runner.slot.set_room(room)
                 running = runner.slot.running()
                 if running is None:
+                    if runner.slot.runner_age() > runner.stale_after:
+                        self._stop_stuck(runner)
                     continue
                 if running.deadline and now >= running.deadline:
                     self._stop_task(runner, running, "timeout")
@@ -302,8 +306,23 @@ class ClaimingRunners:
             runner.stop_reason = reason
             self._died(runner)
 
-    def _freeze(self, runner: ClaimingRunner, seen: Running) -> bool:
-        """Freeze `runner` if it still runs `seen` (True: frozen until `_thaw` or a kill)."""
+    def _stop_stuck(self, runner: ClaimingRunner) -> None:
+        """Kill `runner` if it is still stuck between tasks: its claims go back to the queue."""
+        if not self._freeze(runner, None):
+            return
+        age = runner.slot.runner_age()
+        if age <= runner.stale_after:  # it moved on before it froze
+            self._thaw(runner)
+            return
+        log.warning(
+            "task runner %d has not moved for %.0fs between tasks; replacing it", runner.pid, age
+        )
+        runner.stop_reason = "stuck"
+        self._died(runner)
+
+    def _freeze(self, runner: ClaimingRunner, seen: Running | None) -> bool:
+        """Freeze `runner` if it still runs `seen` (None: no task); True: frozen until `_thaw`
+        or a kill."""
         if not runner.alive:
             return False
         with contextlib.suppress(ProcessLookupError):
@@ -497,7 +516,7 @@ class ClaimingRunners:
             os.close(control_in)
             os.close(events_out)
         config = self._config(pid)
-        runner = ClaimingRunner(pid, exited, events_in, runner_slot, config.worker_id)
+        runner = ClaimingRunner(pid, exited, events_in, runner_slot, config)
         try:
             os.write(control_out, config.line())
         except OSError:  # it died already: its exit settles it

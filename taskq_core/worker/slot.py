@@ -13,6 +13,9 @@ it dies (claiming.py). The slot tells it both, without a message per task:
   recorded as it ended, not handed back as if it had not run. The runner empties the buffer
   once its group commit is through; written twice, an outcome is refused the second time by
   the fence (the row is no longer running under that attempt), so nothing is recorded twice;
+- the runner's own liveness stamp, written by a timer on its event loop and as each task begins
+  and ends: one that goes stale between tasks (the runner is frozen, or its loop is stuck)
+  would otherwise keep its claims for good, since the supervisor renews their leases;
 - from the supervisor: a liveness stamp (the runner stops claiming when it is stale, since a
   supervisor that does not run renews no lease), a stop request, the ids of tasks cancelled
   before they started, which the runner skips, and a revocation: the tasks waiting behind a slow
@@ -39,7 +42,8 @@ SEQ, TASK, ATTEMPT, STARTED, DEADLINE, WAITING = 0, 8, 16, 24, 32, 40
 ALIVE, STOP, SKIPS, REVOKED = 48, 56, 64, 72
 LOOKING = 80  # runner-written: 1 while it pops ids and passes on those it does not run
 ROOM = 88  # supervisor-written: how many more tasks of its own types it can take now
-SKIP_IDS = 96  # SKIP_COUNT words: the ring of ids cancelled before they started
+BEAT = 96  # runner-written: when its event loop, or a task's start or end, last ran
+SKIP_IDS = 104  # SKIP_COUNT words: the ring of ids cancelled before they started
 SKIP_COUNT = 64
 CLAIMED = SKIP_IDS + 8 * SKIP_COUNT  # runner-written: how many ids its last claim took
 CLAIMED_IDS = CLAIMED + 8  # CLAIMED_MAX words: those ids, in the order they run
@@ -85,7 +89,9 @@ class Slot:
     def create(cls) -> Slot:
         fd = os.memfd_create("taskq-slot", os.MFD_CLOEXEC)
         os.ftruncate(fd, SIZE)
-        return cls(fd)
+        made = cls(fd)
+        made.beat()  # the runner's start counts from now
+        return made
 
     def close(self) -> None:
         self._words.release()
@@ -112,6 +118,7 @@ class Slot:
         returns when it started (monotonic ns), which names this run."""
         started = time.monotonic_ns()
         deadline = 0 if timeout is None else started + int(timeout * 1e9)
+        self._set(BEAT, started)
         seq = self._get(SEQ)
         self._set(SEQ, seq + 1)
         self._set(TASK, task_id)
@@ -128,6 +135,11 @@ class Slot:
         self._set(SEQ, seq + 1)
         self._set(TASK, 0)
         self._set(SEQ, seq + 2)
+        self.beat()  # a long task's end must not look like a stuck loop
+
+    def beat(self) -> None:
+        """The runner is alive and moving (its event loop runs, or a task began or ended)."""
+        self._set(BEAT, time.monotonic_ns())
 
     def add_outcome(self, outcome: dict[str, Any]) -> bool:
         """Keep `outcome` until `recorded`; False if the buffer has no room for it (record
@@ -200,6 +212,11 @@ class Slot:
                     return running if task_id else None
             time.sleep(0)
 
+    def runner_age(self) -> float:
+        """Seconds since the runner last said it moves (meaningful between tasks: a task's
+        code holds the runner's loop for as long as it runs)."""
+        return (time.monotonic_ns() - self._get(BEAT)) / 1e9
+
     def running_frozen(self) -> Running | None:
         """What ran when the runner was frozen or killed: a write it was in the middle of had
         not finished, so its task had not started (its code runs after the write)."""
@@ -235,7 +252,7 @@ class Slot:
         return [json.loads(line) for line in data.splitlines()]
 
     def alive(self) -> None:
-        """The supervisor runs (stamped often: see claimer.SUPERVISOR_STALE)."""
+        """The supervisor runs (stamped often: see claimer.Config.stale_after)."""
         self._set(ALIVE, time.monotonic_ns())
 
     def revoke(self, running: Running) -> None:
