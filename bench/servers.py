@@ -19,10 +19,9 @@ REDIS_URL_ENV = "TASKQ_BENCH_REDIS_URL"
 # Each system's own PostgreSQL database and Redis database numbers; all are emptied by the bench.
 # taskq-base has its own: a branch's new migration stamps its database with a revision the base's
 # Alembic does not know.
-# taskq-claiming and taskq-selfclaim run this checkout's schema, so they share taskq's.
 DATABASES = {
     n: f"bench_{n.replace('-', '_')}" for n in ("taskq", "taskq-base", "celery", "procrastinate")
-} | {"taskq-claiming": "bench_taskq", "taskq-selfclaim": "bench_taskq"}
+}
 REDIS_DBS = {
     "taskq": 1,
     "celery-broker": 2,

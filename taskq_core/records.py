@@ -81,10 +81,10 @@ class Dispatch:
 
 
 def runner_id(worker_id: str, pid: int) -> str:
-    """The worker id a claiming runner claims under: its worker's, and its own process id."""
+    """The worker id a runner claims under: its worker's, and its own process id."""
     return f"{worker_id}/r{pid}"
 
 
 def worker_of(holder: str) -> str:
-    """The worker a claim's holder belongs to: itself, or the worker of a claiming runner."""
+    """The worker a claim's holder belongs to: itself, or the worker of a runner."""
     return holder.split("/", 1)[0]

@@ -32,9 +32,6 @@ class Settings(BaseSettings):
     # the sweeper hands it to another worker. Heartbeats come every third of it.
     lease_seconds: float = Field(default=30.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
-    # `claiming`: the worker's runners pop, claim, run and record their own sync tasks
-    # (worker/claiming.py); `jobs`: the worker's event loop does that and sends them jobs.
-    worker_runners: Literal["jobs", "claiming"] = "jobs"
 
     # Where tasks' artifacts are stored: a folder (default: `artifacts/` in the data folder) or
     # `s3://bucket/prefix` (credentials and endpoint from the AWS_* variables).

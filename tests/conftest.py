@@ -33,10 +33,6 @@ EMPTY_TABLES = (
     "sweeper_leases, schedules, schedule_ticks, paused_task_types RESTART IDENTITY"
 )
 
-# Which runners the suite's workers use (TASKQ_WORKER_RUNNERS): `claiming` ones claim their own
-# sync tasks, and a worker with them runs a sync and an async task at once even at --concurrency 1.
-CLAIMING = os.environ.get("TASKQ_TEST_WORKER_RUNNERS") == "claiming"
-
 # How long `Processes.stop_all` lets processes exit on SIGTERM before SIGKILL.
 STOP_SECONDS = 5.0
 
@@ -108,8 +104,6 @@ class Servers:
             TASKQ_LOG_LEVEL="INFO",
             PYTHONPATH=os.pathsep.join(str(s) for s in sites),
         )
-        if CLAIMING:
-            env["TASKQ_WORKER_RUNNERS"] = "claiming"
         env.update(extra)
         return env
 

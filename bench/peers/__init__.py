@@ -10,8 +10,6 @@ from bench.peers.base import Peer
 SYSTEMS = {
     "taskq": "bench.peers.taskq:Taskq",
     "taskq-base": "bench.peers.taskq:TaskqBase",
-    "taskq-claiming": "bench.peers.taskq:TaskqClaiming",
-    "taskq-selfclaim": "bench.peers.taskq:TaskqSelfClaim",
     "celery-redis": "bench.peers.celery:CeleryRedis",
     "celery-pg": "bench.peers.celery:CeleryPostgres",
     "rq": "bench.peers.rq:Rq",

@@ -56,7 +56,6 @@ def api_command(port: int) -> tuple[list[str], str]:
 class Taskq(Peer):
     name = "taskq"
     label = "taskq (PostgreSQL record + Redis ids)"
-    worker_env: dict[str, str] = {}  # settings of its workers beyond the defaults
     distributions = ("taskq-core", "fastapi", "uvicorn", "sqlalchemy", "psycopg", "redis")
 
     def prepare(self) -> None:
@@ -241,7 +240,7 @@ class Taskq(Peer):
     def start_workers(self) -> None:
         # At the product's default level (INFO: a line per task, into the logs folder), as users
         # run it; BENCH_TASKQ_WORKER_LOG_LEVEL=DEBUG adds the tuner's decisions.
-        env = {**self.ctx.env, **self.worker_env}
+        env = dict(self.ctx.env)
         level = os.environ.get("BENCH_TASKQ_WORKER_LOG_LEVEL")
         if level:
             env["TASKQ_LOG_LEVEL"] = level
@@ -298,34 +297,3 @@ class TaskqBase(Taskq):
         if not (Path(self.base) / "taskq_core" / "async_client.py").exists():
             raise Unsupported("— (no AsyncClient in this version)")
         return super().enqueue_async(kind, count, tasks)
-
-
-class TaskqClaiming(Taskq):
-    """taskq-worker with claiming runners (TASKQ_WORKER_RUNNERS=claiming): its runner processes
-    pop, claim, run and record their own sync tasks (taskq_core/worker/claiming.py)."""
-
-    name = "taskq-claiming"
-    label = "taskq, claiming runners"
-    worker_env = {"TASKQ_WORKER_RUNNERS": "claiming"}
-
-    def knobs(self) -> dict[str, Any]:
-        knobs = super().knobs()
-        return {**knobs, "worker": f"TASKQ_WORKER_RUNNERS=claiming {knobs['worker']}"}
-
-
-class TaskqSelfClaim(Taskq):
-    """taskq's API with `bench.selfclaim` for workers: processes that pop, claim, run and record
-    their own tasks. A ceiling for that design, not a worker (see bench/selfclaim.py)."""
-
-    name = "taskq-selfclaim"
-    label = "taskq, self-claiming runners (upper bound)"
-
-    def _worker_argv(self) -> list[str]:
-        return [sys.executable, "-m", "bench.selfclaim"]
-
-    def knobs(self) -> dict[str, Any]:
-        opts = self.ctx.options
-        return {
-            **super().knobs(),
-            "worker": f"python -m bench.selfclaim x {opts['taskq_workers']}",
-        }

@@ -42,15 +42,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=positive,
         default=None,
-        help="the most tasks in flight at once; async ones share the event loop. The worker "
-        "finds its own number within it, growing while the queue is deep and tasks are short, "
-        "shrinking when tasks queue for the runners or memory is tight (default: up to 256)",
+        help="the most async tasks in flight at once in the event loop, and the most runner "
+        "processes. Within it the worker finds its own number of async tasks, growing while the "
+        "queue is deep and the loop has room, shrinking when the loop lags or memory is tight "
+        "(default: up to 256); each runner claims as many sync tasks at once as run in 50 ms",
     )
     parser.add_argument(
         "--processes",
         type=positive,
         default=os.cpu_count() or 1,
-        help="runner processes for sync task types, each running one task at a time "
+        help="runner processes for sync task types, each popping, claiming, running and "
+        "recording its own, one at a time "
         f"(default: one per core, {os.cpu_count() or 1} here)",
     )
     parser.add_argument(
@@ -75,11 +77,10 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     # imports its drivers or starts its loop: one interpreter start-up instead of two.
     early = fork_early(registry, env) if registry.has_sync else None
 
-    from taskq_core.worker.claiming import ClaimingRunners
     from taskq_core.worker.holding import WorkerOptions
     from taskq_core.worker.loop import Worker
-    from taskq_core.worker.pool import RunnerPool
     from taskq_core.worker.retention import warn_if_short
+    from taskq_core.worker.runners import Runners
 
     warn_if_short(settings.retention())
     options = WorkerOptions(
@@ -101,13 +102,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             redis_url=redis_url,
             registry=registry,
             options=options,
-            pool=(
-                # Each runs one task at a time: --concurrency bounds how many there are.
-                ClaimingRunners(
-                    min(args.processes, args.concurrency or args.processes), env=env, early=early
-                )
-                if settings.worker_runners == "claiming"
-                else RunnerPool(args.processes, env=env, early=early)
+            # Each runs one task at a time: --concurrency bounds how many there are too.
+            runners=Runners(
+                min(args.processes, args.concurrency or args.processes), env=env, early=early
             ),
         )
         loop = asyncio.get_running_loop()

@@ -165,9 +165,9 @@ class OverviewQueries:
         }
 
     async def running_by_worker(self, limit: int = RUNNING_CAP) -> dict[str, list[dict[str, Any]]]:
-        """Running tasks (id, task_type) by the worker holding them (its claiming runners'
-        included), from the tasks themselves (the workers' own lists are only as fresh as their
-        last heartbeat); at most `limit`."""
+        """Running tasks (id, task_type) by the worker holding them (its runners' included),
+        from the tasks themselves (the workers' own lists are only as fresh as their last
+        heartbeat); at most `limit`."""
         query = (
             select(tasks.c.id, tasks.c.task_type, tasks.c.worker_id)
             .where(tasks.c.status == "running")

@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING
 
 from taskq_core import logs
-from taskq_core.worker.claiming import ClaimingRunners
 from taskq_core.worker.holding import BACKOFF_MAX, BACKOFF_START, OUTAGE_ERRORS
 
 if TYPE_CHECKING:
@@ -27,19 +26,16 @@ async def heartbeat(worker: Worker) -> None:
     interval = worker.options.lease_seconds / 3
     hostname, pid = socket.gethostname(), os.getpid()
     outage = logs.Outage(log, "PostgreSQL (heartbeat: leases may lapse)", interval)
-    runners = worker.pool if isinstance(worker.pool, ClaimingRunners) else None
+    runners = worker.runners
     while True:
         held = list(worker.running)
-        listed = held + runners.held if runners is not None else held
+        listed = held + runners.held
         try:
-            await worker.sweeps.beat(worker.worker_id, hostname, pid, worker.tuner.limit, listed)
+            await worker.sweeps.beat(worker.worker_id, hostname, pid, worker.capacity, listed)
             leases = await worker.claims.renew(held, worker.worker_id, worker.options.lease_seconds)
-            if runners is not None:
-                asked_at = time.monotonic_ns()
-                rows = await worker.claims.renew_held(
-                    runners.worker_ids, worker.options.lease_seconds
-                )
-                runners.renewed(rows, asked_at)
+            asked_at = time.monotonic_ns()
+            rows = await worker.claims.renew_held(runners.worker_ids, worker.options.lease_seconds)
+            runners.renewed(rows, asked_at)
         except OUTAGE_ERRORS as exc:
             outage.failed(exc, interval)
         else:
@@ -59,10 +55,8 @@ async def title(worker: Worker) -> None:
     """Keep the process title saying how busy the worker is (as `ps` and `top` show it)."""
     shown = ""
     while True:
-        busy = worker.executing
-        if isinstance(worker.pool, ClaimingRunners):
-            busy += worker.pool.busy
-        title = f"taskq-worker {worker.options.queue} [{busy} of {worker.tuner.limit} busy]"
+        busy = worker.executing + worker.runners.busy
+        title = f"taskq-worker {worker.options.queue} [{busy} of {worker.capacity} busy]"
         if worker.stopping.is_set():
             title += " stopping"
         if title != shown:
@@ -81,8 +75,8 @@ async def cancel_listener(worker: Worker) -> None:
                 running = worker.running.get(task_id)
                 if running is not None:
                     worker.interrupt(running, "cancelled")
-                elif isinstance(worker.pool, ClaimingRunners):
-                    worker.pool.cancel(task_id)
+                else:
+                    worker.runners.cancel(task_id)
         except OUTAGE_ERRORS as exc:
             log.debug("cancel listener lost Redis (%s)", exc)
         await asyncio.sleep(backoff)

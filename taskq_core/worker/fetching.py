@@ -1,6 +1,6 @@
 """Taking work: pop ids from Redis and claim them in PostgreSQL, through outages of either.
 
-The worker's event loop and each claiming runner fetch the same way. Redis (popping) and
+The worker's event loop and each runner fetch the same way. Redis (popping) and
 PostgreSQL (claiming) fail apart: a pop that works says nothing of the database, so each has its
 own outage, logged once and declared over only by its own success. Ids popped and not claimed
 go back to where they were popped from; after a failed claim nothing more is popped until the

@@ -1,4 +1,4 @@
-"""The pool's end of the runner fork server (`zygote`): start it, ask it to fork, learn of exits.
+"""The worker's end of the runner fork server (`zygote`): start it, ask it to fork, learn of exits.
 
 A fork server comes one of two ways. `fork_early` forks it from the worker process itself, after
 the worker has loaded the plugins and before it starts an event loop, a thread or a connection:
@@ -32,12 +32,9 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 60.0  # seconds the fork server may take to import the plugins and say it is ready
 FORK_TIMEOUT = 10.0  # seconds a fork may take: a fork server slower than that is stuck
-CLOSE_TIMEOUT = 5.0  # seconds close() lets runners finish their jobs before killing them
+CLOSE_TIMEOUT = 5.0  # seconds stop() lets the fork server exit before killing it
 CONTROL_SIZE = 64 * 1024  # bytes: the longest message the fork server sends
-# What a fork request asks for (zygote._fork): a runner of jobs sent by the pool, on a job pipe
-# and a reply pipe; or a runner that claims its own tasks, on a control pipe, an event pipe and
-# its slot's shared memory.
-FORK_JOBS, FORK_CLAIMING = b"fork", b"claim"
+FORK = b"fork"  # a fork request (zygote._fork): a runner on the file descriptors sent with it
 
 
 class RunnerError(TaskqError):
@@ -57,7 +54,7 @@ def exit_description(code: int | None) -> str:
 
 @dataclass(frozen=True)
 class Forked:
-    """A fork server forked by `fork_early`, for the pool to adopt once its event loop runs."""
+    """A fork server forked by `fork_early`, for the worker to adopt once its event loop runs."""
 
     pid: int
     control: socket.socket
@@ -66,7 +63,7 @@ class Forked:
 def fork_early(registry: Registry, env: Mapping[str, str]) -> Forked | None:
     """Fork the fork server from this process, which has loaded `registry`'s plugins; its runners
     get `env`. None if this process runs a second thread already (a plugin started one): a fork
-    would copy that thread's locks in whatever state they are, so the pool spawns one instead."""
+    would copy that thread's locks in whatever state they are, so the worker spawns one instead."""
     if threading.active_count() > 1:
         return None
     from taskq_core.worker import zygote
@@ -101,7 +98,7 @@ class _Exit(asyncio.SubprocessProtocol):
 
 class ForkServer:
     """The fork server process (taskq_core.worker.zygote, whose docstring has the protocol) and the
-    pool's end of its control socket."""
+    worker's end of its control socket."""
 
     def __init__(
         self,
@@ -158,7 +155,7 @@ class ForkServer:
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             # Forked by the event loop's thread: the parent-death signal fires when that thread
-            # ends, so the pool must live in a loop that runs for the life of the worker process.
+            # ends, so the runners must live in a loop that runs for the life of the worker process.
             transport, protocol = await loop.subprocess_exec(
                 _Exit,
                 sys.executable,
@@ -216,15 +213,13 @@ class ForkServer:
                 f"{error.get('message')}\n{error.get('traceback', '')}"
             )
 
-    async def fork(
-        self, fds: list[int], kind: bytes = FORK_JOBS
-    ) -> tuple[int, asyncio.Future[int | None]]:
-        """Fork a runner of `kind` on these file descriptors (see zygote): its pid, and its exit
-        status to come."""
+    async def fork(self, fds: list[int]) -> tuple[int, asyncio.Future[int | None]]:
+        """Fork a runner on these file descriptors (see zygote): its pid, and its exit status to
+        come."""
         if self.gone:
             raise RunnerError("the task runner fork server died")
         try:
-            socket.send_fds(self.control, [kind], fds)
+            socket.send_fds(self.control, [FORK], fds)
         except OSError as exc:
             raise RunnerError(f"could not reach the task runner fork server: {exc}") from exc
         forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
@@ -276,7 +271,7 @@ class ForkServer:
 
     def _forked(self, message: dict[str, Any]) -> None:
         forked = self.forks.popleft()  # it answers the requests in order
-        if forked.done():  # cancelled: the runner finds its job pipe closed and exits
+        if forked.done():  # cancelled: the runner finds its control pipe closed and exits
             return
         if message["forked"] is None:
             failed = f"the task runner fork server could not fork: {message.get('error')}"
@@ -331,12 +326,10 @@ class Forker:
             self._zygote = asyncio.create_task(self._start())
         return self._zygote
 
-    async def fork(
-        self, fds: list[int], kind: bytes = FORK_JOBS
-    ) -> tuple[int, asyncio.Future[int | None]]:
+    async def fork(self, fds: list[int]) -> tuple[int, asyncio.Future[int | None]]:
         """Fork a runner on `fds` (see ForkServer.fork)."""
         zygote = await asyncio.shield(self.server())  # shared by concurrent forks
-        return await zygote.fork(fds, kind)
+        return await zygote.fork(fds)
 
     def drop_early(self) -> None:
         """Never adopted: the early fork server exits at EOF."""

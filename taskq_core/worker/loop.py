@@ -19,8 +19,6 @@ from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus, 
 from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
-from taskq_core.worker.claimer import Config
-from taskq_core.worker.claiming import ClaimingRunners
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
 from taskq_core.worker.fetching import Fetcher
 from taskq_core.worker.holding import (
@@ -30,11 +28,12 @@ from taskq_core.worker.holding import (
     WorkerOptions,
     new_worker_id,
 )
-from taskq_core.worker.pool import RunnerPool
 from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import Recorder
-from taskq_core.worker.reporting import JobReporter, discard_attempt, log_attempt, store_url
+from taskq_core.worker.reporting import JobReporter, log_attempt, store_url
 from taskq_core.worker.retention import purge_expired
+from taskq_core.worker.runner import Config
+from taskq_core.worker.runners import Runners
 from taskq_core.worker.scheduler import Scheduler
 from taskq_core.worker.sql import Claims, Sweeps
 from taskq_core.worker.sql.artifacts import ArtifactDeletions
@@ -53,18 +52,16 @@ POP_TIMEOUT = 1.0  # seconds; also the longest a stop request waits for the pop 
 # worker never waits.
 REFILL_FRACTION = 4
 
-# With claiming runners: how often to look again whether every runner runs a task (only then does
+# How often to look again whether every runner runs a task (only then does
 # the worker pop for its async types), and the first pause after a pop whose ids were theirs.
 RUNNER_IDLE_WAIT = 0.05
 HEAD_BACKOFF = 0.05
 
-# Errors of a sync job whose runner was killed (timeout, crash, cancellation) before it replied.
-KILLED_RUNNER_ERRORS = frozenset({"TaskTimeoutError", "RunnerCrashedError", "RunnerError"})
-
 
 class Worker:
     """One worker process. Async task types run in its event loop; sync ones in runner processes
-    (so a timeout or a cancellation can stop even CPU-bound code, by killing the runner)."""
+    that pop, claim, run and record their own (so a timeout or a cancellation can stop even
+    CPU-bound code, by killing the runner), supervised from here (runners.py)."""
 
     def __init__(
         self,
@@ -74,17 +71,16 @@ class Worker:
         registry: Registry,
         options: WorkerOptions | None = None,
         worker_id: str | None = None,
-        pool: RunnerPool | ClaimingRunners,
+        runners: Runners,
     ) -> None:
-        """`pool`: the runners for sync task types, not started yet (perhaps being prepared);
-        the worker starts it if a sync type is installed, and closes it. Runners of a
-        RunnerPool run the jobs the worker sends; ClaimingRunners claim their own tasks."""
+        """`runners`: for the sync task types, not started yet (their fork server perhaps
+        forked already); the worker starts them if a sync type is installed, and stops them."""
         self.database_url = database_url
         self.redis_url = redis_url
         self.registry = registry
         self.options = options or WorkerOptions()
         self.worker_id = worker_id or new_worker_id()
-        self.pool = pool
+        self.runners = runners
         self.instances = Instances()
         self.running: dict[int, Running] = {}
         self.stopping = asyncio.Event()  # set once asked to stop: take nothing new
@@ -94,15 +90,20 @@ class Worker:
         # written, so the next claim overlaps the group commit; `running` keeps the task (and
         # its lease renewed) until the outcome is durable.
         self.executing = 0
-        self._chores: set[asyncio.Task[None]] = set()  # best-effort clean-ups in threads
-        self.tuner = Tuner.for_worker(self.options.concurrency, pool.size)
-        # Runners that claim their own tasks, if any run: the event loop then pops only for its
-        # async types, while no runner waits for ids (a waiting runner passes them on).
-        self.claiming = isinstance(pool, ClaimingRunners) and registry.has_sync
+        self._chores: set[asyncio.Task[None]] = set()  # work started and not awaited
+        self.tuner = Tuner.for_worker(self.options.concurrency)
+        # With runners (a sync type is installed) the event loop pops only for its async types,
+        # while no runner waits for ids (a waiting runner passes them on).
+        self.with_runners = registry.has_sync
         self.sync_types = [name for name, t in registry.types.items() if not t.is_async]
         self._runners_ids_seen = False  # the last pop brought ids of the runners' types
         self._claiming = 0  # ids being claimed now: their slots are spoken for
-        self._claiming_backoff = 0.0
+        self._pop_backoff = 0.0
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks it may run at once now: its async limit, and one per runner."""
+        return self.tuner.limit + (self.runners.size if self.with_runners else 0)
 
     def stop(self) -> None:
         """Take nothing new; running tasks get `grace_seconds` to finish, then are handed back."""
@@ -169,22 +170,22 @@ class Worker:
                 asyncio.create_task(sweeper.run(self.stopping), name="sweeper"),
                 asyncio.create_task(beats.title(self), name="title"),
                 asyncio.create_task(scheduler.run(self.stopping), name="scheduler"),
-                asyncio.create_task(self.tuner.run(self._job_seconds), name="tuner"),
+                asyncio.create_task(self.tuner.run(), name="tuner"),
             ]
             for task in background:
                 task.add_done_callback(self._background_ended)
             bounds = self.tuner.bounds
             log.info(
-                "worker %s started: concurrency %d (adapting within %d-%d), "
-                "%d runner process(es), task types: %s",
+                "worker %s started: %d runner process(es), async concurrency %d (adapting "
+                "within %d-%d), task types: %s",
                 self.worker_id,
+                self.runners.size if self.with_runners else 0,
                 self.tuner.limit,
                 bounds.floor,
                 bounds.ceiling,
-                self.pool.size if self.registry.has_sync else 0,
                 self.registry.known_names(),
             )
-            if self.claiming and len(self.sync_types) == len(self.registry.types):
+            if self.with_runners and len(self.sync_types) == len(self.registry.types):
                 await self.stopping.wait()  # the runners pop, and pass on unknown types' ids
             else:
                 await self._fetch_loop()
@@ -195,7 +196,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(*OUTAGE_ERRORS):
                 await self.sweeps.worker_stopped(self.worker_id)
-            await self.pool.close()
+            await self.runners.close()
             await self.claims.close()
             with contextlib.suppress(*OUTAGE_ERRORS):
                 await self.board.flush()  # the last reports of the tasks that just ended
@@ -223,11 +224,6 @@ class Worker:
         self.stop()
 
     async def _start_runners(self) -> None:
-        pool = self.pool
-        if isinstance(pool, RunnerPool):
-            pool.on_progress = self.board.report
-            await pool.start()
-            return
         opts = self.options
         sync_types = self.sync_types
 
@@ -242,7 +238,7 @@ class Worker:
                 sync_types=sync_types,
             )
 
-        await pool.start(
+        await self.runners.start(
             config=config,
             registry=self.registry,
             claims=self.claims,
@@ -286,8 +282,7 @@ class Worker:
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period, then hand back the rest."""
         jobs = [r.job for r in self.running.values() if r.job is not None]
-        runners = self.pool if isinstance(self.pool, ClaimingRunners) else None
-        count = len(jobs) + (runners.holding if runners is not None else 0)
+        count = len(jobs) + self.runners.holding
         if count:
             log.info(
                 "worker %s stopping: %d task(s) running, %.0fs to finish",
@@ -295,10 +290,7 @@ class Worker:
                 count,
                 self.options.grace_seconds,
             )
-        if runners is not None:
-            await asyncio.gather(runners.stop(self.options.grace_seconds), self._drain_loop(jobs))
-        else:
-            await self._drain_loop(jobs)
+        await asyncio.gather(self.runners.stop(self.options.grace_seconds), self._drain_loop(jobs))
 
     async def _drain_loop(self, jobs: list[asyncio.Task[None]]) -> None:
         """Let the event loop's `jobs` finish within the grace period, then hand back the rest."""
@@ -318,9 +310,8 @@ class Worker:
         lingering_since: float | None = None
         while not self.stopping.is_set():
             self._slot_freed.clear()
-            if self.claiming:
-                assert isinstance(self.pool, ClaimingRunners)
-                self.pool.read_events()  # ids a runner passed on take their slots first
+            if self.with_runners:
+                self.runners.read_events()  # ids a runner passed on take their slots first
             limit = self.tuner.limit
             refill = max(1, limit // REFILL_FRACTION)
             # Executing tasks are capped at `concurrency`, and so are outcomes waiting for the
@@ -330,8 +321,8 @@ class Worker:
                 2 * limit - len(self.running) - self._claiming,
             )
             wait = POP_TIMEOUT if free <= 0 else 0.0
-            if free > 0 and self.claiming:
-                wait = self._claiming_wait()
+            if free > 0 and self.with_runners:
+                wait = self._runners_wait()
             elif deep and 0 < free < refill:
                 now = time.monotonic()
                 lingering_since = lingering_since or now
@@ -355,27 +346,24 @@ class Worker:
             )
             if claimed:
                 self._start(claimed)
-                # The tasks start first: a turn of the loop for each to reach the pool, which
-                # writes a job to an idle runner at once. The announcement and the next pop each
-                # cost a write to Redis (a wake-up of another process, slow on a virtual machine)
-                # that would otherwise come before a task's start.
+                # The tasks start first: the announcement and the next pop each cost a write to
+                # Redis that would otherwise come before a task's start.
                 await asyncio.sleep(0)
                 self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
 
-    def _claiming_wait(self) -> float:
-        """With claiming runners: how long to wait before the next pop (for async types). It
+    def _runners_wait(self) -> float:
+        """With runners: how long to wait before the next pop (for async types). It
         pops only while every runner runs a task (else they pop, and pass on the ids of its
         types). A pop may bring ids of the runners' types, which go back: after such a pop, wait
         a little, and longer each time, so as not to take and give back the same ids in a
         loop."""
-        assert isinstance(self.pool, ClaimingRunners)
-        if not self.pool.may_pop():
+        if not self.runners.may_pop():
             return RUNNER_IDLE_WAIT
         if not self._runners_ids_seen:
             return 0.0
         self._runners_ids_seen = False
-        self._claiming_backoff = min(max(2 * self._claiming_backoff, HEAD_BACKOFF), POP_TIMEOUT)
-        return self._claiming_backoff
+        self._pop_backoff = min(max(2 * self._pop_backoff, HEAD_BACKOFF), POP_TIMEOUT)
+        return self._pop_backoff
 
     def _start(self, claimed: list[ClaimedTask]) -> None:
         for task in claimed:
@@ -391,7 +379,7 @@ class Worker:
 
     async def _claim(self, ids: list[int], priority: int) -> list[ClaimedTask]:
         """Claim `ids` (popped at `priority`) in one statement; the result keeps their pop order
-        (priority, then FIFO). With claiming runners, only the types they do not run: ids of
+        (priority, then FIFO). With runners, only the types they do not run: ids of
         the others go back to where they were popped from, for the runners."""
         self._claiming += len(ids)
         try:
@@ -400,21 +388,17 @@ class Worker:
             self._claiming -= len(ids)
 
     async def _claim_now(self, ids: list[int], priority: int) -> list[ClaimedTask]:
-        lease = self.options.lease_seconds
-        if self.claiming:
-            claimed, returned = await self.claims.claim_split(
-                ids, self.worker_id, lease, self.sync_types, listed=False
-            )
-            theirs = [task_id for task_id, _ in returned]
-            self._runners_ids_seen = bool(theirs)
-            if not theirs:
-                self._claiming_backoff = 0.0
-            else:
-                with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
-                    await self.broker.push_oldest_first(theirs, priority)
-                ids = [i for i in ids if i not in set(theirs)]
+        claimed, returned = await self.claims.claim(
+            ids, self.worker_id, self.options.lease_seconds, self.sync_types
+        )
+        theirs = [task_id for task_id, _ in returned]  # the runners' types
+        self._runners_ids_seen = bool(theirs)
+        if not theirs:
+            self._pop_backoff = 0.0
         else:
-            claimed = await self.claims.claim(ids, self.worker_id, lease)
+            with contextlib.suppress(*OUTAGE_ERRORS):  # else the sweeper pushes them
+                await self.broker.push_oldest_first(theirs, priority)
+            ids = [i for i in ids if i not in set(theirs)]
         if len(claimed) < len(ids):
             await self.fetcher.check_known(ids, [task.id for task in claimed])
         order = {task_id: position for position, task_id in enumerate(ids)}
@@ -427,7 +411,7 @@ class Worker:
         self.board.begin(task.id, task.attempt)
         try:
             outcome = await self._run(task)
-            self.tuner.executed(time.perf_counter() - running.started, self._is_sync(task))
+            self.tuner.executed()
             finish = outcomes.decide(outcome, task, self._task_class(task.task_type))
         except asyncio.CancelledError:
             reason = running.stop_reason
@@ -467,19 +451,9 @@ class Worker:
             return Outcome(
                 error={**unknown_type_error(self.registry, task.task_type), "permanent": True}
             )
+        if not task_type.is_async:  # claimed for the runners' types: never
+            raise RuntimeError(f"a sync task ({task.task_type}) reached the event loop")
         job = Job.of(task, self.worker_id)
-        if not task_type.is_async:
-            if not isinstance(self.pool, RunnerPool):
-                raise RuntimeError(f"a sync task ({task.task_type}) reached the event loop")
-            try:
-                outcome = await self.pool.run(job, task.timeout_seconds)
-            except asyncio.CancelledError:
-                self._background(asyncio.to_thread(discard_attempt, job))
-                raise
-            if outcome.error is not None and outcome.error.get("type") in KILLED_RUNNER_ERRORS:
-                # The runner was killed mid-job: whatever it was writing is thrown away here.
-                self._background(asyncio.to_thread(discard_attempt, job))
-            return outcome
         reporter = JobReporter(job, functools.partial(self.board.report, task.id))
         try:
             if task.timeout_seconds is None:
@@ -499,13 +473,6 @@ class Worker:
         task = asyncio.create_task(work)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
-
-    def _is_sync(self, task: ClaimedTask) -> bool:
-        task_type = self.registry.types.get(task.task_type)
-        return task_type is not None and not task_type.is_async
-
-    def _job_seconds(self) -> float | None:
-        return self.pool.job_seconds
 
     def _task_class(self, name: str) -> type | None:
         task_type = self.registry.types.get(name)

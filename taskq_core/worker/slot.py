@@ -1,8 +1,8 @@
-"""A claiming runner's slot: the memory it shares with its supervisor (the worker process).
+"""A runner's slot: the memory it shares with its supervisor (the worker process).
 
-The runner claims, runs and records its own tasks (claimer.py); the supervisor must still be able
+The runner claims, runs and records its own tasks (runner.py); the supervisor must still be able
 to stop the one it runs (a timeout, a cancellation, a shutdown) and to settle what it held when
-it dies (claiming.py). The slot tells it both, without a message per task:
+it dies (runners.py). The slot tells it both, without a message per task:
 
 - what runs now: task id, attempt, start, deadline and how many claimed tasks wait behind it,
   under a sequence number that is odd while the runner writes them (a seqlock), so a read that
@@ -252,7 +252,7 @@ class Slot:
         return [json.loads(line) for line in data.splitlines()]
 
     def alive(self) -> None:
-        """The supervisor runs (stamped often: see claimer.Config.stale_after)."""
+        """The supervisor runs (stamped often: see runner.Config.supervisor_stale)."""
         self._set(ALIVE, time.monotonic_ns())
 
     def revoke(self, running: Running) -> None:

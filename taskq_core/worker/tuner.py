@@ -1,4 +1,6 @@
-"""The worker's adaptive concurrency: how many tasks it holds in flight, chosen as it runs.
+"""The worker's adaptive concurrency: how many async tasks its event loop holds in flight, chosen
+as it runs. (Sync tasks run in the runner processes, one at a time each: a runner sizes its own
+claims to the tasks' measured time, runner.py.)
 
 Every WINDOW seconds the tuner looks at what the window showed and `decide` sets the next limit:
 
@@ -8,12 +10,9 @@ Every WINDOW seconds the tuner looks at what the window showed and `decide` sets
   only make every one of them wait for the loop. A loop that is late while the process used
   little CPU was waiting for a core the machine gave to others: fewer tasks in flight would only
   mean smaller batches, more CPU per task, so that holds nothing back;
-- else, if tasks completed, compare how long sync tasks waited for a runner (their time in the
-  worker minus the runners' job time) with WAIT_TARGET. By Little's law each extra slot adds
-  1 / completion rate to that wait, so the room left in the budget, in slots, is
-  (WAIT_TARGET - wait) x rate: grow by it (to at most GROWTH times the limit) while the queue
-  is deep, shrink by the overrun (at most halving) once the wait passes twice the target. Async
-  tasks never queue in the worker, so for them only the loop and memory limit the growth.
+- else, if tasks completed while the queue was deep, grow, by up to GROWTH times. Async tasks
+  never queue in the worker (a slot is taken only when a task starts), so only the loop and
+  memory limit the growth.
 
 The tuner also sets `linger`, how long the worker lets work gather before a claim or an outcome
 write while the queue is deep: long enough that one statement serves about BATCH_TARGET tasks at
@@ -22,19 +21,15 @@ statement, so tasks of a millisecond, finishing a few at a time, would otherwise
 commit each; a shallow queue never waits longer than LINGER_MIN.
 
 Short tasks from a deep queue therefore quadruple the limit every window up to the ceiling
-(bigger pops, claims and group commits), which they reach 0.2 s after the start; slow sync
-tasks shrink it to about the runners' count, so a worker does not hoard tasks another worker
-could start. The bounds: at least the runners' count
-(FLOOR when there are none), at most `--concurrency` when given, else CEILING.
+(bigger pops, claims and group commits), which they reach 0.2 s after the start. The bounds: at
+least FLOOR, at most `--concurrency` when given, else CEILING.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +37,13 @@ log = logging.getLogger("taskq.worker.tuner")
 
 WINDOW = 0.1  # seconds between decisions
 START = 16  # the first limit when no --concurrency is given
-FLOOR, CEILING = 2, 256  # bounds when no --concurrency is given (the floor: at least the runners)
-WAIT_TARGET = 0.05  # seconds a sync task may wait in the worker for a runner, on average
+FLOOR, CEILING = 2, 256  # bounds when no --concurrency is given
 LAG_HIGH = 0.2  # seconds an event loop tick may be late before the limit shrinks
 BUSY_HIGH = 0.9  # of the window in this process's CPU time: its event loop has no room left
 MEMORY_LOW = 0.1  # of MemTotal: below this MemAvailable, the limit halves
 MEMINFO = Path("/proc/meminfo")
-# The most a window may multiply the limit by. Little's law bounds each step already; this only
-# paces short tasks, whose budget is hundreds of slots from the first window: doubling took 0.4 s
-# to reach the ceiling, which cost 0.13 s of a 10,000 no-op task drain (a tenth of it).
+# The most a window may multiply the limit by: doubling took 0.4 s to reach the ceiling, which
+# cost 0.13 s of a 10,000 no-op task drain (a tenth of it).
 GROWTH = 4
 # Tasks per claim and per outcome write worth waiting for while the queue is deep. 16 left fib(20)
 # drains at a dozen tasks per statement, and the worker's event loop at 190-200 µs per task
@@ -67,9 +60,7 @@ class Observation:
 
     limit: int  # the limit in force during the window
     seconds: float  # the window's length
-    completed: int  # tasks that finished executing in it (sync and async)
-    completed_sync: int  # of those, sync tasks (run by the runner processes)
-    wait: float  # mean seconds those sync tasks waited for a runner (0 if none)
+    completed: int  # tasks that finished executing in it
     deep: bool  # the latest pop got every id it asked for: more are queued
     lag: float  # how late the window's timer fired, in seconds
     busy: float  # this process's CPU time over the window's length (1.0: a core all along)
@@ -92,20 +83,9 @@ def decide(seen: Observation, bounds: Bounds) -> int:
         return bounds.clamp(limit // 2)
     if seen.lag > LAG_HIGH and seen.busy > BUSY_HIGH:
         return bounds.clamp(limit - max(1, limit // 4))
-    if seen.completed == 0 or seen.seconds <= 0:
-        return bounds.clamp(limit)  # nothing finished: nothing learnt
-    if seen.completed_sync == 0:
-        room = math.inf
-    else:
-        # Each slot more adds 1/rate seconds of waiting, whatever the mix: the extra slots go to
-        # sync and async tasks in proportion, and only the sync share queues behind the runners.
-        rate = seen.completed / seen.seconds
-        room = (WAIT_TARGET - seen.wait) * rate
-    if seen.wait > 2 * WAIT_TARGET:
-        return bounds.clamp(limit - min(limit // 2, max(1, math.ceil(-room))))
-    if seen.deep and room >= 1:
-        return bounds.clamp(limit + int(min((GROWTH - 1) * limit, room)))
-    return bounds.clamp(limit)
+    if seen.completed == 0 or seen.seconds <= 0 or not seen.deep:
+        return bounds.clamp(limit)  # nothing finished, or nothing more waits: nothing learnt
+    return bounds.clamp(GROWTH * limit)
 
 
 def linger(seen: Observation) -> float:
@@ -145,47 +125,32 @@ class Tuner:
         self.deep = False
         self.linger = LINGER_MIN  # seconds: see the module
         self._completed = 0
-        self._completed_sync = 0
-        self._sync_seconds = 0.0  # summed time in the worker of the sync tasks completed
 
     @classmethod
-    def for_worker(cls, concurrency: int | None, runners: int) -> Tuner:
+    def for_worker(cls, concurrency: int | None) -> Tuner:
         """`concurrency`: the most tasks in flight (None: CEILING, starting from START)."""
         ceiling = concurrency if concurrency is not None else CEILING
-        floor = min(ceiling, max(FLOOR, runners))
-        return cls(Bounds(floor, ceiling), START if concurrency is None else ceiling)
+        return cls(Bounds(min(FLOOR, ceiling), ceiling), START if concurrency is None else ceiling)
 
     def popped(self, asked: int, got: int) -> None:
         self.deep = got >= asked
 
-    def executed(self, seconds: float, sync: bool) -> None:
-        """A task finished executing, `seconds` after its claim."""
+    def executed(self) -> None:
+        """A task finished executing."""
         self._completed += 1
-        if sync:
-            self._completed_sync += 1
-            self._sync_seconds += seconds
 
-    def observe(
-        self, seconds: float, lag: float, job_seconds: float | None, busy: float = 0.0
-    ) -> Observation:
-        """The window that just ended (and start the next); `job_seconds`: the runners' mean."""
-        sync = self._completed_sync
-        wait = 0.0
-        if sync:
-            wait = max(0.0, self._sync_seconds / sync - (job_seconds or 0.0))
+    def observe(self, seconds: float, lag: float, busy: float = 0.0) -> Observation:
+        """The window that just ended (and start the next)."""
         seen = Observation(
             limit=self.limit,
             seconds=seconds,
             completed=self._completed,
-            completed_sync=sync,
-            wait=wait,
             deep=self.deep,
             lag=lag,
             busy=busy,
             memory_available=read_memory_available(),
         )
-        self._completed = self._completed_sync = 0
-        self._sync_seconds = 0.0
+        self._completed = 0
         return seen
 
     def step(self, seen: Observation) -> int:
@@ -193,13 +158,10 @@ class Tuner:
         new = decide(seen, self.bounds)
         if new != self.limit:
             log.debug(
-                "concurrency %d -> %d (%d done, %d sync waiting %.1f ms, deep %s, lag %.1f ms, "
-                "busy %.0f%%)",
+                "concurrency %d -> %d (%d done, deep %s, lag %.1f ms, busy %.0f%%)",
                 self.limit,
                 new,
                 seen.completed,
-                seen.completed_sync,
-                seen.wait * 1000,
                 seen.deep,
                 seen.lag * 1000,
                 seen.busy * 100,
@@ -207,8 +169,8 @@ class Tuner:
         self.limit = new
         return new
 
-    async def run(self, job_seconds: Callable[[], float | None]) -> None:
-        """Decide every WINDOW until cancelled; `job_seconds()`: the runners' mean job time."""
+    async def run(self) -> None:
+        """Decide every WINDOW until cancelled."""
         began, cpu = time.monotonic(), time.process_time()
         while True:
             await asyncio.sleep(WINDOW)
@@ -216,4 +178,4 @@ class Tuner:
             seconds, used = now - began, cpu_now - cpu
             began, cpu = now, cpu_now
             lag = max(0.0, seconds - WINDOW)
-            self.step(self.observe(seconds, lag, job_seconds(), busy=used / seconds))
+            self.step(self.observe(seconds, lag, busy=used / seconds))

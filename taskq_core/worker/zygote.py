@@ -1,23 +1,21 @@
 """The runner fork server: forked from the worker (`serve_forked`) or spawned as
 `python -m taskq_core.worker.zygote PARENT_PID CONTROL_FD`.
 
-It holds taskq_core and the plugins, loaded once, and forks a runner whenever its pool asks: a new
+It holds taskq_core and the plugins, loaded once, and forks a runner whenever the worker asks: a new
 runner costs a fork, not an interpreter start, its imports and the plugins. The worker forks it
 before it starts its event loop, threads or connections (forkserver.fork_early), with the plugins
 it loaded; a worker whose loop runs already spawns it as a fresh interpreter, which loads them.
 
-It talks to the pool over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON object per message.
-It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each request from
-the pool is `fork` or `claim` (forkserver.FORK_JOBS, FORK_CLAIMING) with its runner's file
-descriptors (SCM_RIGHTS): for `fork`, the read end of the runner's job pipe and the write end of
-its reply pipe (runner.serve); for `claim`, the read end of its control pipe, the write end of
-its event pipe and its slot's memory (claimer.serve). It answers each, in order, with
-`{"forked": PID}` (or
-`{"forked": null, "error": "..."}`), having closed its copies of both first, and reports each
+It talks to the worker over CONTROL_FD, a Unix SOCK_SEQPACKET socket, one JSON object per
+message. It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` and exits. Each
+request from the worker is `fork` (forkserver.FORK) with its runner's file descriptors
+(SCM_RIGHTS): the read end of its control pipe, the write end of its event pipe and its slot's
+memory (runner.serve). It answers each, in order, with `{"forked": PID}` (or
+`{"forked": null, "error": "..."}`), having closed its copies of them first, and reports each
 runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
 EOF.
 
-It dies with the pool's process, and its runners die with it (parent-death signals), so nothing
+It dies with the worker's process, and its runners die with it (parent-death signals), so nothing
 outlives a worker killed even by SIGKILL.
 """
 
@@ -42,14 +40,13 @@ from taskq_core import logs
 from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import set_parent_death_signal
 from taskq_core.settings import Settings
-from taskq_core.worker import claimer
 from taskq_core.worker.execution import describe_error
-from taskq_core.worker.forkserver import FORK_CLAIMING, FORK_JOBS
+from taskq_core.worker.forkserver import FORK
 from taskq_core.worker.runner import serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
 MAX_ERROR_TEXT = 4000  # characters of a plugin's error message and traceback sent: one message
-_FDS = {FORK_JOBS: 2, FORK_CLAIMING: 3}  # file descriptors each kind of runner comes with
+RUNNER_FDS = 3  # file descriptors a runner comes with
 
 
 def main(argv: list[str]) -> int:
@@ -100,8 +97,8 @@ def _load() -> Registry:
 
 
 def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
-    # The pool started us with stdin /dev/null and stdout our stderr, and runners inherit that:
-    # a task's print() cannot corrupt a reply nor its input() swallow the next job.
+    # The worker started us with stdin /dev/null and stdout our stderr, and runners inherit that:
+    # a task's print() or input() cannot touch the runner's pipes.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # a task's prints interleave with its logs
     try:
@@ -135,7 +132,7 @@ def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
                 if not message:
                     return 0
                 _fork(control, registry, message, fds, (wake_in, wake_out))
-    except (BrokenPipeError, ConnectionResetError):  # the pool is gone
+    except (BrokenPipeError, ConnectionResetError):  # the worker is gone
         return 0
 
 
@@ -162,18 +159,17 @@ def _reap(control: socket.socket) -> None:
 def _fork(
     control: socket.socket,
     registry: Registry,
-    kind: bytes,
+    request: bytes,
     fds: list[int],
     wake: tuple[int, int],
 ) -> None:
-    """Fork a runner of `kind` on `fds`; they are the runner's alone before the answer."""
+    """Fork a runner on `fds`; they are the runner's alone before the answer."""
     answer: dict[str, Any]
-    expected = _FDS.get(kind)
     try:
-        if expected is None:
-            answer = {"forked": None, "error": f"no such kind of runner: {kind!r}"}
-        elif len(fds) != expected:
-            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not {expected}"}
+        if request != FORK:
+            answer = {"forked": None, "error": f"no such request: {request!r}"}
+        elif len(fds) != RUNNER_FDS:
+            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not {RUNNER_FDS}"}
         else:
             # Else what sits in their buffers would be written once more by every runner.
             sys.stdout.flush()
@@ -185,13 +181,13 @@ def _fork(
                 answer = {"forked": None, "error": str(exc)}
             else:
                 if pid == 0:
-                    _runner(zygote, control, registry, kind, fds, wake)
+                    _runner(zygote, control, registry, fds, wake)
                 answer = {"forked": pid}
     finally:
-        # Closed BEFORE the answer: the runner's copies must be the only ones once the pool has
-        # it, as its death is EOF on the pool's reply pipe. Closed after, a fork server stopped or
-        # descheduled in between would keep them open: the pool would see no EOF, write jobs into
-        # a pipe nobody reads, and, the stuck fork server reporting no exit, wait forever.
+        # Closed BEFORE the answer: the runner's copies must be the only ones once the worker has
+        # it, as its death is EOF on the worker's event pipe. Closed after, a fork server stopped
+        # or descheduled in between would keep them open: the worker would see no EOF and, the
+        # stuck fork server reporting no exit, never settle the runner.
         for fd in fds:
             os.close(fd)
     _send(control, answer)
@@ -201,11 +197,10 @@ def _runner(
     zygote: int,
     control: socket.socket,
     registry: Registry,
-    kind: bytes,
     fds: list[int],
     wake: tuple[int, int],
 ) -> NoReturn:
-    """In the forked child: become a runner, serve its jobs, exit; never return to the loop."""
+    """In the forked child: become a runner, run tasks, exit; never return to the loop."""
     code = 1
     try:
         # Its own session: a terminal's Ctrl-C reaches only the worker, which decides when
@@ -220,10 +215,7 @@ def _runner(
         control.close()
         for fd in wake:
             os.close(fd)
-        if kind == FORK_CLAIMING:
-            claimer.serve(registry, *fds)
-        else:
-            serve(registry, *fds)
+        serve(registry, *fds)
         code = 0
     except SystemExit as exc:  # a task called sys.exit(): exit as the interpreter would
         code = _exit_code(exc)

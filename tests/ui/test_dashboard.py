@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.conftest import CLAIMING, Api, Processes, Servers, Workers, wait_finished, wait_for
+from tests.conftest import Api, Processes, Servers, Workers, wait_finished, wait_for
 from tests.plugins.taskq_longwork import gate_key, pattern
 from tests.ui.conftest import README_IMAGE
 
@@ -151,15 +151,13 @@ def test_the_overview_shows_queues_counts_throughput_and_workers(
     batch += [{"task_type": "FailTask", "input_data": {}, "max_attempts": 1} for _ in range(20)]
     assert api.client.post("/tasks/batch", json={"tasks": batch}).status_code == 201
     wait_finished(workers.servers, len(batch))
-    # ...then that slot taken by a long task, so what comes next stays queued in Redis (with
-    # claiming runners, its runner too: it runs a sync task while the slot runs an async one).
+    # ...then that slot and its runner taken by long tasks, so what comes next stays queued in
+    # Redis.
     sleeper = api.client.post(
         "/tasks/", json={"task_type": "AsyncSleepTask", "input_data": {"seconds": 60}}
     ).json()
-    sleepers = [sleeper["id"]]
-    if CLAIMING:
-        blocker = {"task_type": "BlockingSleepTask", "input_data": {"seconds": 60}}
-        sleepers.append(api.client.post("/tasks/", json=blocker).json()["id"])
+    blocker = {"task_type": "BlockingSleepTask", "input_data": {"seconds": 60}}
+    sleepers = [sleeper["id"], api.client.post("/tasks/", json=blocker).json()["id"]]
     wait_for(
         lambda: (
             workers.servers.sql(

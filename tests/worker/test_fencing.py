@@ -15,7 +15,7 @@ import pytest
 from taskq_core.db import urls
 from taskq_core.records import AttemptOutcome, Finish, TaskStatus
 from taskq_core.worker.sql import Claims
-from tests.conftest import CLAIMING, Processes, Servers
+from tests.conftest import Processes, Servers
 from tests.worker.faults import FINAL_OUTCOMES, ApiProcess, Attempt, Harness
 
 STALE = re.compile(r"not recorded: the task was no longer this worker's|was taken over after its")
@@ -139,14 +139,14 @@ def test_the_outcome_statement_refuses_a_stale_attempt(harness: Harness) -> None
     async def scenario() -> None:
         claims = Claims(urls.conninfo(h.servers.database_url))
         try:
-            (first,) = await claims.claim([task_id], "stale", 60)
+            (first,), _ = await claims.claim([task_id], "stale", 60)
             # Its lease runs out (as the sweeper would find it) and it goes back to pending.
             h.servers.sql(
                 "UPDATE tasks SET status = 'pending', worker_id = NULL, lease_expires_at = NULL "
                 "WHERE id = %s",
                 (task_id,),
             )
-            (second,) = await claims.claim([task_id], "fresh", 60)
+            (second,), _ = await claims.claim([task_id], "fresh", 60)
             assert (first.attempt, second.attempt) == (1, 2)
             stale_done = Finish(TaskStatus.COMPLETED, AttemptOutcome.COMPLETED, result={"a": 1})
             assert await claims.renew([task_id], "stale", 60) == {}
@@ -175,9 +175,11 @@ def test_a_worker_paused_past_its_lease_that_gets_its_own_task_back_runs_the_new
     sweeper = h.start_worker(concurrency=1)  # sweeps, but is kept too busy to pop anything
     api = h.start_api()
     h.worker_id(sweeper)
-    busy = [h.post(api, "AsyncSleepTask", {"seconds": 60})]
-    if CLAIMING:  # its runner is busy too
-        busy.append(h.post(api, "BlockingSleepTask", {"seconds": 60}))
+    # Its event loop and its runner are busy.
+    busy = [
+        h.post(api, "AsyncSleepTask", {"seconds": 60}),
+        h.post(api, "BlockingSleepTask", {"seconds": 60}),
+    ]
     h.wait(lambda: {e.task_id for e in h.executions()} >= set(busy), 60, "the busy tasks to start")
     paused = h.start_worker(concurrency=2)
     paused_id = h.worker_id(paused)

@@ -203,7 +203,7 @@ def test_process_titles_say_what_runs(api: Api, workers: Workers) -> None:
     (worker,) = workers.start(concurrency=4, args=("--processes", "1"), **FAST)
     task = post(api, {"task_type": "SpinTask", "input_data": {"seconds": 30}})
     wait_for(
-        lambda: _cmdline(worker.pid) == "taskq-worker default [1 of 4 busy]",
+        lambda: _cmdline(worker.pid) == "taskq-worker default [1 of 5 busy]",  # 4 async, 1 runner
         what="the worker's title",
     )
 

@@ -1,5 +1,5 @@
-"""A claiming runner's slot: the shared memory its worker reads, on a real memfd mapped twice
-(as the runner and its worker map it, in two processes)."""
+"""A runner's slot: the shared memory its worker reads, on a real memfd mapped twice (as the
+runner and its worker map it, in two processes)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from taskq_core.worker.tuner import (
     LINGER_MAX,
     LINGER_MIN,
     START,
-    WAIT_TARGET,
     Bounds,
     Observation,
     Tuner,
@@ -26,13 +25,11 @@ from taskq_core.worker.tuner import (
 from tests.conftest import Api, Processes, Servers, taskq, wait_finished
 
 BOUNDS = Bounds(floor=2, ceiling=256)
-# Short sync tasks from a deep queue, runners keeping up: 1,000 done in the window, none waiting.
+# Short async tasks from a deep queue: 1,000 done in the window.
 SHORT = Observation(
     limit=16,
     seconds=0.1,
     completed=1000,
-    completed_sync=1000,
-    wait=0.0,
     deep=True,
     lag=0.0,
     busy=0.5,
@@ -45,12 +42,6 @@ def test_short_tasks_from_a_deep_queue_quadruple_the_limit_up_to_the_ceiling() -
     for _ in range(4):
         limits.append(decide(replace(SHORT, limit=limits[-1]), BOUNDS))
     assert limits == [16, 64, 256, 256, 256]
-
-
-def test_growth_stays_within_littles_law_budget() -> None:
-    # 200 tasks/s waiting 20 ms each for a runner: 0.03 s x 200 = 6 slots of room, not 3x16.
-    seen = replace(SHORT, completed=20, completed_sync=20, wait=0.02)
-    assert decide(seen, BOUNDS) == 22
 
 
 def test_linger_gathers_a_batch_at_the_completion_rate_while_the_queue_is_deep() -> None:
@@ -70,38 +61,9 @@ def test_a_shallow_queue_never_lingers_past_the_least_wait() -> None:
     assert linger(replace(SHORT, completed=0)) == LINGER_MIN
 
 
-def test_async_tasks_grow_whatever_their_rate() -> None:
+def test_tasks_grow_the_limit_whatever_their_rate() -> None:
     # They never queue in the worker: one done in the window is enough to learn there is room.
-    seen = replace(SHORT, completed=1, completed_sync=0)
-    assert decide(seen, BOUNDS) == 64
-
-
-def test_growth_stops_at_the_room_left_in_the_wait_budget() -> None:
-    # 200 done per second and 30 ms of the 50 ms budget used: 4 more slots would add 20 ms.
-    seen = replace(SHORT, completed=20, completed_sync=20, wait=0.03)
-    assert decide(seen, BOUNDS) == 20
-
-
-def test_slow_sync_tasks_hold_and_then_shrink_the_limit() -> None:
-    # 1 s tasks on 2 runners: one slot more would add half a second of waiting.
-    slow = replace(SHORT, limit=4, completed=1, completed_sync=1, seconds=0.5, wait=0.0)
-    assert decide(slow, BOUNDS) == 4
-    # 16 in flight: tasks wait 7 s for a runner; the limit halves each window to the floor.
-    limits = [16]
-    for _ in range(4):
-        limits.append(decide(replace(slow, limit=limits[-1], wait=7.0), BOUNDS))
-    assert limits == [16, 8, 4, 2, 2]
-
-
-def test_a_wait_over_twice_the_target_sheds_what_overruns_it() -> None:
-    # 1,000 done per second, 120 ms waited: 70 ms over the budget is 70 slots too many.
-    seen = replace(SHORT, limit=200, completed=100, completed_sync=100, wait=0.12)
-    assert decide(seen, BOUNDS) == 130
-
-
-def test_between_the_target_and_twice_it_the_limit_holds() -> None:
-    seen = replace(SHORT, limit=100, wait=1.5 * WAIT_TARGET)
-    assert decide(seen, BOUNDS) == 100
+    assert decide(replace(SHORT, completed=1), BOUNDS) == 64
 
 
 def test_a_shallow_queue_holds_the_limit() -> None:
@@ -109,7 +71,7 @@ def test_a_shallow_queue_holds_the_limit() -> None:
 
 
 def test_a_window_with_nothing_done_holds_the_limit() -> None:
-    assert decide(replace(SHORT, completed=0, completed_sync=0), BOUNDS) == SHORT.limit
+    assert decide(replace(SHORT, completed=0), BOUNDS) == SHORT.limit
 
 
 def test_a_late_event_loop_takes_a_quarter_off() -> None:
@@ -132,29 +94,26 @@ def test_unknown_memory_does_not_limit() -> None:
 
 
 def test_a_given_concurrency_is_the_ceiling_and_the_start() -> None:
-    tuner = Tuner.for_worker(8, runners=2)
+    tuner = Tuner.for_worker(8)
     assert (tuner.limit, tuner.bounds) == (8, Bounds(2, 8))
     assert decide(replace(SHORT, limit=8), tuner.bounds) == 8
-    assert Tuner.for_worker(1, runners=2).bounds == Bounds(1, 1)
+    assert Tuner.for_worker(1).bounds == Bounds(1, 1)
 
 
-def test_without_one_the_worker_starts_small_and_never_goes_below_its_runners() -> None:
-    tuner = Tuner.for_worker(None, runners=6)
-    assert (tuner.limit, tuner.bounds) == (START, Bounds(6, CEILING))
+def test_without_one_the_worker_starts_small() -> None:
+    tuner = Tuner.for_worker(None)
+    assert (tuner.limit, tuner.bounds) == (START, Bounds(2, CEILING))
 
 
-def test_the_tuner_measures_the_wait_as_time_in_the_worker_minus_the_job_time() -> None:
-    tuner = Tuner.for_worker(None, runners=2)
+def test_the_tuner_counts_each_window_afresh() -> None:
+    tuner = Tuner.for_worker(None)
     tuner.popped(asked=16, got=16)
-    for _ in range(3):
-        tuner.executed(0.050, sync=True)
-    tuner.executed(5.0, sync=False)  # async: never waits for a runner
-    seen = tuner.observe(seconds=0.1, lag=0.0, job_seconds=0.030)
-    assert (seen.completed, seen.completed_sync, seen.deep) == (4, 3, True)
-    assert seen.wait == pytest.approx(0.020)
-    assert tuner.step(seen) == 16 + 1  # 40 done per second x 30 ms of room left
-    # The counts start again for the next window.
-    assert tuner.observe(seconds=0.1, lag=0.0, job_seconds=0.010).completed == 0
+    for _ in range(4):
+        tuner.executed()
+    seen = tuner.observe(seconds=0.1, lag=0.0)
+    assert (seen.completed, seen.deep) == (4, True)
+    assert tuner.step(seen) == 4 * START
+    assert tuner.observe(seconds=0.1, lag=0.0).completed == 0
 
 
 def test_memory_available_is_read_from_meminfo() -> None:
@@ -185,6 +144,6 @@ def test_a_worker_without_flags_grows_its_concurrency_under_a_deep_queue_of_shor
     worker.terminate()
     assert worker.wait(30) == 0
     log = processes.output()
-    assert f"started: concurrency {START} (adapting within 2-{CEILING})" in log
+    assert f"async concurrency {START} (adapting within 2-{CEILING})" in log
     grown = [int(m) for m in re.findall(r"concurrency \d+ -> (\d+)", log)]
     assert max(grown, default=0) > START, log[-3000:]

@@ -20,33 +20,14 @@ from taskq_core.worker.sql.connection import Connection
 # (enqueued_at NULL), and the sweeper's due dispatch pushes it again once the type is resumed.
 # The lease counts from clock_timestamp(), when the row is taken, not from the statement's start:
 # a claim that waited behind a lock would otherwise begin with a lease already short or gone.
+# A claim may take the popped ids of some task types only, and at most `limit` of them (the first
+# ones popped): a runner (worker/runner.py) runs the sync types, so it claims those (`listed`: the
+# types in `types`), as many as it will run soon, and returns the other ids that could be claimed
+# now, with their types: ids of async types, or of types no plugin here provides, for its
+# supervisor to claim, and the sync ones beyond the limit, for Redis again. The supervisor claims
+# all but the sync types (not `listed`; with no types, every popped id). Both parts read one
+# snapshot: an id is either claimed or returned, never both.
 _CLAIM: LiteralString = """
-    WITH paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
-    parked AS (
-        UPDATE tasks SET enqueued_at = NULL
-        WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-            AND task_type IN (SELECT task_type FROM paused)
-    )
-    UPDATE tasks SET
-        status = 'running',
-        attempts = attempts + 1,
-        started_at = now(),
-        worker_id = %(worker)s,
-        lease_expires_at = clock_timestamp() + make_interval(secs => %(lease)s),
-        progress = NULL
-    WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending' AND run_at <= now()
-        AND task_type NOT IN (SELECT task_type FROM paused)
-    RETURNING id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
-"""
-
-# A claim of the popped ids of some task types only, and of at most `limit` of them (the first
-# ones popped): a claiming runner (worker/claimer.py) runs the sync types, so it claims those
-# (`listed`: the types in `types`), as many as it will run soon, and returns the other ids that
-# could be claimed now, with their types: ids of async types, or of types no plugin here provides,
-# for its supervisor to claim, and the sync ones beyond the limit, for Redis again. The supervisor
-# claims all but the sync types (not `listed`). Both parts read one snapshot: an id is either
-# claimed or returned, never both.
-_CLAIM_SPLIT: LiteralString = """
     WITH paused AS (SELECT task_type FROM paused_task_types WHERE queue = %(queue)s),
     parked AS (
         UPDATE tasks SET enqueued_at = NULL
@@ -158,7 +139,7 @@ _RENEW: LiteralString = """
     RETURNING id, cancel_requested_at IS NOT NULL
 """
 
-# A supervisor renews for each of its claiming runners at once, and learns which tasks each holds.
+# A supervisor renews for each of its runners at once, and learns which tasks each holds.
 # Rows a runner is writing now are skipped, not waited for: locked in another order they would
 # deadlock (and they are about to end, or their lease is renewed at the next beat).
 _RENEW_HELD: LiteralString = """
@@ -171,7 +152,7 @@ _RENEW_HELD: LiteralString = """
     RETURNING id, worker_id, cancel_requested_at IS NOT NULL
 """
 
-# What a dead runner held: settled by its supervisor (worker/claiming.py).
+# What a dead runner held: settled by its supervisor (worker/runners.py).
 _HELD_BY: LiteralString = """
     SELECT id, task_type, input_data, priority, attempts, max_attempts, timeout_seconds
     FROM tasks WHERE status = 'running' AND worker_id = %(worker)s
@@ -198,30 +179,21 @@ class Claims:
         await self._outcomes.close()
 
     async def claim(
-        self, ids: Sequence[int], worker_id: str, lease_seconds: float
-    ) -> list[ClaimedTask]:
-        """Take whichever of `ids` are pending and due; the others are gone or someone else's."""
-        rows = await self._claims.fetch(
-            _CLAIM,
-            {"ids": list(ids), "worker": worker_id, "lease": lease_seconds, "queue": self.queue},
-        )
-        return [ClaimedTask(*row) for row in rows]
-
-    async def claim_split(
         self,
         ids: Sequence[int],
         worker_id: str,
         lease_seconds: float,
-        types: Sequence[str],
+        types: Sequence[str] = (),
         *,
-        listed: bool,
+        listed: bool = False,
         limit: int | None = None,
     ) -> tuple[list[ClaimedTask], list[tuple[int, str]]]:
         """Take whichever of `ids` are pending, due and of a type in `types` (`listed`) or not
-        in it, the first `limit` of them at most; also returns the ids that could be claimed
-        now and were not, with their types, left pending."""
+        in it (by default: of any type), the first `limit` of them at most; also returns the
+        ids that could be claimed now and were not, with their types, left pending. The others
+        are gone, not due, or someone else's."""
         rows = await self._claims.fetch(
-            _CLAIM_SPLIT,
+            _CLAIM,
             {
                 "ids": list(ids),
                 "worker": worker_id,

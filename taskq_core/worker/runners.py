@@ -1,16 +1,16 @@
-"""The worker's claiming runners: runner processes that pop, claim, run and record their own sync
-tasks (claimer.py), supervised from the worker's event loop.
+"""The worker's runners: processes that pop, claim, run and record their own sync tasks
+(runner.py), supervised from the worker's event loop.
 
 The supervisor does nothing per task. It renews the leases of everything its runners hold (one
 statement, keyed on their worker ids), stamps each slot so its runner knows it is alive, and
 every WATCH_INTERVAL reads the slots: a task past its deadline is stopped, a runner stuck between
-tasks (its own liveness stamp stale) is replaced. To stop a runner's task
-(a timeout, a cancellation, a lease lost, a shutdown past its grace) it freezes the runner, reads
-its slot again (a read taken while it moved on must not stop the next task), then kills it, or
-lets it go on. A runner that dies, by itself or killed, is settled from its slot and the database:
-the outcomes it decided and had not recorded are recorded; the task it was running ends as the
-stop's reason says (or as a crash); what it held and never started is handed back, to the
-popping end of its list. Then a new runner takes its place.
+tasks (its own liveness stamp stale) is replaced. To stop a runner's task (a timeout, a
+cancellation, a lease lost, a shutdown past its grace) it freezes the runner, reads its slot again
+(a read taken while it moved on must not stop the next task), then kills it, or lets it go on.
+A runner that dies, by itself or killed, is settled from its slot and the database: the outcomes
+it decided and had not recorded are recorded; the task it was running ends as the stop's reason
+says (or as a crash); what it held and never started is given back, to the popping end of its
+list. Then a new runner takes its place.
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ from taskq_core.processes import alive, stat_fields
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish
 from taskq_core.worker import outcomes, slot
 from taskq_core.worker.announcer import Announcer
-from taskq_core.worker.claimer import Config
 from taskq_core.worker.execution import Job, Outcome
 from taskq_core.worker.fetching import give_back, through_outages
 from taskq_core.worker.forkserver import (
-    FORK_CLAIMING,
     FORK_TIMEOUT,
     Forked,
     Forker,
@@ -48,7 +46,7 @@ from taskq_core.worker.holding import OUTAGE_ERRORS
 from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import Recorder
 from taskq_core.worker.reporting import discard_attempt, log_attempt
-from taskq_core.worker.runner import READ_SIZE, Lines
+from taskq_core.worker.runner import Config
 from taskq_core.worker.slot import Running, Slot
 from taskq_core.worker.sql import Claims
 
@@ -65,12 +63,34 @@ RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would n
 # last statement made after it died; its worker id stays renewed until then.
 LATE_CLAIM_CHECKS = (0.5, 2.0)
 
+READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
+
 StopReason = Literal["timeout", "cancelled", "lost", "shutdown", "stuck"]
 Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
 
 
-class ClaimingRunner:
-    """The supervisor's end of one claiming runner."""
+class Lines:
+    """Cuts a byte stream read in chunks into lines; a long line is copied once, not per chunk."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial = bytearray()  # the start of a line whose end has not come yet
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines `chunk` completes, without their newlines."""
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if lines and self.partial:
+            self.partial += lines[0]
+            lines[0] = bytes(self.partial)
+            self.partial.clear()
+        self.partial += rest
+        return lines
+
+
+class Runner:
+    """The supervisor's end of one runner."""
 
     def __init__(
         self, pid: int, exited: asyncio.Future[int | None], events: int, slot: Slot, config: Config
@@ -80,7 +100,7 @@ class ClaimingRunner:
         self.events = events
         self.slot = slot
         self.worker_id = config.worker_id
-        self.stale_after = config.stale_after  # seconds still between tasks: it is stuck
+        self.stuck_after = config.stuck_after  # seconds still between tasks: it is stuck
         self.lines = Lines()
         self.alive = True  # False once it is known dead or killed
         self.stop_reason: StopReason | None = None  # why its running task was stopped
@@ -102,8 +122,8 @@ class ClaimingRunner:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
-class ClaimingRunners:
-    """`size` claiming runners, each replaced when it dies, until `stop`."""
+class Runners:
+    """`size` runners, each replaced when it dies, until `stop`."""
 
     def __init__(
         self, size: int, *, env: Mapping[str, str] | None = None, early: Forked | None = None
@@ -114,8 +134,8 @@ class ClaimingRunners:
             raise ValueError(f"a worker needs at least one runner, not {size}")
         self._size = size
         self._forker = Forker(env, early, self._fork_server_lost)
-        self._live: list[ClaimingRunner] = []
-        self._settling: dict[ClaimingRunner, asyncio.Task[None]] = {}
+        self._live: list[Runner] = []
+        self._settling: dict[Runner, asyncio.Task[None]] = {}
         self._restarts: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
@@ -123,10 +143,6 @@ class ClaimingRunners:
     @property
     def size(self) -> int:
         return self._size
-
-    @property
-    def job_seconds(self) -> float | None:
-        return None  # the runners size their own batches
 
     @property
     def pids(self) -> list[int]:
@@ -269,7 +285,7 @@ class ClaimingRunners:
                 runner.slot.set_room(room)
                 running = runner.slot.running()
                 if running is None:
-                    if runner.slot.runner_age() > runner.stale_after:
+                    if runner.slot.runner_age() > runner.stuck_after:
                         self._stop_stuck(runner)
                     continue
                 if running.deadline and now >= running.deadline:
@@ -282,7 +298,7 @@ class ClaimingRunners:
                     self._revoke(runner, running)
             await asyncio.sleep(WATCH_INTERVAL)
 
-    def _revoke(self, runner: ClaimingRunner, seen: Running) -> None:
+    def _revoke(self, runner: Runner, seen: Running) -> None:
         """Take back the claimed tasks waiting behind `seen`, which runs long, if it still runs."""
         if not self._freeze(runner, seen):
             return
@@ -294,24 +310,24 @@ class ClaimingRunners:
         self._restarts.add(task)  # cancelled on stop, as restarts are
         task.add_done_callback(self._restarts.discard)
 
-    async def _take_back(self, runner: ClaimingRunner, running: int, waiting: list[int]) -> None:
+    async def _take_back(self, runner: Runner, running: int, waiting: list[int]) -> None:
         # The runner will not start them: it reads the revocation before its next task. Nor
         # can it claim them again before they are back in Redis, after this.
         given = await give_back(self._claims, self._broker, runner.worker_id, waiting)
         log.info("took back %d task(s) waiting behind task %d, which runs long", given, running)
 
-    def _stop_task(self, runner: ClaimingRunner, seen: Running, reason: StopReason) -> None:
+    def _stop_task(self, runner: Runner, seen: Running, reason: StopReason) -> None:
         """Stop `seen`, the task `runner` ran when its slot was read, if it still runs it."""
         if self._freeze(runner, seen):
             runner.stop_reason = reason
             self._died(runner)
 
-    def _stop_stuck(self, runner: ClaimingRunner) -> None:
+    def _stop_stuck(self, runner: Runner) -> None:
         """Kill `runner` if it is still stuck between tasks: its claims go back to the queue."""
         if not self._freeze(runner, None):
             return
         age = runner.slot.runner_age()
-        if age <= runner.stale_after:  # it moved on before it froze
+        if age <= runner.stuck_after:  # it moved on before it froze
             self._thaw(runner)
             return
         log.warning(
@@ -320,7 +336,7 @@ class ClaimingRunners:
         runner.stop_reason = "stuck"
         self._died(runner)
 
-    def _freeze(self, runner: ClaimingRunner, seen: Running | None) -> bool:
+    def _freeze(self, runner: Runner, seen: Running | None) -> bool:
         """Freeze `runner` if it still runs `seen` (None: no task); True: frozen until `_thaw`
         or a kill."""
         if not runner.alive:
@@ -333,13 +349,13 @@ class ClaimingRunners:
         self._thaw(runner)
         return False
 
-    def _thaw(self, runner: ClaimingRunner) -> None:
+    def _thaw(self, runner: Runner) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runner.pid, signal.SIGCONT)
 
     # ---- runners' events ---------------------------------------------------------------------
 
-    def _on_events(self, runner: ClaimingRunner) -> None:
+    def _on_events(self, runner: Runner) -> None:
         while True:
             try:
                 chunk = os.read(runner.events, READ_SIZE)
@@ -353,7 +369,7 @@ class ClaimingRunners:
             if len(chunk) < READ_SIZE:
                 return
 
-    def _event(self, runner: ClaimingRunner, line: bytes) -> None:
+    def _event(self, runner: Runner, line: bytes) -> None:
         try:
             message: dict[str, Any] = json.loads(line)
             if "foreign" in message:
@@ -369,7 +385,7 @@ class ClaimingRunners:
 
     # ---- death and settling ------------------------------------------------------------------
 
-    def _died(self, runner: ClaimingRunner) -> None:
+    def _died(self, runner: Runner) -> None:
         """`runner` died or is to die now: kill it for sure, then settle what it held."""
         if runner in self._settling:
             return
@@ -380,7 +396,7 @@ class ClaimingRunners:
         loop.remove_reader(runner.events)
         self._settling[runner] = loop.create_task(self._settle(runner), name="runner-settle")
 
-    async def _settle(self, runner: ClaimingRunner) -> None:
+    async def _settle(self, runner: Runner) -> None:
         try:
             # Its memory is final once it is gone; a fork server that never reports the exit is
             # stuck, and the kill above has taken effect by then.
@@ -400,7 +416,7 @@ class ClaimingRunners:
             self._restarts.add(task)
             task.add_done_callback(self._restarts.discard)
 
-    async def _late_claims(self, runner: ClaimingRunner) -> None:
+    async def _late_claims(self, runner: Runner) -> None:
         """Give back what a claim the runner sent before it died took after all: the statement
         may commit later (behind a lock) than the first look at what it held. It never ran."""
         held_by = functools.partial(self._claims.held_by, runner.worker_id)
@@ -413,7 +429,7 @@ class ClaimingRunners:
                 )
                 log.warning("gave back %d task(s) a dead runner's claim took after it died", given)
 
-    async def _settle_held(self, runner: ClaimingRunner) -> None:
+    async def _settle_held(self, runner: Runner) -> None:
         decided = slot.items(runner.slot.outcomes())
         running = runner.slot.running_frozen()
         held_by = functools.partial(self._claims.held_by, runner.worker_id)
@@ -443,7 +459,7 @@ class ClaimingRunners:
 
     async def _record(
         self,
-        runner: ClaimingRunner,
+        runner: Runner,
         items: list[tuple[ClaimedTask, Finish]],
         seconds: dict[int, float],
     ) -> None:
@@ -464,7 +480,7 @@ class ClaimingRunners:
                 await self._broker.push_oldest_first(ids, priority)
         self._announcer.recorded([item for item in items if item[0].id in recorded], seconds)
 
-    def _stopped(self, runner: ClaimingRunner, task: ClaimedTask) -> Finish | None:
+    def _stopped(self, runner: Runner, task: ClaimedTask) -> Finish | None:
         """How the task a runner was running when it died ended, by why it died."""
         reason = runner.stop_reason
         if reason == "lost":
@@ -498,15 +514,13 @@ class ClaimingRunners:
                 self._live.append(runner)
             return
 
-    async def _spawn(self) -> ClaimingRunner:
+    async def _spawn(self) -> Runner:
         control_in, control_out = os.pipe()
         events_in, events_out = os.pipe()
         runner_slot = Slot.create()
         runner_slot.alive()
         try:
-            pid, exited = await self._forker.fork(
-                [control_in, events_out, runner_slot.fd], FORK_CLAIMING
-            )
+            pid, exited = await self._forker.fork([control_in, events_out, runner_slot.fd])
         except BaseException:
             os.close(control_out)
             os.close(events_in)
@@ -516,7 +530,7 @@ class ClaimingRunners:
             os.close(control_in)
             os.close(events_out)
         config = self._config(pid)
-        runner = ClaimingRunner(pid, exited, events_in, runner_slot, config)
+        runner = Runner(pid, exited, events_in, runner_slot, config)
         try:
             os.write(control_out, config.line())
         except OSError:  # it died already: its exit settles it
@@ -555,4 +569,4 @@ def _wait_stopped(pid: int) -> None:
         time.sleep(0.0002)
 
 
-__all__ = ["ClaimingRunners", "RunnerError"]
+__all__ = ["RunnerError", "Runners"]
