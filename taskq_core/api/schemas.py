@@ -257,7 +257,10 @@ class WorkerInfo(BaseModel):
     queue: str
     hostname: str
     pid: int
-    concurrency: int
+    concurrency: int = Field(
+        description="How many tasks it may run at once now: its async limit (which it adapts, "
+        "within `--concurrency`) and one per runner process."
+    )
     started_at: Instant
     last_beat_at: Instant
     running: list[int] = Field(description="Ids of the tasks it runs now.")

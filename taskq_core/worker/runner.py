@@ -70,7 +70,7 @@ RECORD_AFTER = 0.05  # seconds an outcome may wait for the rest of its batch bef
 # room for them (it gives them back), the runner pauses this long, and longer each time up to
 # POP_WAIT, so as not to pop the same ids again at once.
 FOREIGN_BACKOFF = 0.05
-BEATS_PER_STUCK = 10  # liveness stamps the runner writes in each `Config.stuck_after`
+WATCH_INTERVAL = 0.1  # seconds between the runner's liveness stamps and looks for a stop request
 TASK_TIME_WEIGHT = 0.2  # of each new measurement in the running average of a task's time
 IDLE_TITLE = "taskq-runner [idle]"
 
@@ -153,12 +153,12 @@ class RunnerLoop:
             stopping=asyncio.Event(),  # a runner's stop request is in its slot
         )
         logs.set_title(IDLE_TITLE)
-        beating = asyncio.create_task(self._beat())
+        watching = asyncio.create_task(self._watch())
         try:
             await self._loop()
             await self._write_all()
         finally:
-            beating.cancel()
+            watching.cancel()
             await self.announcer.flush()
             await self.claims.close()
             await popper.aclose()
@@ -222,10 +222,13 @@ class RunnerLoop:
                 await self._run_batch(claimed)
                 logs.set_title(IDLE_TITLE)
 
-    async def _beat(self) -> None:
+    async def _watch(self) -> None:
+        """Say the runner moves; and pass a stop request on to whatever waits out an outage."""
         while True:
             self.slot.beat()
-            await asyncio.sleep(self.config.stuck_after / BEATS_PER_STUCK)
+            if self.slot.stopping():
+                self.fetcher.stopping.set()
+            await asyncio.sleep(WATCH_INTERVAL)
 
     def _supervisor_stale(self) -> bool:
         return self.slot.supervisor_age() > self.config.supervisor_stale

@@ -59,6 +59,9 @@ REVOKE_AFTER = 0.1
 FREEZE_WAIT = 0.1  # seconds a frozen runner may take to stop before it is killed regardless
 GONE_POLL = 0.005  # seconds between looks whether a killed runner is gone
 RESTART_DELAY = 1.0  # seconds between attempts to replace a runner that would not start
+# How long a stopping worker waits to settle its dead runners (recording what they ran, giving
+# back what they held) while the database does not answer; after that their leases lapse.
+SETTLE_ON_STOP = 5.0
 # When to look again (seconds after the settle, then after that) for claims a dead runner's
 # last statement made after it died; its worker id stays renewed until then.
 LATE_CLAIM_CHECKS = (0.5, 2.0)
@@ -235,7 +238,17 @@ class Runners:
                 runner.stop_reason = "shutdown"
                 self._died(runner)
         if self._settling:
-            await asyncio.gather(*self._settling.values(), return_exceptions=True)
+            _, late = await asyncio.wait(self._settling.values(), timeout=SETTLE_ON_STOP)
+            for settle in late:
+                settle.cancel()
+            if late:
+                log.warning(
+                    "could not settle %d runner(s) within %gs (PostgreSQL unavailable?): the "
+                    "tasks they held run again once their leases lapse",
+                    len(late),
+                    SETTLE_ON_STOP,
+                )
+            await asyncio.gather(*late, return_exceptions=True)
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
@@ -402,7 +415,16 @@ class Runners:
             # stuck, and the kill above has taken effect by then.
             await asyncio.wait([runner.exited], timeout=FORK_TIMEOUT)
             await _gone(runner.pid)  # an exit settled as unknown says nothing: see it dead
-            await self._settle_held(runner)
+            # A runner that exited by itself, with nothing running or unrecorded, recorded what
+            # it ran and gave back what it held: nothing to ask the database (which may be gone
+            # too, as when everything stops).
+            settled = (
+                runner.returncode == 0
+                and runner.slot.running_frozen() is None
+                and not runner.slot.outcomes()
+            )
+            if not settled:
+                await self._settle_held(runner)
             if runner.returncode != 0:
                 await self._late_claims(runner)
         except Exception:

@@ -198,7 +198,7 @@ def test_idempotency_key_replays_return_the_original(api: Api, clean: Servers) -
 
 
 def test_workers_are_listed_with_what_they_run(api: Api, workers: Workers) -> None:
-    (proc,) = workers.start(**FAST)
+    (proc,) = workers.start(args=("--processes", "2"), **FAST)
     task = post(api, {"task_type": "AsyncSleepTask", "input_data": {"seconds": 3}})
 
     def listed() -> list[dict[str, object]] | None:
@@ -208,7 +208,7 @@ def test_workers_are_listed_with_what_they_run(api: Api, workers: Workers) -> No
     (worker,) = wait_for(listed, what="the worker to report its task")
     assert worker["pid"] == proc.pid
     assert worker["hostname"]
-    assert worker["concurrency"] == 4
+    assert worker["concurrency"] == 4 + 2  # its async limit (`--concurrency 4`), two runners
 
 
 def test_sigterm_lets_short_tasks_finish_and_hands_back_long_ones(
