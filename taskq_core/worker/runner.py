@@ -154,6 +154,9 @@ class RunnerLoop:
         )
         logs.set_title(IDLE_TITLE)
         watching = asyncio.create_task(self._watch())
+        # Connected while the first pop waits (an outage here is met again at the first claim).
+        opening = asyncio.create_task(self.claims.open())
+        opening.add_done_callback(_ignore_outage)
         try:
             await self._loop()
             await self._write_all()
@@ -393,6 +396,11 @@ class RunnerLoop:
         with self._sending:
             while data:
                 data = data[os.write(self._events, data) :]
+
+
+def _ignore_outage(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an outage is met again, and said, where it matters
 
 
 def run_job(

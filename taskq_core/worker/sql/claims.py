@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any, LiteralString
@@ -236,6 +237,11 @@ class Claims:
         rows = await self._claims.fetch(_UNKNOWN, {"ids": list(ids)})
         count: int = rows[0][0]
         return count
+
+    async def open(self) -> None:
+        """Connect now, both connections at once, rather than at the first claim and the first
+        outcome: a runner's first task waits for neither then."""
+        await asyncio.gather(self._claims.open(), self._outcomes.open())
 
     async def ping(self) -> None:
         """One round trip on the claims' connection: whether claiming can work again."""

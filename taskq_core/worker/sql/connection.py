@@ -39,16 +39,29 @@ class Connection:
         # False: never prepare statements on the server (TASKQ_DATABASE_PREPARE=off, PgBouncer).
         self.prepare = prepare
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._connecting = asyncio.Lock()  # one connection, however many callers need it first
+
+    async def open(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """The connection, made now if there is none (`fetch` makes it too: this one makes it
+        ahead of the first statement)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._connecting:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo,
+                    autocommit=True,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    **({} if self.prepare else {"prepare_threshold": None}),
+                )
+            return conn
 
     async def fetch(self, query: LiteralString, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         conn = self._conn
         if conn is None or conn.closed:
-            conn = self._conn = await psycopg.AsyncConnection.connect(
-                self.conninfo,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                **({} if self.prepare else {"prepare_threshold": None}),
-            )
+            conn = await self.open()
         try:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall() if cursor.description is not None else []
