@@ -47,7 +47,7 @@ from taskq_core.worker.holding import BACKOFF_MAX, BACKOFF_START, OUTAGE_ERRORS
 from taskq_core.worker.progress import stamped
 from taskq_core.worker.recorder import Recorder
 from taskq_core.worker.reporting import JobReporter, log_attempt
-from taskq_core.worker.slot import Slot, entry
+from taskq_core.worker.slot import CLAIMED_MAX, Slot, entry
 from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
@@ -55,7 +55,7 @@ log = logging.getLogger("taskq.worker")
 Done = tuple[ClaimedTask, Finish, float]  # a task, how it ended, and how long it ran
 
 POP_WAIT = 1.0  # seconds a pop blocks: also how soon an idle runner sees a stop request
-BATCH_MAX = 64  # ids per pop and claim
+BATCH_MAX = CLAIMED_MAX  # ids per pop and claim: as many as a slot lists
 # A claim takes about as many tasks as run in BATCH_SECONDS, as the runner has measured them: short
 # tasks share each claim and each group commit, slow ones are not held back behind each other.
 # PostgreSQL shares the cores: 0.02 s (with RECORD_AFTER 0.01) cost fib(20) drains 10-20% in
