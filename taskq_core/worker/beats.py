@@ -72,6 +72,13 @@ async def cancel_listener(worker: Worker) -> None:
         try:
             async for task_id in worker.broker.cancel_requests():
                 backoff = BACKOFF_START
+                # Another installation on the same Redis server publishes its own ids here too:
+                # act only on a cancellation PostgreSQL has (else the heartbeat finds it).
+                try:
+                    if not await worker.claims.cancel_requested(task_id):
+                        continue
+                except OUTAGE_ERRORS:
+                    continue
                 running = worker.running.get(task_id)
                 if running is not None:
                     worker.interrupt(running, "cancelled")

@@ -7,8 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from sqlalchemy.orm import Session
 
+from taskq_core.broker import cancel_channel
 from taskq_core.client import Client
 from taskq_core.db import engines
 from taskq_core.errors import InvalidTaskError
@@ -174,6 +176,25 @@ def test_cancelling_a_running_task_stops_it(api: Api, workers: Workers, task_typ
     assert again.status_code == 409
     assert "already finished" in again.json()["detail"]
     assert api.client.post("/tasks/999999/cancel").status_code == 404
+
+
+@pytest.mark.parametrize("task_type", ["AsyncSleepTask", "BlockingSleepTask"])
+def test_another_installations_cancel_on_the_same_redis_server_is_ignored(
+    api: Api, workers: Workers, clean: Servers, task_type: str
+) -> None:
+    # Pub/sub channels are the Redis server's, not its database's: an installation on another
+    # database number of the same server publishes its own task ids on the same channel.
+    workers.start(**FAST)
+    task = post(api, {"task_type": task_type, "input_data": {"seconds": 2}})
+    wait_for(lambda: api.client.get(f"/tasks/{task['id']}").json()["status"] == "running")
+    other = redis.Redis.from_url(clean.redis_url.rsplit("/", 1)[0] + "/15")
+    try:
+        assert other.publish(cancel_channel("default"), task["id"]) >= 1  # the worker heard it
+    finally:
+        other.close()
+    done = finished(api, task["id"], timeout=30)
+    assert done["status"] == "completed"
+    assert outcomes(done) == ["completed"]
 
 
 def test_idempotency_key_replays_return_the_original(api: Api, clean: Servers) -> None:

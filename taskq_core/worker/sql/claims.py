@@ -159,6 +159,15 @@ _HELD_BY: LiteralString = """
     FROM tasks WHERE status = 'running' AND worker_id = %(worker)s
 """
 
+# Whether a cancellation published on Redis is one this database holds: the pub/sub channel is the
+# Redis server's, not its database's, so installations sharing a server hear each other's ids.
+_CANCEL_REQUESTED: LiteralString = """
+    SELECT EXISTS (
+        SELECT FROM tasks WHERE id = %(id)s AND cancel_requested_at IS NOT NULL
+            AND status IN ('pending', 'running')
+    )
+"""
+
 
 def _artifacts(records: tuple[dict[str, Any], ...]) -> list[dict[str, Any]] | None:
     if not records:
@@ -226,6 +235,12 @@ class Claims:
             _RENEW_HELD, {"workers": list(worker_ids), "lease": lease_seconds}
         )
         return [(task_id, worker, cancel) for task_id, worker, cancel in rows]
+
+    async def cancel_requested(self, task_id: int) -> bool:
+        """Whether `task_id` is a task here whose cancellation was asked for and which has not
+        ended yet."""
+        ((requested,),) = await self._claims.fetch(_CANCEL_REQUESTED, {"id": task_id})
+        return bool(requested)
 
     async def held_by(self, worker_id: str) -> list[ClaimedTask]:
         """The tasks `worker_id` holds (running under its claim)."""
