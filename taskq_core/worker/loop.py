@@ -20,7 +20,7 @@ from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
-from taskq_core.worker.fetching import Fetcher
+from taskq_core.worker.fetching import Fetcher, give_back
 from taskq_core.worker.holding import (
     OUTAGE_ERRORS,
     Running,
@@ -99,6 +99,7 @@ class Worker:
         self._runners_ids_seen = False  # the last pop brought ids of the runners' types
         self._claiming = 0  # ids being claimed now: their slots are spoken for
         self._pop_backoff = 0.0
+        self._claim_unsure = False  # a claim failed in a way that may have committed it
 
     @property
     def capacity(self) -> int:
@@ -274,13 +275,23 @@ class Worker:
             claimed = await self.fetcher.claim(
                 priority, taken, functools.partial(self._claim_now, priority=priority)
             )
-            if claimed:
+            if claimed is None:
+                self._claim_unsure = True
+            if not claimed:
+                return
+            if self.stopping.is_set():
+                # Claimed after the drain took its list of what runs: too late to start.
+                ids = [task.id for task in claimed]
+                await give_back(self.claims, self.broker, self.worker_id, ids)
+            else:
                 self._start(claimed)
         finally:
             self._claiming -= len(taken)
 
     async def _drain(self) -> None:
         """Let running tasks finish within the grace period, then hand back the rest."""
+        if self._chores:  # claims of ids a runner passed on: they start, or go back, first
+            await asyncio.wait(self._chores, timeout=self.options.grace_seconds)
         jobs = [r.job for r in self.running.values() if r.job is not None]
         count = len(jobs) + self.runners.holding
         if count:
@@ -310,6 +321,7 @@ class Worker:
         lingering_since: float | None = None
         while not self.stopping.is_set():
             self._slot_freed.clear()
+            await self._give_back_unknown()
             if self.with_runners:
                 self.runners.read_events()  # ids a runner passed on take their slots first
             limit = self.tuner.limit
@@ -344,12 +356,31 @@ class Worker:
             claimed = await self.fetcher.claim(
                 priority, ids, functools.partial(self._claim, priority=priority)
             )
-            if claimed:
+            if claimed is None:
+                self._claim_unsure = True
+            elif claimed:
                 self._start(claimed)
                 # The tasks start first: the announcement and the next pop each cost a write to
                 # Redis that would otherwise come before a task's start.
                 await asyncio.sleep(0)
                 self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
+
+    async def _give_back_unknown(self) -> None:
+        """A claim failed without an answer, and may have committed: once PostgreSQL answers,
+        give back what is held under this worker's id and not running here (else those tasks
+        would wait for their leases to lapse, and lose an attempt). Only while no claim is in
+        flight: its tasks would look unknown too."""
+        if not self._claim_unsure or self._claiming:
+            return
+        try:
+            held = await self.claims.held_by(self.worker_id)
+        except OUTAGE_ERRORS:
+            return  # at the next turn
+        self._claim_unsure = False
+        unknown = [task.id for task in held if task.id not in self.running]
+        if unknown:
+            given = await give_back(self.claims, self.broker, self.worker_id, unknown)
+            log.warning("gave back %d task(s) claimed by a statement whose answer was lost", given)
 
     def _runners_wait(self) -> float:
         """With runners: how long to wait before the next pop (for async types). It

@@ -107,7 +107,10 @@ class Config:
 def serve(registry: Registry, control: int, events: int, slot_fd: int) -> None:
     """Read the config, then claim and run until asked to stop (or the supervisor is gone)."""
     with os.fdopen(control, "rb") as pipe:
-        config = Config(**json.loads(pipe.readline()))
+        line = pipe.readline()
+    if not line:  # its supervisor gave up on it before it was forked (a stop): nothing to do
+        return
+    config = Config(**json.loads(line))
     slot = Slot(slot_fd)
     asyncio.run(RunnerLoop(registry, config, slot, events).run())
 
@@ -133,6 +136,7 @@ class RunnerLoop:
         self._unwritten_mark = 0  # where they end in the slot's buffer
         self._unwritten_since: float | None = None  # when the oldest of them was kept
         self.run_started = 0  # when the last task run began, as its slot says (monotonic ns)
+        self._claim_unsure = False  # a claim failed in a way that may have committed it
 
     async def run(self) -> None:
         config = self.config
@@ -176,6 +180,8 @@ class RunnerLoop:
                 await asyncio.sleep(BACKOFF_START)
                 continue
             paused.recovered()
+            if self._claim_unsure and not await self._give_back_unknown():
+                continue
             # Looking for work, until what it found is claimed and the rest passed on: its
             # supervisor pops for itself only while no runner does (runners.may_pop).
             self.slot.looking(True)
@@ -192,6 +198,7 @@ class RunnerLoop:
             split = await self.fetcher.claim(priority, ids, self._claim)
             if split is None:
                 self.slot.looking(False)
+                self._claim_unsure = True  # its answer was lost: it may have committed
                 continue
             claimed, returned = split
             foreign = [task_id for task_id, kind in returned if kind not in self._sync_types]
@@ -232,6 +239,25 @@ class RunnerLoop:
             if self.slot.stopping():
                 self.fetcher.stopping.set()
             await asyncio.sleep(WATCH_INTERVAL)
+
+    async def _give_back_unknown(self) -> bool:
+        """After a claim whose answer was lost: give back whatever is held under this runner's
+        id, since between batches it holds nothing it knows of (its supervisor renews every
+        lease under that id, so such claims would be held for good). False while PostgreSQL
+        does not answer."""
+        try:
+            await self._write_all()  # the outcomes in flight first: those tasks are its own
+            held = await self.claims.held_by(self.config.worker_id)
+        except OUTAGE_ERRORS:
+            await asyncio.sleep(BACKOFF_START)
+            return False
+        self._claim_unsure = False
+        if held:
+            given = await give_back(
+                self.claims, self.broker, self.config.worker_id, [task.id for task in held]
+            )
+            log.warning("gave back %d task(s) claimed by a statement whose answer was lost", given)
+        return True
 
     def _supervisor_stale(self) -> bool:
         return self.slot.supervisor_age() > self.config.supervisor_stale

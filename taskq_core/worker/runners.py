@@ -106,6 +106,7 @@ class Runner:
         self.stuck_after = config.stuck_after  # seconds still between tasks: it is stuck
         self.lines = Lines()
         self.alive = True  # False once it is known dead or killed
+        self.settled = False  # its settling has run: it is done with for good
         self.stop_reason: StopReason | None = None  # why its running task was stopped
         self.held: set[int] = set()  # what it held at the last renewal
         self.revoked: Running | None = None  # the last task whose waiting ones were taken back
@@ -140,6 +141,7 @@ class Runners:
         self._live: list[Runner] = []
         self._settling: dict[Runner, asyncio.Task[None]] = {}
         self._restarts: set[asyncio.Task[None]] = set()
+        self._taking_back: set[asyncio.Task[None]] = set()  # awaited on stop, never cancelled
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -237,14 +239,18 @@ class Runners:
             if runner.alive and not runner.exited.done():
                 runner.stop_reason = "shutdown"
                 self._died(runner)
-        if self._settling:
-            _, late = await asyncio.wait(self._settling.values(), timeout=SETTLE_ON_STOP)
+        # Take-backs and settles give back claims that never started: cut short, those tasks
+        # would wait for their leases to lapse and lose an attempt. Bounded, for a database
+        # that does not answer.
+        pending = [*self._taking_back, *self._settling.values()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=SETTLE_ON_STOP)
             for settle in late:
                 settle.cancel()
             if late:
                 log.warning(
-                    "could not settle %d runner(s) within %gs (PostgreSQL unavailable?): the "
-                    "tasks they held run again once their leases lapse",
+                    "could not give back or settle what %d runner(s) held within %gs: those "
+                    "tasks run again once their leases lapse",
                     len(late),
                     SETTLE_ON_STOP,
                 )
@@ -320,8 +326,8 @@ class Runners:
         runner.revoked = seen
         self._thaw(runner)
         task = asyncio.create_task(self._take_back(runner, seen.task_id, waiting))
-        self._restarts.add(task)  # cancelled on stop, as restarts are
-        task.add_done_callback(self._restarts.discard)
+        self._taking_back.add(task)
+        task.add_done_callback(self._taking_back.discard)
 
     async def _take_back(self, runner: Runner, running: int, waiting: list[int]) -> None:
         # The runner will not start them: it reads the revocation before its next task. Nor
@@ -399,8 +405,9 @@ class Runners:
     # ---- death and settling ------------------------------------------------------------------
 
     def _died(self, runner: Runner) -> None:
-        """`runner` died or is to die now: kill it for sure, then settle what it held."""
-        if runner in self._settling:
+        """`runner` died or is to die now: kill it for sure, then settle what it held (once:
+        its exit may be reported again, by a fork server that dies later)."""
+        if runner.settled or runner in self._settling:
             return
         runner.kill()
         if runner in self._live:
@@ -415,21 +422,15 @@ class Runners:
             # stuck, and the kill above has taken effect by then.
             await asyncio.wait([runner.exited], timeout=FORK_TIMEOUT)
             await _gone(runner.pid)  # an exit settled as unknown says nothing: see it dead
-            # A runner that exited by itself, with nothing running or unrecorded, recorded what
-            # it ran and gave back what it held: nothing to ask the database (which may be gone
-            # too, as when everything stops).
-            settled = (
-                runner.returncode == 0
-                and runner.slot.running_frozen() is None
-                and not runner.slot.outcomes()
-            )
-            if not settled:
-                await self._settle_held(runner)
+            # Even after a clean exit: a claim whose answer was lost, or a take-back cut short,
+            # can leave tasks held under its id that it never knew of.
+            await self._settle_held(runner)
             if runner.returncode != 0:
                 await self._late_claims(runner)
         except Exception:
             log.exception("settling the tasks of runner %d failed", runner.pid)
         finally:
+            runner.settled = True
             os.close(runner.events)
             runner.slot.close()
             del self._settling[runner]

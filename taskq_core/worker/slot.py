@@ -52,6 +52,7 @@ USED = CLAIMED_IDS + 8 * CLAIMED_MAX  # bytes of outcome lines in the buffer
 RECORDED = USED + 8  # bytes of them known to be recorded (their writes may overlap later tasks)
 BUFFER = RECORDED + 8
 SIZE = 1024 * 1024  # bytes in all: the outcome buffer holds the rest
+READ_TRIES = 100  # torn reads of what runs before the supervisor takes the runner as between tasks
 CAPACITY = SIZE - BUFFER
 
 
@@ -202,8 +203,10 @@ class Slot:
     # ---- the supervisor's end --------------------------------------------------------------------
 
     def running(self) -> Running | None:
-        """What runs now; None between tasks. A torn read is taken again."""
-        while True:
+        """What runs now; None between tasks. A torn read is taken again, a few times: a runner
+        stopped or killed in the middle of its write leaves it torn for good, and its task
+        either has not started or has ended (its code runs after the write, or ran before)."""
+        for _ in range(READ_TRIES):
             seq = self._get(SEQ)
             if seq % 2 == 0:
                 task_id = self._get(TASK)
@@ -211,6 +214,7 @@ class Slot:
                 if self._get(SEQ) == seq:
                     return running if task_id else None
             time.sleep(0)
+        return None
 
     def runner_age(self) -> float:
         """Seconds since the runner last said it moves (meaningful between tasks: a task's

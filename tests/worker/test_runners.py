@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from taskq_core.processes import alive
 from tests.conftest import Api, Servers, Workers, wait_finished, wait_for
 from tests.worker.test_reliability import FAST, finished, post
@@ -348,6 +350,12 @@ def test_a_stuck_fork_server_is_killed_and_replaced(
     (new_server,) = fork_servers_of(worker.pid)
     assert new_server != fork_server
     assert parent_of(done["result"]["pid"]) == new_server
+    # The killed runner was settled once: the dead fork server's late word of its exit is not a
+    # second death (a second settle worked on closed memory and closed a file number twice).
+    time.sleep(1)
+    log = workers.processes.output()
+    assert "Traceback" not in log, log[-3000:]
+    assert "never retrieved" not in log, log[-3000:]
 
 
 def test_print_and_input_in_a_task_leave_the_runner_alone(
@@ -452,3 +460,74 @@ def test_a_worker_forks_its_fork_server_and_spawns_the_replacement(
     second = post(api, {"task_type": "FibonacciTask", "input_data": {"n": 10}})
     assert finished(api, second["id"])["status"] == "completed"
     assert spare == fork_servers_of(worker.pid)
+
+
+# ---- stopping while claims are on their way ---------------------------------------------------
+
+
+def waiting_on_a_lock(clean: Servers) -> bool:
+    rows = clean.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    )
+    return bool(rows[0][0])
+
+
+def test_an_id_passed_on_and_claimed_as_the_worker_stops_goes_back_unstarted(
+    api: Api, workers: Workers, clean: Servers
+) -> None:
+    # An idle runner pops an async task's id and passes it on; the worker's claim of it waits
+    # behind a lock until the worker has begun to stop. Claimed after the drain took its list of
+    # what runs, it must not start unwatched (the worker hung on exit, the task left running).
+    (worker,) = workers.start(
+        concurrency=2, args=("--processes", "1", "--grace-seconds", "10"), **FAST
+    )
+    finished(api, spin(api, 0)["id"])
+    with psycopg.connect(clean.database_url) as lock:
+        task = post(api, {"task_type": "AsyncSleepTask", "input_data": {"seconds": 3}})
+        lock.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        wait_for(lambda: waiting_on_a_lock(clean), what="the worker's claim to wait")
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        lock.rollback()
+    assert worker.wait(15) == 0
+    # Either its claim came in before the drain began (it ran, within the grace period) or
+    # after (it went back unstarted): never started and left behind.
+    row = clean.sql("SELECT status, attempts FROM tasks WHERE id = %s", (task["id"],))
+    assert row in ([("pending", 0)], [("completed", 1)]), row
+    assert [o for _, o, _ in attempts(clean, task["id"])] == (["completed"] if row[0][1] else [])
+
+
+def test_a_take_back_under_way_when_the_worker_stops_is_finished(
+    api: Api, workers: Workers, clean: Servers
+) -> None:
+    # Tasks waiting behind a slow one are being given back when SIGTERM comes, their statement
+    # held up by a lock: the stop waits for it (cut short, they stayed `running` under the
+    # runner's id until their leases lapsed, and lost an attempt they never used).
+    start(workers, 1, TASKQ_LEASE_SECONDS="30")
+    warm_up(api, clean)
+    _, *waiting = post_batch(
+        api, ("BlockingSleepTask", {"seconds": 2.0}), *[("FibonacciTask", {"n": 1})] * 50
+    )
+    with psycopg.connect(clean.database_url) as lock:
+        wait_for(
+            lambda: (
+                clean.sql("SELECT status FROM tasks WHERE id = %s", (waiting[0],))[0][0]
+                == "running"
+            ),
+            interval=0.002,
+            what="the batch to be claimed",
+        )
+        lock.execute("SELECT id FROM tasks WHERE id = ANY(%s) FOR SHARE", (waiting,))
+        wait_for(lambda: waiting_on_a_lock(clean), what="the take-back to wait")
+        workers.processes.started[0][0].send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        lock.rollback()
+    assert workers.processes.started[0][0].wait(20) == 0
+    rows = clean.sql(
+        "SELECT status, attempts, count(*) FROM tasks WHERE id = ANY(%s) GROUP BY 1, 2", (waiting,)
+    )
+    assert rows == [("pending", 0, 50)], rows
+    assert clean.sql("SELECT count(*) FROM task_attempts WHERE task_id = ANY(%s)", (waiting,)) == [
+        (0,)
+    ]

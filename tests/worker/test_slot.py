@@ -32,6 +32,9 @@ def test_the_worker_sees_what_the_runner_runs_and_a_torn_write_as_not_started() 
     runner.begin(8, 1, None, waiting=0)
     runner._set(0, runner._get(0) + 1)  # the sequence number as a write leaves it, odd
     assert worker.running_frozen() is None
+    # And read while it runs: torn for good, which must not hold the reader (the worker's
+    # event loop) for ever.
+    assert worker.running() is None
 
 
 def test_a_revocation_names_one_run_and_is_read_once() -> None:
