@@ -152,6 +152,12 @@ class Fetcher:
         )
         self._unknown_ids, self._unknown_said_at = 0, now
 
+    async def database_failed(self, exc: BaseException) -> None:
+        """A statement of the caller's own met a PostgreSQL outage: say so as a claim would
+        (once per outage), and wait the back-off; the next pop probes the database first."""
+        self.claim_outage.failed(exc, self._backoff)
+        await self._back_off()
+
     async def _back_off(self) -> None:
         """Wait the current back-off (less if asked to stop); the next one is longer."""
         with contextlib.suppress(TimeoutError):

@@ -248,8 +248,8 @@ class RunnerLoop:
         try:
             await self._write_all()  # the outcomes in flight first: those tasks are its own
             held = await self.claims.held_by(self.config.worker_id)
-        except OUTAGE_ERRORS:
-            await asyncio.sleep(BACKOFF_START)
+        except OUTAGE_ERRORS as exc:
+            await self.fetcher.database_failed(exc)
             return False
         self._claim_unsure = False
         if held:
