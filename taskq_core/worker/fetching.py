@@ -16,8 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
+from taskq_core import broker as broker_module
 from taskq_core import logs
 from taskq_core.broker import Broker
+from taskq_core.db import urls
 from taskq_core.redaction import redact_url
 from taskq_core.worker.holding import BACKOFF_MAX, BACKOFF_START, OUTAGE_ERRORS
 from taskq_core.worker.sql import Claims
@@ -30,22 +32,23 @@ T = TypeVar("T")
 
 
 class Fetcher:
-    """Pops and claims for one process; `stopping` cuts its back-offs short."""
+    """Pops and claims for one process, on connections of its own (the process shares them:
+    `claims` for its other statements on tasks it holds, `broker` for its other Redis
+    commands); `stopping` cuts its back-offs short."""
 
     def __init__(
         self,
         *,
-        popper: Broker,
-        broker: Broker,
-        claims: Claims,
         database_url: str,
         redis_url: str,
+        queue: str,
+        prepare: bool,
         stopping: asyncio.Event,
     ) -> None:
-        """`popper`: on a connection of its own (its pops block); `broker`: for pushing back."""
-        self.popper = popper
-        self.broker = broker
-        self.claims = claims
+        self.claims = Claims(urls.conninfo(database_url), queue, prepare=prepare)
+        self.broker = Broker(broker_module.connect(redis_url), queue)
+        # On a connection of its own: its pops block.
+        self.popper = Broker(broker_module.connect(redis_url, blocking=True), queue)
         self.database_url = database_url
         self.stopping = stopping
         self.pop_outage = logs.Outage(
@@ -57,6 +60,11 @@ class Fetcher:
         self._backoff = BACKOFF_START
         self._unknown_ids = 0  # popped ids without a row, not yet logged
         self._unknown_said_at = float("-inf")
+
+    async def close(self) -> None:
+        await self.claims.close()
+        await self.popper.redis.aclose()
+        await self.broker.redis.aclose()
 
     async def pop(self, count: int, wait: float) -> tuple[int, list[int]] | None:
         """Up to `count` ids from the highest non-empty priority, waiting up to `wait` seconds

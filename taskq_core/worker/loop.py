@@ -11,8 +11,6 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from taskq_core import broker as broker_module
-from taskq_core.broker import Broker
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus, runner_id
@@ -35,7 +33,7 @@ from taskq_core.worker.retention import purge_expired
 from taskq_core.worker.runner import Config
 from taskq_core.worker.runners import Runners
 from taskq_core.worker.scheduler import Scheduler
-from taskq_core.worker.sql import Claims, Sweeps
+from taskq_core.worker.sql import Sweeps
 from taskq_core.worker.sql.artifacts import ArtifactDeletions
 from taskq_core.worker.sql.progress import ProgressWrites
 from taskq_core.worker.sql.retention import Retention
@@ -114,22 +112,17 @@ class Worker:
 
     async def run(self) -> None:
         opts = self.options
-        redis = broker_module.connect(self.redis_url)
-        popper = broker_module.connect(self.redis_url, blocking=True)
         conninfo = urls.conninfo(self.database_url)
-        self.claims = Claims(conninfo, opts.queue, prepare=opts.prepare)
-        self.sweeps = Sweeps(conninfo, opts.queue, prepare=opts.prepare)
-        self.broker = Broker(redis, opts.queue)
-        self.announcer = Announcer(self.broker)
-        self.popper = Broker(popper, opts.queue)
         self.fetcher = Fetcher(
-            popper=self.popper,
-            broker=self.broker,
-            claims=self.claims,
             database_url=self.database_url,
             redis_url=self.redis_url,
+            queue=opts.queue,
+            prepare=opts.prepare,
             stopping=self.stopping,
         )
+        self.claims, self.broker = self.fetcher.claims, self.fetcher.broker
+        self.sweeps = Sweeps(conninfo, opts.queue, prepare=opts.prepare)
+        self.announcer = Announcer(self.broker)
         self.recorder = Recorder(
             self.claims,
             self.worker_id,
@@ -198,14 +191,12 @@ class Worker:
             with contextlib.suppress(*OUTAGE_ERRORS):
                 await self.sweeps.worker_stopped(self.worker_id)
             await self.runners.close()
-            await self.claims.close()
             with contextlib.suppress(*OUTAGE_ERRORS):
                 await self.board.flush()  # the last reports of the tasks that just ended
             await self.progress_writes.close()
             await self.artifact_deletions.close()
             await self.announcer.flush()
-            await popper.aclose()
-            await redis.aclose()
+            await self.fetcher.close()
             await self.sweeps.close()
             log.info("worker %s stopped", self.worker_id)
 

@@ -33,10 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskq_core import broker as broker_module
 from taskq_core import logs
-from taskq_core.broker import Broker
-from taskq_core.db import urls
 from taskq_core.plugins import Registry
 from taskq_core.records import ClaimedTask, Finish, TaskStatus
 from taskq_core.worker import outcomes
@@ -48,7 +45,6 @@ from taskq_core.worker.progress import stamped
 from taskq_core.worker.recorder import Recorder
 from taskq_core.worker.reporting import JobReporter, log_attempt
 from taskq_core.worker.slot import CLAIMED_MAX, Slot, entry
-from taskq_core.worker.sql import Claims
 
 log = logging.getLogger("taskq.worker")
 
@@ -140,22 +136,16 @@ class RunnerLoop:
 
     async def run(self) -> None:
         config = self.config
-        redis = broker_module.connect(config.redis_url)
-        popper = broker_module.connect(config.redis_url, blocking=True)
-        conninfo = urls.conninfo(config.database_url)
-        self.claims = Claims(conninfo, config.queue, prepare=config.prepare)
-        self.broker = Broker(redis, config.queue)
-        self.popper = Broker(popper, config.queue)
-        self.announcer = Announcer(self.broker)
-        self.recorder = Recorder(self.claims, config.worker_id, OUTAGE_ERRORS)
         self.fetcher = Fetcher(
-            popper=self.popper,
-            broker=self.broker,
-            claims=self.claims,
             database_url=config.database_url,
             redis_url=config.redis_url,
-            stopping=asyncio.Event(),  # a runner's stop request is in its slot
+            queue=config.queue,
+            prepare=config.prepare,
+            stopping=asyncio.Event(),  # a runner's stop request is in its slot: see _watch
         )
+        self.claims, self.broker = self.fetcher.claims, self.fetcher.broker
+        self.announcer = Announcer(self.broker)
+        self.recorder = Recorder(self.claims, config.worker_id, OUTAGE_ERRORS)
         logs.set_title(IDLE_TITLE)
         watching = asyncio.create_task(self._watch())
         # Connected while the first pop waits (an outage here is met again at the first claim).
@@ -167,9 +157,7 @@ class RunnerLoop:
         finally:
             watching.cancel()
             await self.announcer.flush()
-            await self.claims.close()
-            await popper.aclose()
-            await redis.aclose()
+            await self.fetcher.close()
 
     async def _loop(self) -> None:
         foreign_backoff = 0.0
