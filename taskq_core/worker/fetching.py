@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Container, Iterable
 from typing import TypeVar
 
 from taskq_core import broker as broker_module
@@ -58,6 +58,8 @@ class Fetcher:
             log, f"PostgreSQL at {redact_url(database_url)} (claiming tasks)", BACKOFF_MAX
         )
         self._backoff = BACKOFF_START
+        # A claim failed without an answer: it may have committed all the same.
+        self.unsure = False
         self._unknown_ids = 0  # popped ids without a row, not yet logged
         self._unknown_said_at = float("-inf")
 
@@ -97,6 +99,7 @@ class Fetcher:
         try:
             claimed = await claim(ids)
         except OUTAGE_ERRORS as exc:
+            self.unsure = True
             self.claim_outage.failed(exc, self._backoff)
             await self.push_back(priority, ids)
             await self._back_off()
@@ -107,6 +110,19 @@ class Fetcher:
         self.claim_outage.recovered()
         self._backoff = BACKOFF_START
         return claimed
+
+    async def give_back_unknown(self, worker_id: str, known: Container[int]) -> None:
+        """After a claim whose answer was lost: give back what is held under `worker_id` and not
+        in `known` (those tasks would wait for their leases to lapse and lose an attempt, or, a
+        runner's, be held for good). An outage error while PostgreSQL does not answer."""
+        if not self.unsure:
+            return
+        held = await self.claims.held_by(worker_id)
+        self.unsure = False
+        unknown = [task.id for task in held if task.id not in known]
+        if unknown:
+            given = await give_back(self.claims, self.broker, worker_id, unknown)
+            log.warning("gave back %d task(s) claimed by a statement whose answer was lost", given)
 
     async def push_back(self, priority: int, ids: list[int]) -> None:
         """Return popped ids that could not be claimed to where they were popped from, so they

@@ -97,7 +97,6 @@ class Worker:
         self._runners_ids_seen = False  # the last pop brought ids of the runners' types
         self._claiming = 0  # ids being claimed now: their slots are spoken for
         self._pop_backoff = 0.0
-        self._claim_unsure = False  # a claim failed in a way that may have committed it
 
     @property
     def capacity(self) -> int:
@@ -266,8 +265,6 @@ class Worker:
             claimed = await self.fetcher.claim(
                 priority, taken, functools.partial(self._claim_now, priority=priority)
             )
-            if claimed is None:
-                self._claim_unsure = True
             if not claimed:
                 return
             if self.stopping.is_set():
@@ -347,9 +344,7 @@ class Worker:
             claimed = await self.fetcher.claim(
                 priority, ids, functools.partial(self._claim, priority=priority)
             )
-            if claimed is None:
-                self._claim_unsure = True
-            elif claimed:
+            if claimed:
                 self._start(claimed)
                 # The tasks start first: the announcement and the next pop each cost a write to
                 # Redis that would otherwise come before a task's start.
@@ -357,21 +352,11 @@ class Worker:
                 self.announcer.announce([(task.id, TaskStatus.RUNNING.value) for task in claimed])
 
     async def _give_back_unknown(self) -> None:
-        """A claim failed without an answer, and may have committed: once PostgreSQL answers,
-        give back what is held under this worker's id and not running here (else those tasks
-        would wait for their leases to lapse, and lose an attempt). Only while no claim is in
-        flight: its tasks would look unknown too."""
-        if not self._claim_unsure or self._claiming:
-            return
-        try:
-            held = await self.claims.held_by(self.worker_id)
-        except OUTAGE_ERRORS:
-            return  # at the next turn
-        self._claim_unsure = False
-        unknown = [task.id for task in held if task.id not in self.running]
-        if unknown:
-            given = await give_back(self.claims, self.broker, self.worker_id, unknown)
-            log.warning("gave back %d task(s) claimed by a statement whose answer was lost", given)
+        """Give back what a claim whose answer was lost may have taken (Fetcher.unsure), once
+        PostgreSQL answers; only while no claim is in flight: its tasks would look unknown too."""
+        if self.fetcher.unsure and not self._claiming:
+            with contextlib.suppress(*OUTAGE_ERRORS):  # again at the next turn
+                await self.fetcher.give_back_unknown(self.worker_id, self.running)
 
     def _runners_wait(self) -> float:
         """With runners: how long to wait before the next pop (for async types). It

@@ -132,7 +132,6 @@ class RunnerLoop:
         self._unwritten_mark = 0  # where they end in the slot's buffer
         self._unwritten_since: float | None = None  # when the oldest of them was kept
         self.run_started = 0  # when the last task run began, as its slot says (monotonic ns)
-        self._claim_unsure = False  # a claim failed in a way that may have committed it
 
     async def run(self) -> None:
         config = self.config
@@ -168,7 +167,7 @@ class RunnerLoop:
                 await asyncio.sleep(BACKOFF_START)
                 continue
             paused.recovered()
-            if self._claim_unsure and not await self._give_back_unknown():
+            if self.fetcher.unsure and not await self._give_back_unknown():
                 continue
             # Looking for work, until what it found is claimed and the rest passed on: its
             # supervisor pops for itself only while no runner does (runners.may_pop).
@@ -186,7 +185,6 @@ class RunnerLoop:
             split = await self.fetcher.claim(priority, ids, self._claim)
             if split is None:
                 self.slot.looking(False)
-                self._claim_unsure = True  # its answer was lost: it may have committed
                 continue
             claimed, returned = split
             foreign = [task_id for task_id, kind in returned if kind not in self._sync_types]
@@ -235,16 +233,10 @@ class RunnerLoop:
         does not answer."""
         try:
             await self._write_all()  # the outcomes in flight first: those tasks are its own
-            held = await self.claims.held_by(self.config.worker_id)
+            await self.fetcher.give_back_unknown(self.config.worker_id, ())
         except OUTAGE_ERRORS as exc:
             await self.fetcher.database_failed(exc)
             return False
-        self._claim_unsure = False
-        if held:
-            given = await give_back(
-                self.claims, self.broker, self.config.worker_id, [task.id for task in held]
-            )
-            log.warning("gave back %d task(s) claimed by a statement whose answer was lost", given)
         return True
 
     def _supervisor_stale(self) -> bool:
