@@ -131,6 +131,11 @@ class Registry:
         return ", ".join(sorted(self.types)) or "none (install a plugin such as taskq-fibonacci)"
 
     @property
+    def sync_names(self) -> list[str]:
+        """The task types that run in runner processes."""
+        return [name for name, task_type in self.types.items() if not task_type.is_async]
+
+    @property
     def has_sync(self) -> bool:
         """Whether any task type runs in runner processes (a worker needs runners only then)."""
         return any(not t.is_async for t in self.types.values())

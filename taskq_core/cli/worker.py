@@ -66,23 +66,30 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from taskq_core import devstate
+    from taskq_core.faults import fault_pause
     from taskq_core.plugins import load_registry
     from taskq_core.processes import child_env
-    from taskq_core.worker.forkserver import fork_early
+    from taskq_core.worker.holding import WorkerOptions, new_worker_id
+    from taskq_core.worker.runner import Config
+    from taskq_core.worker.runners import Runners
 
     database_url, redis_url = devstate.resolve_urls(settings)
     registry = load_registry()
-    env = child_env(database_url, redis_url)
-    # The runners' fork server, forked now that the plugins are loaded and before the worker
-    # imports its drivers or starts its loop: one interpreter start-up instead of two.
-    early = fork_early(registry, env) if registry.has_sync else None
-
-    from taskq_core.worker.holding import WorkerOptions
-    from taskq_core.worker.loop import Worker
-    from taskq_core.worker.retention import warn_if_short
-    from taskq_core.worker.runners import Runners
-
-    warn_if_short(settings.retention())
+    worker_id = new_worker_id()
+    # Each runs one task at a time: --concurrency bounds how many there are too.
+    runners = Runners(
+        min(args.processes, args.concurrency or args.processes),
+        Config(
+            supervisor_id=worker_id,
+            database_url=database_url,
+            redis_url=redis_url,
+            queue=settings.queue,
+            lease_seconds=settings.lease_seconds,
+            prepare=settings.database_prepare,
+            sync_types=registry.sync_names,
+        ),
+        env=child_env(database_url, redis_url),
+    )
     options = WorkerOptions(
         concurrency=args.concurrency,
         lease_seconds=settings.lease_seconds,
@@ -92,9 +99,25 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         retention=settings.retention(),
         prepare=settings.database_prepare,
     )
+    # From here the runners may hold tasks: a stop asked for before the event loop handles
+    # signals must still let them finish and give back the rest.
+    early_stops: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _: early_stops.append(signum))
+    if registry.has_sync:
+        # The runners' fork server and the runners, forked now that the plugins are loaded and
+        # before the worker starts its loop: one interpreter start-up instead of two, and the
+        # runners pop and claim while the worker starts.
+        runners.fork_early(registry)
+    fault_pause("worker_before_loop")
+
+    from taskq_core.worker.loop import Worker
+    from taskq_core.worker.retention import warn_if_short
+
+    warn_if_short(settings.retention())
     # What the start-up built lives as long as the worker: collections need not walk it again.
-    gc.enable()
     gc.freeze()
+    gc.enable()
 
     async def main() -> bool:
         worker = Worker(
@@ -102,10 +125,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
             redis_url=redis_url,
             registry=registry,
             options=options,
-            # Each runs one task at a time: --concurrency bounds how many there are too.
-            runners=Runners(
-                min(args.processes, args.concurrency or args.processes), env=env, early=early
-            ),
+            worker_id=worker_id,
+            runners=runners,
         )
         loop = asyncio.get_running_loop()
         stops = 0
@@ -121,6 +142,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
+        for _ in early_stops:
+            on_signal()
         await worker.run()
         return worker.failed
 

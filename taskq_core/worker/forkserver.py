@@ -3,7 +3,9 @@
 A fork server comes one of two ways. `fork_early` forks it from the worker process itself, after
 the worker has loaded the plugins and before it starts an event loop, a thread or a connection:
 the fork server then costs a fork instead of a second interpreter importing taskq and the plugins
-again (0.3 s of CPU, on the path of a worker scaled from zero). `ForkServer.start` spawns one as
+again (0.3 s of CPU, on the path of a worker scaled from zero), and it forks the first runners at
+once, their pipes and slots made and their config written beforehand, so they pop and claim
+while the worker is still starting its loop. `ForkServer.start` spawns one as
 `python -m taskq_core.worker.zygote`: what a process that already runs an event loop does, such
 as a worker replacing a fork server that died.
 """
@@ -21,11 +23,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskq_core.errors import TaskqError
+from taskq_core.worker.runner import Config
+from taskq_core.worker.slot import Slot
 
 if TYPE_CHECKING:
     from taskq_core.plugins import Registry
@@ -52,18 +56,55 @@ def exit_description(code: int | None) -> str:
         return f"was killed by signal {-code}"
 
 
+class Ends:
+    """A runner's pipes and slot, made before it is forked: the worker's ends (the event pipe's
+    read end, the slot) and the runner's (`theirs`: its control pipe's read end, already holding
+    its config line, the event pipe's write end and its own descriptor of the slot)."""
+
+    def __init__(self, config: Config) -> None:
+        control_in, control_out = os.pipe()
+        try:
+            os.write(control_out, config.line())  # far below a pipe's capacity: never blocks
+        finally:
+            os.close(control_out)
+        self.events, events_out = os.pipe()
+        self.slot = Slot.create()
+        self.slot.alive()  # the runner's first look at its supervisor counts from now
+        self.theirs = [control_in, events_out, os.dup(self.slot.fd)]
+
+    def close_theirs(self) -> None:
+        """The runner has its copies (or never will): close these."""
+        for fd in self.theirs:
+            os.close(fd)
+        self.theirs = []
+
+    def close_ours(self) -> None:
+        """Close the worker's ends: the runner was never forked, or this is the fork server."""
+        os.close(self.events)
+        self.slot.close()
+
+    def close(self) -> None:
+        self.close_theirs()
+        self.close_ours()
+
+
 @dataclass(frozen=True)
 class Forked:
-    """A fork server forked by `fork_early`, for the worker to adopt once its event loop runs."""
+    """A fork server forked by `fork_early`, for the worker to adopt once its event loop runs,
+    and the runners it forked at once (their `{"forked": pid}` answers come first)."""
 
     pid: int
     control: socket.socket
+    runners: list[Ends]
 
 
-def fork_early(registry: Registry, env: Mapping[str, str]) -> Forked | None:
+def fork_early(
+    registry: Registry, env: Mapping[str, str], runners: Sequence[Ends] = ()
+) -> Forked | None:
     """Fork the fork server from this process, which has loaded `registry`'s plugins; its runners
-    get `env`. None if this process runs a second thread already (a plugin started one): a fork
-    would copy that thread's locks in whatever state they are, so the worker spawns one instead."""
+    get `env`, and it forks one on each of `runners` at once. None if this process runs a second
+    thread already (a plugin started one): a fork would copy that thread's locks in whatever state
+    they are, so the worker spawns one instead (the caller then closes `runners`)."""
     if threading.active_count() > 1:
         return None
     from taskq_core.worker import zygote
@@ -75,9 +116,11 @@ def fork_early(registry: Registry, env: Mapping[str, str]) -> Forked | None:
     pid = os.fork()
     if pid == 0:
         ours.close()
-        zygote.serve_forked(parent, theirs, registry, env)
+        zygote.serve_forked(parent, theirs, registry, env, runners)
     theirs.close()
-    return Forked(pid, ours)
+    for ends in runners:
+        ends.close_theirs()
+    return Forked(pid, ours, list(runners))
 
 
 class _Exit(asyncio.SubprocessProtocol):
@@ -115,6 +158,7 @@ class ForkServer:
         self.control = control
         self.ready: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self.forks: deque[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = deque()
+        self.early: list[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = []
         self.runners: dict[int, asyncio.Future[int | None]] = {}  # exit statuses to come
         self.gone = False  # its control socket is closed: it forks no more
         self.on_lost: Callable[[], None] | None = None  # called if it dies while in use
@@ -144,6 +188,9 @@ class ForkServer:
 
         loop.add_reader(pidfd, reap)
         zygote = cls(forked.pid, exited, forked.control, kill)
+        # Its answers for the runners it forked at once come before any requested fork's.
+        zygote.early = [loop.create_future() for _ in forked.runners]
+        zygote.forks.extend(zygote.early)
         await zygote._ready()
         return zygote
 
@@ -225,6 +272,12 @@ class ForkServer:
         forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
         forked = asyncio.get_running_loop().create_future()
         self.forks.append(forked)
+        return await self.answer(forked)
+
+    async def answer(
+        self, forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
+    ) -> tuple[int, asyncio.Future[int | None]]:
+        """The answer to a fork, requested or early: the runner's pid and exit status to come."""
         try:
             async with asyncio.timeout(FORK_TIMEOUT):
                 return await forked
@@ -303,22 +356,35 @@ class ForkServer:
         self.runners.clear()
 
 
+# A runner the early fork server forked at once: its ends, and the fork server's answer to come.
+Early = tuple[Ends, asyncio.Future[tuple[int, asyncio.Future[int | None]]]]
+
+
 class Forker:
     """The fork server a set of runners comes from, kept up: the early one (`fork_early`) adopted
     on first use, else one spawned; after one dies, the next fork spawns another."""
 
     def __init__(
-        self,
-        env: Mapping[str, str] | None,
-        early: Forked | None,
-        on_lost: Callable[[ForkServer], None],
+        self, env: Mapping[str, str] | None, on_lost: Callable[[ForkServer], None]
     ) -> None:
         """`env`: the runners' environment; `on_lost(server)`: a fork server died while in use
         (its runners died with it)."""
         self._env = dict(env) if env is not None else None
-        self._early = early  # until adopted: each later fork server is spawned
+        self._early: Forked | None = None  # until adopted: each later fork server is spawned
+        self._early_runners: list[Early] = []  # the early one's runners, until taken
         self._zygote: asyncio.Task[ForkServer] | None = None  # the running one, or one starting
         self._on_lost = on_lost
+
+    def fork_early(self, registry: Registry, runners: Sequence[Ends]) -> bool:
+        """Fork the fork server now (see fork_early), and it a runner on each of `runners`;
+        False if it cannot (its first use spawns one, and `runners` are the caller's to close)."""
+        self._early = fork_early(registry, self._env or {}, runners)
+        return self._early is not None
+
+    def take_early(self) -> list[Early]:
+        """The runners the adopted early fork server forked at once, for the caller to await."""
+        early, self._early_runners = self._early_runners, []
+        return early
 
     def server(self) -> asyncio.Task[ForkServer]:
         """The fork server: the running one, or one starting, or else a new one."""
@@ -332,10 +398,14 @@ class Forker:
         return await zygote.fork(fds)
 
     def drop_early(self) -> None:
-        """Never adopted: the early fork server exits at EOF."""
+        """Never adopted: the early fork server exits at EOF, and its runners with it."""
         if self._early is not None:
             self._early.control.close()
+            for ends in self._early.runners:
+                ends.close_ours()
             self._early = None
+        for ends, _ in self.take_early():
+            ends.close_ours()
 
     async def stop(self) -> None:
         """Stop the fork server (last: it reports the runners' exits until they are gone)."""
@@ -352,10 +422,13 @@ class Forker:
         try:
             if early is not None:
                 zygote = await ForkServer.adopt(early)
+                self._early_runners = list(zip(early.runners, zygote.early, strict=True))
             else:
                 zygote = await ForkServer.start(self._env)
         except BaseException:
             self._zygote = None  # the next fork tries again
+            for ends in early.runners if early is not None else ():
+                ends.close_ours()
             raise
         zygote.on_lost = functools.partial(self._lost, zygote)
         return zygote

@@ -13,7 +13,7 @@ from typing import Any
 
 from taskq_core.db import urls
 from taskq_core.plugins import Registry
-from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus, runner_id
+from taskq_core.records import AttemptOutcome, ClaimedTask, Finish, TaskStatus
 from taskq_core.worker import beats, outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.artifact_gc import ArtifactCollector
@@ -30,7 +30,6 @@ from taskq_core.worker.progress import ProgressBoard
 from taskq_core.worker.recorder import Recorder
 from taskq_core.worker.reporting import JobReporter, log_attempt, store_url
 from taskq_core.worker.retention import purge_expired
-from taskq_core.worker.runner import Config
 from taskq_core.worker.runners import Runners
 from taskq_core.worker.scheduler import Scheduler
 from taskq_core.worker.sql import Sweeps
@@ -93,7 +92,7 @@ class Worker:
         # With runners (a sync type is installed) the event loop pops only for its async types,
         # while no runner waits for ids (a waiting runner passes them on).
         self.with_runners = registry.has_sync
-        self.sync_types = [name for name, t in registry.types.items() if not t.is_async]
+        self.sync_types = registry.sync_names
         self._runners_ids_seen = False  # the last pop brought ids of the runners' types
         self._claiming = 0  # ids being claimed now: their slots are spoken for
         self._pop_backoff = 0.0
@@ -215,22 +214,7 @@ class Worker:
         self.stop()
 
     async def _start_runners(self) -> None:
-        opts = self.options
-        sync_types = self.sync_types
-
-        def config(pid: int) -> Config:
-            return Config(
-                worker_id=runner_id(self.worker_id, pid),
-                database_url=self.database_url,
-                redis_url=self.redis_url,
-                queue=opts.queue,
-                lease_seconds=opts.lease_seconds,
-                prepare=opts.prepare,
-                sync_types=sync_types,
-            )
-
         await self.runners.start(
-            config=config,
             registry=self.registry,
             claims=self.claims,
             broker=self.broker,

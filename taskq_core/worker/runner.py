@@ -35,7 +35,7 @@ from typing import Any
 
 from taskq_core import logs
 from taskq_core.plugins import Registry
-from taskq_core.records import ClaimedTask, Finish, TaskStatus
+from taskq_core.records import ClaimedTask, Finish, TaskStatus, runner_id
 from taskq_core.worker import outcomes
 from taskq_core.worker.announcer import Announcer
 from taskq_core.worker.execution import Instances, Job, Outcome, unknown_type_error
@@ -75,7 +75,7 @@ IDLE_TITLE = "taskq-runner [idle]"
 class Config:
     """What a runner is told on its control pipe (JSON, one line)."""
 
-    worker_id: str  # its own, under which it claims: `<supervisor's id>/r<pid>`
+    supervisor_id: str  # its worker's id; it claims under its own, records.runner_id
     database_url: str
     redis_url: str
     queue: str
@@ -85,6 +85,10 @@ class Config:
 
     def line(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode() + b"\n"
+
+    def worker_id(self, pid: int) -> str:
+        """The worker id the runner of process `pid` claims under."""
+        return runner_id(self.supervisor_id, pid)
 
     @property
     def supervisor_stale(self) -> float:
@@ -117,6 +121,7 @@ class RunnerLoop:
     def __init__(self, registry: Registry, config: Config, slot: Slot, events: int) -> None:
         self.registry = registry
         self.config = config
+        self.worker_id = config.worker_id(os.getpid())
         self.slot = slot
         self._events = events
         self._sending = threading.Lock()  # progress is also sent from a timer thread
@@ -144,7 +149,7 @@ class RunnerLoop:
         )
         self.claims, self.broker = self.fetcher.claims, self.fetcher.broker
         self.announcer = Announcer(self.broker)
-        self.recorder = Recorder(self.claims, config.worker_id, OUTAGE_ERRORS)
+        self.recorder = Recorder(self.claims, self.worker_id, OUTAGE_ERRORS)
         logs.set_title(IDLE_TITLE)
         watching = asyncio.create_task(self._watch())
         # Connected while the first pop waits (an outage here is met again at the first claim).
@@ -233,7 +238,7 @@ class RunnerLoop:
         does not answer."""
         try:
             await self._write_all()  # the outcomes in flight first: those tasks are its own
-            await self.fetcher.give_back_unknown(self.config.worker_id, ())
+            await self.fetcher.give_back_unknown(self.worker_id, ())
         except OUTAGE_ERRORS as exc:
             await self.fetcher.database_failed(exc)
             return False
@@ -246,7 +251,7 @@ class RunnerLoop:
         config = self.config
         return await self.claims.claim(
             ids,
-            config.worker_id,
+            self.worker_id,
             config.lease_seconds,
             config.sync_types,
             listed=True,
@@ -350,7 +355,7 @@ class RunnerLoop:
         logs.set_title(f"taskq-runner [task {task.id} {task.task_type}]")
         self.run_started = self.slot.begin(task.id, task.attempt, task.timeout_seconds, waiting)
         started = time.perf_counter()
-        job = Job.of(task, self.config.worker_id)
+        job = Job.of(task, self.worker_id)
         outcome = run_job(self.registry, self.instances, job, self._progress_sender(task))
         seconds = time.perf_counter() - started
         self._observe(seconds)
@@ -394,7 +399,7 @@ class RunnerLoop:
     async def _hand_back(self, tasks: list[ClaimedTask]) -> None:
         """Give back claimed tasks that never started: to the popping end, as they were."""
         ids = [task.id for task in tasks]
-        given = await give_back(self.claims, self.broker, self.config.worker_id, ids)
+        given = await give_back(self.claims, self.broker, self.worker_id, ids)
         log.info("gave back %d claimed task(s) it had not started", given)
 
     def _send(self, message: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ from taskq_core.worker.execution import Job, Outcome
 from taskq_core.worker.fetching import give_back, through_outages
 from taskq_core.worker.forkserver import (
     FORK_TIMEOUT,
-    Forked,
+    Ends,
     Forker,
     ForkServer,
     RunnerError,
@@ -68,6 +68,7 @@ LATE_CLAIM_CHECKS = (0.5, 2.0)
 
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
 
+Exited = asyncio.Future[int | None]  # a runner's exit status to come (None: unknown)
 StopReason = Literal["timeout", "cancelled", "lost", "shutdown", "stuck"]
 Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
 
@@ -102,7 +103,7 @@ class Runner:
         self.exited = exited  # its exit status; never await it bare: cancelling would cancel it
         self.events = events
         self.slot = slot
-        self.worker_id = config.worker_id
+        self.worker_id = config.worker_id(pid)
         self.stuck_after = config.stuck_after  # seconds still between tasks: it is stuck
         self.lines = Lines()
         self.alive = True  # False once it is known dead or killed
@@ -129,15 +130,13 @@ class Runner:
 class Runners:
     """`size` runners, each replaced when it dies, until `stop`."""
 
-    def __init__(
-        self, size: int, *, env: Mapping[str, str] | None = None, early: Forked | None = None
-    ) -> None:
-        """`env`: the runners' environment; `early`: a fork server forked already (by
-        forkserver.fork_early, with `env`), adopted by `start`, else one is spawned."""
+    def __init__(self, size: int, config: Config, *, env: Mapping[str, str] | None = None) -> None:
+        """`config`: what every runner is told; `env`: the runners' environment."""
         if size < 1:
             raise ValueError(f"a worker needs at least one runner, not {size}")
         self._size = size
-        self._forker = Forker(env, early, self._fork_server_lost)
+        self._config = config
+        self._forker = Forker(env, self._fork_server_lost)
         self._live: list[Runner] = []
         self._settling: dict[Runner, asyncio.Task[None]] = {}
         self._restarts: set[asyncio.Task[None]] = set()
@@ -185,10 +184,18 @@ class Runners:
         """How many tasks the runners hold now: running, or claimed and waiting behind one."""
         return sum(1 + running.waiting for r in self._live if (running := r.slot.running()))
 
+    def fork_early(self, registry: Registry) -> None:
+        """Fork the fork server and the runners now, from this process before it runs an event
+        loop, a thread or a connection (forkserver.fork_early); `start` adopts them. If it
+        cannot, `start` spawns a fork server instead."""
+        runners = [Ends(self._config) for _ in range(self._size)]
+        if not self._forker.fork_early(registry, runners):
+            for ends in runners:
+                ends.close()
+
     async def start(
         self,
         *,
-        config: Callable[[int], Config],
         registry: Registry,
         claims: Claims,
         broker: Broker,
@@ -197,10 +204,9 @@ class Runners:
         on_foreign: Foreign,
         room: Callable[[], int],
     ) -> None:
-        """Fork the runners (RunnerError if the fork server cannot load the plugins); `config`
-        gives a runner's Config from its pid; `room()`: how many more ids of the other types
-        the supervisor can take."""
-        self._config = config
+        """Fork the runners, or adopt those `fork_early` forked (RunnerError if the fork server
+        cannot load the plugins); `room()`: how many more ids of the other types the
+        supervisor can take."""
         self._registry = registry
         self._claims = claims
         self._broker = broker
@@ -209,8 +215,12 @@ class Runners:
         self._on_foreign = on_foreign
         self._room = room
         try:
-            await self._forker.server()
-            started = await asyncio.gather(*(self._spawn() for _ in range(self._size)))
+            zygote = await self._forker.server()
+            early = self._forker.take_early()
+            started = await asyncio.gather(
+                *(self._adopt(zygote, ends, answer) for ends, answer in early),
+                *(self._spawn() for _ in range(self._size - len(early))),
+            )
         except BaseException:
             await self.stop(0)
             raise
@@ -538,31 +548,30 @@ class Runners:
             return
 
     async def _spawn(self) -> Runner:
-        control_in, control_out = os.pipe()
-        events_in, events_out = os.pipe()
-        runner_slot = Slot.create()
-        runner_slot.alive()
+        ends = Ends(self._config)
         try:
-            pid, exited = await self._forker.fork([control_in, events_out, runner_slot.fd])
+            pid, exited = await self._forker.fork(ends.theirs)
         except BaseException:
-            os.close(control_out)
-            os.close(events_in)
-            runner_slot.close()
+            ends.close()
             raise
-        finally:
-            os.close(control_in)
-            os.close(events_out)
-        config = self._config(pid)
-        runner = Runner(pid, exited, events_in, runner_slot, config)
+        ends.close_theirs()
+        return self._supervise(pid, exited, ends)
+
+    async def _adopt(
+        self, zygote: ForkServer, ends: Ends, answer: asyncio.Future[tuple[int, Exited]]
+    ) -> Runner:
+        """A runner the early fork server forked at once, once its answer comes."""
         try:
-            os.write(control_out, config.line())
-        except OSError:  # it died already: its exit settles it
-            pass
-        finally:
-            os.close(control_out)
-        os.set_blocking(events_in, False)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(events_in, self._on_events, runner)
+            pid, exited = await zygote.answer(answer)
+        except BaseException:
+            ends.close_ours()
+            raise
+        return self._supervise(pid, exited, ends)
+
+    def _supervise(self, pid: int, exited: Exited, ends: Ends) -> Runner:
+        runner = Runner(pid, exited, ends.events, ends.slot, self._config)
+        os.set_blocking(ends.events, False)
+        asyncio.get_running_loop().add_reader(ends.events, self._on_events, runner)
         exited.add_done_callback(lambda _: self._died(runner))
         return runner
 

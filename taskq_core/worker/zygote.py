@@ -11,7 +11,10 @@ message. It first sends `{"ready": true}`, or `{"ready": false, "error": ...}` a
 request from the worker is `fork` (forkserver.FORK) with its runner's file descriptors
 (SCM_RIGHTS): the read end of its control pipe, the write end of its event pipe and its slot's
 memory (runner.serve). It answers each, in order, with `{"forked": PID}` (or
-`{"forked": null, "error": "..."}`), having closed its copies of them first, and reports each
+`{"forked": null, "error": "..."}`), having closed its copies of them first. Forked from the
+worker, it first forks a runner on each set of descriptors it inherited for that
+(forkserver.Ends), right after `ready`, and answers those the same way, in order, before any
+request's. It reports each
 runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
 EOF.
 
@@ -32,7 +35,7 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -41,7 +44,7 @@ from taskq_core.plugins import Registry, load_registry
 from taskq_core.processes import set_parent_death_signal
 from taskq_core.settings import Settings
 from taskq_core.worker.execution import describe_error
-from taskq_core.worker.forkserver import FORK
+from taskq_core.worker.forkserver import FORK, Ends
 from taskq_core.worker.runner import serve
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s (runner %(process)d): %(message)s"
@@ -61,13 +64,20 @@ def main(argv: list[str]) -> int:
 
 
 def serve_forked(
-    parent: int, control: socket.socket, registry: Registry, env: Mapping[str, str]
+    parent: int,
+    control: socket.socket,
+    registry: Registry,
+    env: Mapping[str, str],
+    runners: Sequence[Ends],
 ) -> NoReturn:
-    """In the child forked by forkserver.fork_early: serve as the fork server, then exit (never
-    return into the worker's code). Set up as the spawned fork server is: its own session, dead
-    with the worker, stdin /dev/null, stdout the worker's stderr, runners given `env`."""
+    """In the child forked by forkserver.fork_early: fork a runner on each of `runners`, then
+    serve as the fork server, then exit (never return into the worker's code). Set up as the
+    spawned fork server is: its own session, dead with the worker, stdin /dev/null, stdout the
+    worker's stderr, runners given `env`."""
     code = 1
     try:
+        for ends in runners:  # the worker's: not ours to hold, nor our runners'
+            ends.close_ours()
         # First: setproctitle finds the command line's memory from `environ`, which must not
         # have moved yet (os.environ.update below may move it).
         logs.set_title("taskq-forkserver")
@@ -75,13 +85,20 @@ def serve_forked(
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent:  # the worker died before the line above
             os._exit(1)
+        # The worker's, which only note a stop request: ours and the runners' are the defaults.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
         os.dup2(2, 1)
         os.environ.update(env)
-        gc.enable()  # the worker turns collections off while it starts; runners need them
-        code = _serve(control, lambda: registry)
+        # The worker turns collections off while it starts, and runners need them: what it
+        # built goes to the permanent generation first, else the first collection walks all of
+        # it (30 ms, and a copy of every page it touches).
+        gc.freeze()
+        gc.enable()
+        code = _serve(control, lambda: registry, [ends.theirs for ends in runners])
     except BaseException:
         traceback.print_exc()
     finally:
@@ -96,7 +113,11 @@ def _load() -> Registry:
     return load_registry()
 
 
-def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
+def _serve(
+    control: socket.socket, load: Callable[[], Registry] = _load, early: Sequence[list[int]] = ()
+) -> int:
+    """Load the plugins, say ready, fork a runner on each of `early`'s descriptors, then one for
+    each request until EOF."""
     # The worker started us with stdin /dev/null and stdout our stderr, and runners inherit that:
     # a task's print() or input() cannot touch the runner's pipes.
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -122,6 +143,10 @@ def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
     signal.signal(signal.SIGCHLD, _wake)
     _send(control, {"ready": True})
     try:
+        for position, fds in enumerate(early):
+            # The later runners' descriptors are open here still: not this runner's to keep.
+            later = [fd for fds_after in early[position + 1 :] for fd in fds_after]
+            _fork(control, registry, fds, (wake_in, wake_out), later)
         while True:
             readable, _, _ = select.select([control.fileno(), wake_in], [], [])
             if wake_in in readable:
@@ -131,9 +156,24 @@ def _serve(control: socket.socket, load: Callable[[], Registry] = _load) -> int:
                 message, fds, _, _ = socket.recv_fds(control, 64, 3, socket.MSG_CMSG_CLOEXEC)
                 if not message:
                     return 0
-                _fork(control, registry, message, fds, (wake_in, wake_out))
+                refusal = _refusal(message, fds)
+                if refusal is not None:
+                    for fd in fds:
+                        os.close(fd)
+                    _send(control, {"forked": None, "error": refusal})
+                    continue
+                _fork(control, registry, fds, (wake_in, wake_out))
     except (BrokenPipeError, ConnectionResetError):  # the worker is gone
         return 0
+
+
+def _refusal(request: bytes, fds: list[int]) -> str | None:
+    """Why `request` with `fds` is not a fork request this fork server serves, if it is not."""
+    if request != FORK:
+        return f"no such request: {request!r}"
+    if len(fds) != RUNNER_FDS:
+        return f"got {len(fds)} file descriptors, not {RUNNER_FDS}"
+    return None
 
 
 def _wake(signum: int, frame: FrameType | None) -> None:
@@ -159,30 +199,26 @@ def _reap(control: socket.socket) -> None:
 def _fork(
     control: socket.socket,
     registry: Registry,
-    request: bytes,
     fds: list[int],
     wake: tuple[int, int],
+    inherited: Sequence[int] = (),
 ) -> None:
-    """Fork a runner on `fds`; they are the runner's alone before the answer."""
+    """Fork a runner on `fds` (which the child closes `inherited` besides); `fds` are the
+    runner's alone before the answer."""
     answer: dict[str, Any]
     try:
-        if request != FORK:
-            answer = {"forked": None, "error": f"no such request: {request!r}"}
-        elif len(fds) != RUNNER_FDS:
-            answer = {"forked": None, "error": f"got {len(fds)} file descriptors, not {RUNNER_FDS}"}
+        # Else what sits in their buffers would be written once more by every runner.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        zygote = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            answer = {"forked": None, "error": str(exc)}
         else:
-            # Else what sits in their buffers would be written once more by every runner.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            zygote = os.getpid()
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                answer = {"forked": None, "error": str(exc)}
-            else:
-                if pid == 0:
-                    _runner(zygote, control, registry, fds, wake)
-                answer = {"forked": pid}
+            if pid == 0:
+                _runner(zygote, control, registry, fds, [*wake, *inherited])
+            answer = {"forked": pid}
     finally:
         # Closed BEFORE the answer: the runner's copies must be the only ones once the worker has
         # it, as its death is EOF on the worker's event pipe. Closed after, a fork server stopped
@@ -198,9 +234,10 @@ def _runner(
     control: socket.socket,
     registry: Registry,
     fds: list[int],
-    wake: tuple[int, int],
+    others: list[int],
 ) -> NoReturn:
-    """In the forked child: become a runner, run tasks, exit; never return to the loop."""
+    """In the forked child: become a runner, run tasks, exit; never return to the loop.
+    `others`: the fork server's descriptors it must not keep."""
     code = 1
     try:
         # Its own session: a terminal's Ctrl-C reaches only the worker, which decides when
@@ -213,7 +250,7 @@ def _runner(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a task's subprocess.run() must reap
         control.close()
-        for fd in wake:
+        for fd in others:
             os.close(fd)
         serve(registry, *fds)
         code = 0

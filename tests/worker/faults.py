@@ -74,13 +74,12 @@ class Harness:
     # ---- processes ---------------------------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
-        return self.servers.env(
-            self.site,
-            TASKQ_LEASE_SECONDS=f"{LEASE_SECONDS:g}",
-            TASKQ_SWEEP_INTERVAL_SECONDS=f"{SWEEP_INTERVAL_SECONDS:g}",
-            TASKQ_TEST_RUNS_FILE=str(self.runs_file),
-            **extra,
-        )
+        defaults = {
+            "TASKQ_LEASE_SECONDS": f"{LEASE_SECONDS:g}",
+            "TASKQ_SWEEP_INTERVAL_SECONDS": f"{SWEEP_INTERVAL_SECONDS:g}",
+            "TASKQ_TEST_RUNS_FILE": str(self.runs_file),
+        }
+        return self.servers.env(self.site, **{**defaults, **extra})
 
     def start_api(self, **env: str) -> ApiProcess:
         port = free_port()

@@ -390,6 +390,36 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
     assert attempts == [(2,)]
 
 
+def test_sigterm_before_the_worker_s_loop_runs_still_stops_its_early_runners_cleanly(
+    harness: Harness,
+) -> None:
+    # The runners are forked, and claim, before the worker's event loop (and its signal
+    # handlers) is up: a SIGTERM in that window must still be a graceful stop, not a death that
+    # leaves their claims to lapse and costs each task an attempt. The fault point holds the
+    # worker in that window until the signal comes (a lease long enough not to lapse meanwhile).
+    h = harness
+    api = h.start_api()
+    tasks = [h.post(api, "BlockingSleepTask", {"seconds": 2.0}) for _ in range(4)]
+    worker = h.start_worker(
+        processes=2, grace=20.0, TASKQ_FAULT="worker_before_loop", TASKQ_LEASE_SECONDS="30"
+    )
+    h.wait(
+        lambda: len(h.servers.sql("SELECT 1 FROM tasks WHERE status = 'running'")) == 2,
+        10,
+        "the early runners to claim a task each",
+    )
+    assert not h.servers.sql("SELECT 1 FROM workers WHERE pid = %s", (worker.pid,))  # no loop
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, h.report()
+    rows = h.servers.sql(
+        "SELECT status, attempts, count(*) FROM tasks WHERE id = ANY(%s) GROUP BY 1, 2 ORDER BY 1",
+        (tasks,),
+    )
+    # The two that ran finished within the grace period; the two never claimed wait, untouched.
+    assert rows == [("completed", 1, 2), ("pending", 0, 2)], rows
+    assert len(h.queued()) == 2
+
+
 def test_a_handed_back_task_runs_next_not_behind_the_backlog(harness: Harness) -> None:
     # It had waited its turn already: handed back, it goes to the popping end of its list, ahead
     # of the tasks queued after it, instead of behind a backlog that may take hours.
