@@ -427,6 +427,15 @@ class Worker:
             finish = dataclasses.replace(finish, progress=last_progress)
         try:
             await self._record(running, finish)
+        except asyncio.CancelledError:
+            # A shutdown past its grace period, while PostgreSQL does not answer (interrupt).
+            log.warning(
+                "task %d: stopped while its outcome (%s) was being recorded; if it was not, the "
+                "task runs again once its lease lapses",
+                task.id,
+                finish.outcome.value,
+            )
+            raise
         finally:
             self._forget(running)
             self._slot_freed.set()
@@ -490,7 +499,12 @@ class Worker:
         self.announcer.recorded(items, seconds)
 
     def interrupt(self, running: Running, reason: StopReason) -> None:
-        """Stop `running` for `reason` (once: the first reason is the one recorded)."""
-        if running.job is not None and not running.job.done() and running.stop_reason is None:
-            running.stop_reason = reason
-            running.job.cancel()
+        """Stop `running` for `reason` (once: the first reason is the one recorded). Once it has
+        run, only a shutdown stops it recording its outcome: the fence refuses the outcome of a
+        task that was lost, and a cancel that came after the end changes nothing."""
+        if running.job is None or running.job.done() or running.stop_reason is not None:
+            return
+        if running.ended is not None and reason != "shutdown":
+            return
+        running.stop_reason = reason
+        running.job.cancel()
