@@ -14,9 +14,8 @@ memory (runner.serve). It answers each, in order, with `{"forked": PID}` (or
 `{"forked": null, "error": "..."}`), having closed its copies of them first. Forked from the
 worker, it first forks a runner on each set of descriptors it inherited for that
 (forkserver.Ends), right after `ready`, and answers those the same way, in order, before any
-request's. It reports each
-runner it reaps with `{"exited": PID, "returncode": N}` (N < 0: killed by signal -N). It exits at
-EOF.
+request's. It reports each runner it reaps with `{"exited": PID, "returncode": N}` (N < 0:
+killed by signal -N). It exits at EOF.
 
 It dies with the worker's process, and its runners die with it (parent-death signals), so nothing
 outlives a worker killed even by SIGKILL.
