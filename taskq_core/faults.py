@@ -16,7 +16,8 @@ def fault_point(name: str) -> None:
 
 
 def fault_pause(name: str) -> None:
-    """Wait here for a signal (its handler has run when this returns) if the TASKQ_FAULT
-    environment variable is `name`: the test decides when the process goes on, and how."""
+    """Wait here for a signal the process handles if the TASKQ_FAULT environment variable is
+    `name`: the test decides when the process goes on, and how (SIGUSR1: just go on)."""
     if os.environ.get("TASKQ_FAULT") == name:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
         signal.pause()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import socket
@@ -33,6 +34,8 @@ from taskq_core.worker.slot import Slot
 
 if TYPE_CHECKING:
     from taskq_core.plugins import Registry
+
+log = logging.getLogger("taskq.worker")
 
 START_TIMEOUT = 60.0  # seconds the fork server may take to import the plugins and say it is ready
 FORK_TIMEOUT = 10.0  # seconds a fork may take: a fork server slower than that is stuck
@@ -420,17 +423,32 @@ class Forker:
     async def _start(self) -> ForkServer:
         early, self._early = self._early, None
         try:
-            if early is not None:
-                zygote = await ForkServer.adopt(early)
-                self._early_runners = list(zip(early.runners, zygote.early, strict=True))
-            else:
+            zygote = await self._adopt(early) if early is not None else None
+            if zygote is None:
                 zygote = await ForkServer.start(self._env)
         except BaseException:
             self._zygote = None  # the next fork tries again
-            for ends in early.runners if early is not None else ():
-                ends.close_ours()
             raise
         zygote.on_lost = functools.partial(self._lost, zygote)
+        if zygote.gone:  # it died during its handshake, having said it was ready
+            self._lost(zygote)
+        return zygote
+
+    async def _adopt(self, early: Forked) -> ForkServer | None:
+        """The early fork server, adopted; None if it died before it was ready (a fork server
+        spawned then takes its place: the plugins loaded in this process once already)."""
+        try:
+            zygote = await ForkServer.adopt(early)
+        except RunnerError as exc:
+            for ends in early.runners:
+                ends.close_ours()
+            log.warning("%s; starting another", exc)
+            return None
+        except BaseException:
+            for ends in early.runners:
+                ends.close_ours()
+            raise
+        self._early_runners = list(zip(early.runners, zygote.early, strict=True))
         return zygote
 
     def _lost(self, zygote: ForkServer) -> None:

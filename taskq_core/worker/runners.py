@@ -560,9 +560,13 @@ class Runners:
     async def _adopt(
         self, zygote: ForkServer, ends: Ends, answer: asyncio.Future[tuple[int, Exited]]
     ) -> Runner:
-        """A runner the early fork server forked at once, once its answer comes."""
+        """A runner the early fork server forked at once, once its answer comes; if that fork
+        server died first, one forked by its successor."""
         try:
             pid, exited = await zygote.answer(answer)
+        except RunnerError:
+            ends.close_ours()
+            return await self._spawn()
         except BaseException:
             ends.close_ours()
             raise

@@ -8,6 +8,7 @@ nothing refused left a row. Leases of 2 s and sweeps every 0.5 s make recovery t
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -418,6 +419,43 @@ def test_sigterm_before_the_worker_s_loop_runs_still_stops_its_early_runners_cle
     # The two that ran finished within the grace period; the two never claimed wait, untouched.
     assert rows == [("completed", 1, 2), ("pending", 0, 2)], rows
     assert len(h.queued()) == 2
+
+
+def test_an_early_fork_server_killed_before_the_worker_s_loop_adopts_it_is_replaced(
+    harness: Harness,
+) -> None:
+    # The fork server (and its runners) forked before the worker's loop runs may die before the
+    # loop adopts it, its "ready" and its runners' answers already sent: the loop must start
+    # another and new runners, not keep retrying forks on the dead one.
+    h = harness
+    api = h.start_api()
+    tasks = [h.post(api, "BlockingSleepTask", {"seconds": 0.2}) for _ in range(6)]
+    worker = h.start_worker(processes=2, TASKQ_FAULT="worker_before_loop")
+
+    def early_processes() -> list[int] | None:
+        found = descendants(worker.pid)
+        return found if len(found) == 3 else None  # the fork server and its two runners
+
+    early = h.wait(early_processes, 10, "the early fork server and runners")
+    fork_server = next(
+        pid for pid in early if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"taskq-fork")
+    )
+    os.kill(fork_server, signal.SIGKILL)
+    h.wait(lambda: all(dead(pid) for pid in early), 5, "the early processes to die")
+    worker.send_signal(signal.SIGUSR1)  # the loop starts now
+    h.wait(
+        lambda: (
+            h.servers.sql(
+                "SELECT count(*) FROM tasks WHERE id = ANY(%s) AND status = 'completed'", (tasks,)
+            )[0][0]
+            == len(tasks)
+        ),
+        30,
+        "every task to complete on new runners",
+    )
+    assert worker.poll() is None, h.report()
+    assert "task runner fork server" in h.log_of(worker)
+    assert not set(early) & set(descendants(worker.pid))
 
 
 def test_a_handed_back_task_runs_next_not_behind_the_backlog(harness: Harness) -> None:
