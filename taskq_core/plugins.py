@@ -138,7 +138,7 @@ class Registry:
     @property
     def has_sync(self) -> bool:
         """Whether any task type runs in runner processes (a worker needs runners only then)."""
-        return any(not t.is_async for t in self.types.values())
+        return bool(self.sync_names)
 
 
 def _forbid_extra(model: type[BaseModel]) -> type[BaseModel]:

@@ -43,6 +43,9 @@ CLOSE_TIMEOUT = 5.0  # seconds stop() lets the fork server exit before killing i
 CONTROL_SIZE = 64 * 1024  # bytes: the longest message the fork server sends
 FORK = b"fork"  # a fork request (zygote._fork): a runner on the file descriptors sent with it
 
+Exited = asyncio.Future[int | None]  # a process's exit status to come (None: unknown)
+Answer = asyncio.Future[tuple[int, Exited]]  # a fork's answer to come: the runner's pid, its exit
+
 
 class RunnerError(TaskqError):
     """A task runner process failed."""
@@ -130,7 +133,7 @@ class _Exit(asyncio.SubprocessProtocol):
     """Tells when the spawned fork server process has been reaped, and its exit code."""
 
     def __init__(self) -> None:
-        self.exited: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.exited: Exited = asyncio.get_running_loop().create_future()
         self.transport: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,7 +152,7 @@ class ForkServer:
     def __init__(
         self,
         pid: int,
-        exited: asyncio.Future[int | None],
+        exited: Exited,
         control: socket.socket,
         kill: Callable[[], None],
     ) -> None:
@@ -160,9 +163,9 @@ class ForkServer:
         self._kill = kill
         self.control = control
         self.ready: asyncio.Future[dict[str, Any] | None] = loop.create_future()
-        self.forks: deque[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = deque()
-        self.early: list[asyncio.Future[tuple[int, asyncio.Future[int | None]]]] = []
-        self.runners: dict[int, asyncio.Future[int | None]] = {}  # exit statuses to come
+        self.forks: deque[Answer] = deque()
+        self.early: list[Answer] = []
+        self.runners: dict[int, Exited] = {}  # exit statuses to come
         self.gone = False  # its control socket is closed: it forks no more
         self.on_lost: Callable[[], None] | None = None  # called if it dies while in use
         control.setblocking(False)
@@ -172,7 +175,7 @@ class ForkServer:
     async def adopt(cls, forked: Forked) -> ForkServer:
         """Take over the fork server `fork_early` forked from this process, once it is ready."""
         loop = asyncio.get_running_loop()
-        exited: asyncio.Future[int | None] = loop.create_future()
+        exited: Exited = loop.create_future()
         # Our own child: a pidfd turns readable when it exits (at once if it did already), and
         # only this reaps it, so its pid cannot be reused before `kill` stops being called.
         pidfd = os.pidfd_open(forked.pid)
@@ -263,7 +266,7 @@ class ForkServer:
                 f"{error.get('message')}\n{error.get('traceback', '')}"
             )
 
-    async def fork(self, fds: list[int]) -> tuple[int, asyncio.Future[int | None]]:
+    async def fork(self, fds: list[int]) -> tuple[int, Exited]:
         """Fork a runner on these file descriptors (see zygote): its pid, and its exit status to
         come."""
         if self.gone:
@@ -272,14 +275,11 @@ class ForkServer:
             socket.send_fds(self.control, [FORK], fds)
         except OSError as exc:
             raise RunnerError(f"could not reach the task runner fork server: {exc}") from exc
-        forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
-        forked = asyncio.get_running_loop().create_future()
+        forked: Answer = asyncio.get_running_loop().create_future()
         self.forks.append(forked)
         return await self.answer(forked)
 
-    async def answer(
-        self, forked: asyncio.Future[tuple[int, asyncio.Future[int | None]]]
-    ) -> tuple[int, asyncio.Future[int | None]]:
+    async def answer(self, forked: Answer) -> tuple[int, Exited]:
         """The answer to a fork, requested or early: the runner's pid and exit status to come."""
         try:
             async with asyncio.timeout(FORK_TIMEOUT):
@@ -360,7 +360,7 @@ class ForkServer:
 
 
 # A runner the early fork server forked at once: its ends, and the fork server's answer to come.
-Early = tuple[Ends, asyncio.Future[tuple[int, asyncio.Future[int | None]]]]
+Early = tuple[Ends, Answer]
 
 
 class Forker:
@@ -395,7 +395,7 @@ class Forker:
             self._zygote = asyncio.create_task(self._start())
         return self._zygote
 
-    async def fork(self, fds: list[int]) -> tuple[int, asyncio.Future[int | None]]:
+    async def fork(self, fds: list[int]) -> tuple[int, Exited]:
         """Fork a runner on `fds` (see ForkServer.fork)."""
         zygote = await asyncio.shield(self.server())  # shared by concurrent forks
         return await zygote.fork(fds)

@@ -108,7 +108,7 @@ def serve(registry: Registry, control: int, events: int, slot_fd: int) -> None:
     """Read the config, then claim and run until asked to stop (or the supervisor is gone)."""
     with os.fdopen(control, "rb") as pipe:
         line = pipe.readline()
-    if not line:  # its supervisor gave up on it before it was forked (a stop): nothing to do
+    if not line:  # no config (the worker writes it before the fork): nothing to run
         return
     config = Config(**json.loads(line))
     slot = Slot(slot_fd)

@@ -36,7 +36,9 @@ from taskq_core.worker.execution import Job, Outcome
 from taskq_core.worker.fetching import give_back, through_outages
 from taskq_core.worker.forkserver import (
     FORK_TIMEOUT,
+    Answer,
     Ends,
+    Exited,
     Forker,
     ForkServer,
     RunnerError,
@@ -68,7 +70,6 @@ LATE_CLAIM_CHECKS = (0.5, 2.0)
 
 READ_SIZE = 64 * 1024  # bytes per read of a pipe: its default capacity
 
-Exited = asyncio.Future[int | None]  # a runner's exit status to come (None: unknown)
 StopReason = Literal["timeout", "cancelled", "lost", "shutdown", "stuck"]
 Foreign = Callable[[int, list[int]], None]  # (priority, ids) popped for the supervisor to run
 
@@ -96,9 +97,7 @@ class Lines:
 class Runner:
     """The supervisor's end of one runner."""
 
-    def __init__(
-        self, pid: int, exited: asyncio.Future[int | None], events: int, slot: Slot, config: Config
-    ) -> None:
+    def __init__(self, pid: int, exited: Exited, events: int, slot: Slot, config: Config) -> None:
         self.pid = pid
         self.exited = exited  # its exit status; never await it bare: cancelling would cancel it
         self.events = events
@@ -557,9 +556,7 @@ class Runners:
         ends.close_theirs()
         return self._supervise(pid, exited, ends)
 
-    async def _adopt(
-        self, zygote: ForkServer, ends: Ends, answer: asyncio.Future[tuple[int, Exited]]
-    ) -> Runner:
+    async def _adopt(self, zygote: ForkServer, ends: Ends, answer: Answer) -> Runner:
         """A runner the early fork server forked at once, once its answer comes; if that fork
         server died first, one forked by its successor."""
         try:

@@ -391,6 +391,17 @@ def test_sigterm_hands_back_long_tasks_and_a_second_one_exits_at_once(harness: H
     assert attempts == [(2,)]
 
 
+def _held_before_its_loop(
+    h: Harness, *, seconds: float, count: int, grace: float = 2.0, **env: str
+) -> tuple[list[int], subprocess.Popen[bytes]]:
+    """`count` queued BlockingSleepTasks of `seconds`, and a worker with two runners held
+    before its event loop starts (fault point worker_before_loop) until a signal it handles."""
+    api = h.start_api()
+    tasks = [h.post(api, "BlockingSleepTask", {"seconds": seconds}) for _ in range(count)]
+    worker = h.start_worker(processes=2, grace=grace, TASKQ_FAULT="worker_before_loop", **env)
+    return tasks, worker
+
+
 def test_sigterm_before_the_worker_s_loop_runs_still_stops_its_early_runners_cleanly(
     harness: Harness,
 ) -> None:
@@ -399,10 +410,8 @@ def test_sigterm_before_the_worker_s_loop_runs_still_stops_its_early_runners_cle
     # leaves their claims to lapse and costs each task an attempt. The fault point holds the
     # worker in that window until the signal comes (a lease long enough not to lapse meanwhile).
     h = harness
-    api = h.start_api()
-    tasks = [h.post(api, "BlockingSleepTask", {"seconds": 2.0}) for _ in range(4)]
-    worker = h.start_worker(
-        processes=2, grace=20.0, TASKQ_FAULT="worker_before_loop", TASKQ_LEASE_SECONDS="30"
+    tasks, worker = _held_before_its_loop(
+        h, seconds=2.0, count=4, grace=20.0, TASKQ_LEASE_SECONDS="30"
     )
     h.wait(
         lambda: len(h.servers.sql("SELECT 1 FROM tasks WHERE status = 'running'")) == 2,
@@ -428,9 +437,7 @@ def test_an_early_fork_server_killed_before_the_worker_s_loop_adopts_it_is_repla
     # loop adopts it, its "ready" and its runners' answers already sent: the loop must start
     # another and new runners, not keep retrying forks on the dead one.
     h = harness
-    api = h.start_api()
-    tasks = [h.post(api, "BlockingSleepTask", {"seconds": 0.2}) for _ in range(6)]
-    worker = h.start_worker(processes=2, TASKQ_FAULT="worker_before_loop")
+    tasks, worker = _held_before_its_loop(h, seconds=0.2, count=6)
 
     def early_processes() -> list[int] | None:
         found = descendants(worker.pid)
